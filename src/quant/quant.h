@@ -1,0 +1,44 @@
+// quant.h: the arithmetic of every GGUF block format: dequantize, quantize, and fused dot products
+// against 8-bit-quantized activations. Each operation has a scalar reference (quant/*_ref.cpp) that is
+// the definition; SIMD versions (*_avx2.cpp, *_avx512.cpp) must equal it and are chosen at run time
+// through util/cpu.h (active_isa()).
+//
+// Block layouts are bit-exact with GGUF, so files quantized elsewhere load here and files written here
+// load elsewhere.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "gguf/ggml_types.h"
+#include "util/cpu.h"
+
+namespace moe::quant {
+
+// True for the types this project can compute with (load, dequantize, dot):
+// F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (and Q8_0/Q8_1/Q8_K
+// as activation types).
+bool is_supported(GgmlType type);
+// True for the types quantize_row can produce.
+bool can_quantize(GgmlType type);
+
+// dst[0..n) = the values the blocks encode. n must be a multiple of the block size.
+void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n);
+
+// Encodes n floats (a multiple of the block size) into blocks; returns bytes written
+// (== row_bytes(type, n)). `importance` (n weights, may be null) biases the K-quant scale search.
+size_t quantize_row(GgmlType type, const float* src, void* dst, int64_t n, const float* importance = nullptr);
+
+// The activation block type a weight type's dot product consumes: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for
+// Q4_1/Q5_1 (they need the block sums), Q8_K for the K-quants, F32 for F32/F16/BF16.
+GgmlType activation_type(GgmlType weight_type);
+
+// Quantizes one activation row x[0..n) into activation_type blocks (dst sized row_bytes(act, n)).
+void quantize_activations(GgmlType act_type, const float* x, void* dst, int64_t n);
+
+// sum_i w[i]*x[i] over n elements, w a row of `weight_type` blocks, x a row of
+// activation_type(weight_type) blocks (or float for F32/F16/BF16). Uses active_isa().
+float vec_dot(GgmlType weight_type, int64_t n, const void* w, const void* x);
+// The same with an explicit ISA (tests compare each with Isa::Scalar).
+float vec_dot_isa(Isa isa, GgmlType weight_type, int64_t n, const void* w, const void* x);
+
+}  // namespace moe::quant

@@ -1,0 +1,50 @@
+// fixtures.cpp: fixture lookup for the tests.
+#include "testutil/fixtures.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace moe::testing {
+
+std::string source_dir() {
+  const char* s = std::getenv("MOE_SOURCE_DIR");
+  if (s && *s) return s;
+  return std::filesystem::current_path().string();
+}
+
+std::string fixtures_dir() {
+  const char* f = std::getenv("MOE_FIXTURES");
+  std::filesystem::path p = (f && *f) ? std::filesystem::path(f) : std::filesystem::path(source_dir()) / "../shared";
+  std::error_code ec;
+  auto c = std::filesystem::weakly_canonical(p, ec);
+  return (ec ? p : c).string();
+}
+
+std::string fixture(const std::string& rel) { return fixtures_dir() + "/" + rel; }
+
+bool fixture_exists(const std::string& rel) { return std::filesystem::exists(fixture(rel)); }
+
+bool running_in_ci() {
+  const char* ci = std::getenv("CI");
+  return ci && (std::string(ci) == "true" || std::string(ci) == "1");
+}
+
+std::string moe_binary() {
+  const char* b = std::getenv("MOE_BIN");
+  if (b && *b) return b;
+  const char* d = std::getenv("MOE_BINARY_DIR");
+  return std::string(d && *d ? d : ".") + "/moe";
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace moe::testing

@@ -1,0 +1,36 @@
+// fixtures.h: where tests find ../shared (MOE_FIXTURES, default ../shared beside the source tree), and
+// the rule for when it is missing: a user's fresh clone skips with a clear message, CI (CI=true) fails,
+// because there the fixtures are always present and the tests must run.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace moe::testing {
+
+// Absolute path of the fixtures root (no trailing slash).
+std::string fixtures_dir();
+// fixtures_dir() + "/" + rel.
+std::string fixture(const std::string& rel);
+bool fixture_exists(const std::string& rel);
+bool running_in_ci();
+// Path of the project source tree (for the bundled model) and of the built `moe` binary.
+std::string source_dir();
+std::string moe_binary();
+// Reads a whole file (throws on failure).
+std::string read_file(const std::string& path);
+
+}  // namespace moe::testing
+
+// Skips the test (or fails it in CI) when the fixture file is absent.
+#define MOE_REQUIRE_FIXTURE(rel)                                                                   \
+  do {                                                                                             \
+    if (!::moe::testing::fixture_exists(rel)) {                                                    \
+      if (::moe::testing::running_in_ci()) {                                                       \
+        FAIL() << "fixture " << ::moe::testing::fixture(rel) << " is missing, and CI must run it"; \
+      } else {                                                                                     \
+        GTEST_SKIP() << "fixture " << ::moe::testing::fixture(rel)                                 \
+                     << " not found (set MOE_FIXTURES to the shared/ folder to run this test)";   \
+      }                                                                                            \
+    }                                                                                              \
+  } while (0)
