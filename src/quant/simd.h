@@ -1,0 +1,19 @@
+// simd.h: the entry points of the SIMD dot-product kernels (quant/*_avx2.cpp, quant/*_avx512.cpp).
+// quant.cpp's dispatcher calls these for active_isa(); each returns false for a type it has no kernel
+// for, and the dispatcher then uses the scalar reference. Never call these on a CPU without the ISA.
+#pragma once
+#include <cstdint>
+
+#include "gguf/ggml_types.h"
+
+namespace moe::quant::detail {
+
+// *out = sum over n elements of w (weight blocks) times x (activation_type(type) blocks, or floats).
+bool vec_dot_avx2(GgmlType type, int64_t n, const void* w, const void* x, float* out);
+bool vec_dot_avx512(GgmlType type, int64_t n, const void* w, const void* x, float* out);
+
+// Activation quantization (x floats -> act_type blocks); false when not provided for that type.
+bool quantize_activations_avx2(GgmlType act_type, const float* x, void* dst, int64_t n);
+bool quantize_activations_avx512(GgmlType act_type, const float* x, void* dst, int64_t n);
+
+}  // namespace moe::quant::detail
