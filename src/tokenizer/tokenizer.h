@@ -1,0 +1,76 @@
+// tokenizer.h: SentencePiece BPE (the Llama/Mistral/Mixtral tokenizer), loaded from GGUF metadata
+// (`tokenizer.ggml.*`) or from a SentencePiece `tokenizer.model` file, with ids identical to
+// libsentencepiece. Decoding is the exact inverse (leading-space rule, byte-fallback tokens), and
+// StreamDecoder emits text incrementally without ever splitting a UTF-8 code point.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace moe::gguf { class File; }
+
+namespace moe::tokenizer {
+
+enum class TokenType : int32_t { Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 };
+
+class Tokenizer {
+ public:
+  // From `tokenizer.ggml.model` == "llama" metadata; throws moe::Error naming the bad key.
+  static Tokenizer from_gguf(const gguf::File& file);
+  // From a SentencePiece model protobuf; throws moe::Error on a malformed file.
+  static Tokenizer from_sentencepiece_file(const std::string& path);
+  // Either of the above, chosen by the file's magic bytes.
+  static Tokenizer load(const std::string& path);
+
+  Tokenizer();
+  ~Tokenizer();
+  Tokenizer(Tokenizer&&) noexcept;
+  Tokenizer& operator=(Tokenizer&&) noexcept;
+  Tokenizer(const Tokenizer&);
+  Tokenizer& operator=(const Tokenizer&);
+
+  // Text to ids. add_bos prepends bos_id(); parse_special lets control/user-defined token texts in
+  // `text` (e.g. "<s>", "[INST]", "<|im_end|>") become their ids; otherwise they are plain text.
+  std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special = false) const;
+  // Ids to text as libsentencepiece decodes them (control tokens produce no text; the dummy-prefix
+  // space of the first piece is removed). Ids out of range throw moe::Error.
+  std::string decode(std::span<const int32_t> ids) const;
+
+  int32_t n_vocab() const;
+  int32_t bos_id() const;   // -1 when the model has none
+  int32_t eos_id() const;
+  int32_t unk_id() const;
+  int32_t pad_id() const;
+  bool add_bos() const;     // tokenizer.ggml.add_bos_token (default true)
+  bool add_eos() const;     // tokenizer.ggml.add_eos_token (default false)
+  const std::string& piece(int32_t id) const;  // the raw piece ("▁Hello", "<0x0A>", "<s>")
+  TokenType token_type(int32_t id) const;
+  float score(int32_t id) const;
+  std::optional<int32_t> token_id(std::string_view piece) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  friend class StreamDecoder;
+};
+
+// Incremental detokenizer for streaming: push ids one at a time, get back only complete UTF-8 text.
+// `continuation` = true when the ids continue earlier text (a generated completion after a prompt),
+// so a leading space is kept; false when they start a text (then decode()'s first-piece rule applies).
+class StreamDecoder {
+ public:
+  explicit StreamDecoder(const Tokenizer& tok, bool continuation = true);
+  std::string push(int32_t id);
+  std::string flush();  // whatever is pending (an incomplete sequence becomes U+FFFD)
+
+ private:
+  const Tokenizer* tok_;
+  bool at_start_;
+  std::string pending_;
+};
+
+}  // namespace moe::tokenizer
