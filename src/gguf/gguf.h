@@ -33,6 +33,12 @@ enum class ValueType : uint32_t {
   STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
 };
 const char* value_type_name(ValueType t);
+bool is_known_value_type(uint32_t id);  // ids 0..12
+bool is_integer_type(ValueType t);      // the eight integer types
+bool is_signed_integer_type(ValueType t);
+// Fewest bytes one value of type t occupies in a file (a string: its u64 length; an array: type + count).
+// The reader bounds counts with it before allocating.
+uint64_t value_type_min_bytes(ValueType t);
 
 // One metadata value. Scalars: unsigned ints in `u`, signed in `i`, floats in `f`, bools in `b`,
 // strings in `s`. Arrays: `array_type` and `array` (nested arrays are allowed by the format).
@@ -122,6 +128,10 @@ class File {
   uint64_t data_offset_ = 0;
   std::vector<std::pair<std::string, Value>> kv_;
   std::vector<TensorInfo> tensors_;
+  // Indices into kv_ / tensors_ sorted by key / name: find() and find_tensor() binary-search them, and
+  // the parser finds duplicates as equal neighbours. Indices (not pointers) so that copies stay valid.
+  std::vector<size_t> kv_by_key_;
+  std::vector<size_t> tensor_by_name_;
   friend class Parser;
 };
 

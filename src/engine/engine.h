@@ -1,0 +1,135 @@
+// engine.h: the serving engine: requests in, streamed tokens out, many sequences at once.
+//
+// One engine thread runs the loop: each step builds one batch from the decode tokens of running
+// sequences plus chunks of waiting prompts (continuous batching, chunked prefill) under
+// max_num_batched_tokens, runs Model::forward over it, samples where a token is due, and hands each
+// request its new text through its callbacks. KV memory is a paged cache; full blocks are hashed by
+// their token prefix so a repeated system prompt is computed once (prefix caching); when blocks run
+// out the newest running sequence is preempted and later recomputed. Frontends (CLI, HTTP server)
+// only talk to this interface.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kv/kv_types.h"
+
+namespace moe::tokenizer { class Tokenizer; }
+namespace moe::tmpl { class ChatTemplate; }
+namespace moe::model { struct HParams; }
+
+namespace moe::engine {
+
+struct EngineConfig {
+  std::string model_path;
+  int n_threads = 0;                      // 0: physical cores
+  int max_num_seqs = 16;                  // running sequences at once
+  int64_t max_model_len = 0;              // 0: the model's training context (capped by memory)
+  int64_t max_num_batched_tokens = 512;   // tokens per forward step (decode + prefill chunks)
+  kv::KvType kv_type = kv::KvType::F16;
+  uint64_t memory_budget = 0;             // bytes for the KV pool; 0: max_model_len * max_num_seqs
+  bool enable_prefix_caching = true;
+  int max_queue = 256;                    // waiting requests beyond this are refused
+  std::string chat_template_override;     // a built-in name or template text; empty: the model's own
+};
+
+struct SamplingParams {
+  float temperature = 1.0f;               // 0: greedy
+  float top_p = 1.0f;
+  int32_t top_k = 0;                      // 0: off
+  float min_p = 0.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  float repetition_penalty = 1.0f;
+  std::optional<uint64_t> seed;
+  int32_t top_logprobs = -1;              // -1: no logprobs; 0..20: chosen token's + that many alternatives
+  bool json_object = false;               // constrain output to one valid JSON object
+};
+
+struct Request {
+  std::vector<int32_t> prompt;            // token ids, BOS included as the model wants it
+  int64_t max_tokens = 256;
+  SamplingParams sampling;
+  std::vector<std::string> stop;          // stop strings (not included in the output)
+  std::vector<int32_t> stop_token_ids;    // beyond the model's EOS (e.g. a template's end-of-turn)
+  bool ignore_eos = false;
+};
+
+enum class FinishReason { Stop, Length, Cancelled, Error };
+const char* finish_reason_name(FinishReason r);  // "stop", "length", "cancelled", "error"
+
+struct TokenLogprob {
+  int32_t id;
+  std::string text;  // the token's own text (bytes of the piece)
+  float logprob;
+};
+
+struct Delta {
+  std::string text;                       // new text, UTF-8 complete, stop strings held back/removed
+  std::vector<int32_t> token_ids;         // tokens that produced it
+  std::vector<TokenLogprob> chosen;       // per token, when logprobs were asked
+  std::vector<std::vector<TokenLogprob>> top;  // per token, top alternatives
+};
+
+struct Usage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  int64_t cached_prompt_tokens = 0;       // prompt tokens served from the prefix cache
+  double time_to_first_token_s = 0;
+};
+
+// Called on the engine thread: keep them short (push into a queue and return).
+struct Callbacks {
+  std::function<void(const Delta&)> on_delta;
+  std::function<void(FinishReason, const Usage&, const std::string& error)> on_finish;
+};
+
+struct Stats {
+  int64_t running = 0, waiting = 0;
+  int64_t kv_blocks_total = 0, kv_blocks_used = 0;
+  int64_t prefix_cache_queries = 0, prefix_cache_hits = 0;  // in blocks
+  int64_t prompt_tokens_total = 0, generated_tokens_total = 0;
+  int64_t preemptions = 0;
+  std::vector<std::vector<int64_t>> expert_tokens;  // [layer][expert] tokens routed so far
+};
+
+class Engine {
+ public:
+  explicit Engine(const EngineConfig& config);  // loads the model; throws moe::Error
+  ~Engine();                                     // stops the loop (cancels what is left)
+
+  // Queues a request; returns its id. Throws moe::Error if it can never run (prompt longer than
+  // max_model_len: the message says by how much) and QueueFull when max_queue requests wait.
+  uint64_t submit(Request request, Callbacks callbacks);
+  // Cancels a request (queued or running) at once and frees its blocks; its on_finish gets Cancelled.
+  void cancel(uint64_t id);
+  // Mean-pooled, L2-normalised final hidden state of `tokens` (runs between steps).
+  std::vector<float> embed(const std::vector<int32_t>& tokens);
+  // Stop taking requests; returns when everything in flight has finished.
+  void drain();
+
+  Stats stats() const;
+  const tokenizer::Tokenizer& tokenizer() const;
+  const tmpl::ChatTemplate& chat_template() const;
+  const model::HParams& hparams() const;
+  int64_t max_model_len() const;
+  const EngineConfig& config() const;
+  // The chat template's end-of-turn token ids (e.g. <|im_end|> for ChatML), added to stop ids.
+  const std::vector<int32_t>& end_of_turn_ids() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+class QueueFull : public std::runtime_error {
+ public:
+  QueueFull() : std::runtime_error("the request queue is full") {}
+};
+
+}  // namespace moe::engine
