@@ -169,6 +169,7 @@ class Writer {
     bool has_bytes;
   };
   void write_stream(const std::function<void(const void*, size_t)>& sink, const Producer& producer) const;
+  void relayout();  // recomputes every offset after the alignment changed
   uint64_t alignment_;
   std::vector<std::pair<std::string, Value>> kv_;
   std::vector<PendingTensor> tensors_;

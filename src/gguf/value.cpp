@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "gguf/gguf.h"
+#include "util/error.h"
 
 namespace moe::gguf {
 
