@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "gguf/ggml_types.h"
+#include "util/error.h"
 #include "util/mapped_file.h"
 
 namespace moe::gguf {
