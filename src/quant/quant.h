@@ -33,7 +33,10 @@ size_t quantize_row(GgmlType type, const float* src, void* dst, int64_t n, const
 GgmlType activation_type(GgmlType weight_type);
 
 // Quantizes one activation row x[0..n) into activation_type blocks (dst sized row_bytes(act, n)).
+// act_type F32 copies the floats, so callers can treat float-weight matmuls the same way.
 void quantize_activations(GgmlType act_type, const float* x, void* dst, int64_t n);
+// The same with an explicit ISA (capped at what the CPU has; tests compare each with Isa::Scalar).
+void quantize_activations_isa(Isa isa, GgmlType act_type, const float* x, void* dst, int64_t n);
 
 // sum_i w[i]*x[i] over n elements, w a row of `weight_type` blocks, x a row of
 // activation_type(weight_type) blocks (or float for F32/F16/BF16). Uses active_isa().
