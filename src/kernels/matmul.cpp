@@ -1,0 +1,109 @@
+// matmul.cpp: batched matrix-vector products over GGUF block formats (see matmul.h for the contract).
+// Loops run row-outer, token-inner so one weight row is read from memory once for the whole batch.
+#include "kernels/matmul.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "quant/quant.h"
+#include "util/error.h"
+
+namespace moe::kernels {
+namespace {
+
+bool is_float_type(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
+
+double dot_double(const float* a, const float* b, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+  return s;
+}
+
+// Rows per parallel chunk: enough multiply-adds per chunk (~32K) that hand-out costs are negligible.
+int64_t row_grain(int64_t cols, int64_t n_tok) {
+  int64_t work = std::max<int64_t>(1, cols * n_tok);
+  return std::max<int64_t>(1, 32768 / work);
+}
+
+}  // namespace
+
+size_t max_activation_row_bytes(int64_t cols) {
+  size_t best = static_cast<size_t>(cols) * sizeof(float);
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K}) {
+    const TypeTraits* tr = type_traits(t);
+    uint64_t blocks = (static_cast<uint64_t>(cols) + tr->block_size - 1) / tr->block_size;
+    best = std::max<size_t>(best, blocks * tr->type_size);
+  }
+  return best;
+}
+
+bool activations_fit(const Activations& a, GgmlType weight_type, Precision p) {
+  if (p == Precision::Exact || is_float_type(weight_type)) return true;  // floats are always there
+  return a.q != nullptr && a.qtype == quant::activation_type(weight_type);
+}
+
+Activations prepare_activations(const float* x, int64_t n_tok, int64_t cols, GgmlType weight_type, Precision p,
+                                uint8_t* buf, size_t buf_bytes, ThreadPool& pool) {
+  Activations a;
+  a.x = x;
+  a.n_tok = n_tok;
+  a.cols = cols;
+  if (p == Precision::Exact || is_float_type(weight_type)) return a;
+  GgmlType act = quant::activation_type(weight_type);
+  auto rb = row_bytes(act, static_cast<uint64_t>(cols));
+  if (!rb) fail("activation row of ", cols, " values does not fit ", type_name(act), " blocks");
+  if (static_cast<uint64_t>(n_tok) * *rb > buf_bytes)
+    fail("internal: activation buffer of ", buf_bytes, " bytes is too small for ", n_tok, " x ", *rb);
+  a.qtype = act;
+  a.q = buf;
+  a.q_row_bytes = *rb;
+  size_t stride = *rb;
+  pool.parallel_for(n_tok, 1, [&](int64_t b, int64_t e, int) {
+    for (int64_t t = b; t < e; ++t) quant::quantize_activations(act, x + t * cols, buf + t * stride, cols);
+  });
+  return a;
+}
+
+void matmul(const TensorView& w, const Activations& a, float* y, Precision p, ThreadPool& pool, float* deq_scratch) {
+  if (w.cols != a.cols) fail("internal: matmul of a ", w.cols, "-column matrix with ", a.cols, "-value activations");
+  const int64_t n_tok = a.n_tok, cols = w.cols, rows = w.rows;
+  if (n_tok == 0 || rows == 0) return;
+  const int64_t grain = row_grain(cols, n_tok);
+
+  if (p == Precision::Exact) {
+    pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int thread) {
+      float* row = deq_scratch + static_cast<size_t>(thread) * cols;
+      for (int64_t r = r0; r < r1; ++r) {
+        quant::dequantize_row(w.type, w.row(r), row, cols);
+        for (int64_t t = 0; t < n_tok; ++t) y[t * rows + r] = static_cast<float>(dot_double(row, a.x + t * cols, cols));
+      }
+    });
+    return;
+  }
+
+  if (is_float_type(w.type)) {
+    pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int) {
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t t = 0; t < n_tok; ++t) y[t * rows + r] = quant::vec_dot(w.type, cols, w.row(r), a.x + t * cols);
+    });
+    return;
+  }
+
+  if (!activations_fit(a, w.type, p))
+    fail("internal: activations quantized as ", type_name(a.qtype), " for ", type_name(w.type), " weights");
+  pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t t = 0; t < n_tok; ++t)
+        y[t * rows + r] = quant::vec_dot(w.type, cols, w.row(r), a.q + static_cast<size_t>(t) * a.q_row_bytes);
+  });
+}
+
+void matmul_reference(const TensorView& w, const float* x, int64_t n_tok, double* y) {
+  std::vector<float> row(static_cast<size_t>(w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    quant::dequantize_row(w.type, w.row(r), row.data(), w.cols);
+    for (int64_t t = 0; t < n_tok; ++t) y[t * w.rows + r] = dot_double(row.data(), x + t * w.cols, w.cols);
+  }
+}
+
+}  // namespace moe::kernels
