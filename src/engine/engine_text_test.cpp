@@ -74,6 +74,8 @@ TEST(JsonConstraint, AcceptsObjectsRejectsOthers) {
   EXPECT_FALSE(accepts_whole("{\"a\":\"\x01\"}"));
   EXPECT_FALSE(accepts_whole(R"({"a":"\x"})"));
   EXPECT_FALSE(accepts_whole(R"({} x)"));
+  EXPECT_TRUE(accepts_whole(R"({"a":1e99})"));
+  EXPECT_FALSE(accepts_whole(R"({"a":1e999})"));  // grammatical, but overflows a double
   JsonConstraint j;
   EXPECT_TRUE(j.advance("{\"k\": 12"));
   EXPECT_FALSE(j.complete());

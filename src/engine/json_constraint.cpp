@@ -145,9 +145,10 @@ bool JsonConstraint::step(unsigned char c) {
     case State::NumExpSign:
       if (!is_digit(c)) return false;
       state_ = State::NumExpDigits;
+      exp_digits_ = 1;
       return true;
     case State::NumExpDigits:
-      if (is_digit(c)) return true;
+      if (is_digit(c)) return ++exp_digits_ <= kMaxExponentDigits;
       return end_number_then(c);
     case State::Literal:
       if (c != static_cast<unsigned char>(literal_[literal_pos_])) return false;

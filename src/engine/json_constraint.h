@@ -12,6 +12,7 @@ class JsonConstraint {
  public:
   static constexpr int kMaxDepth = 48;
   static constexpr int kMaxWhitespaceRun = 8;  // keeps a model from padding forever
+  static constexpr int kMaxExponentDigits = 2;
 
   // True if appending `text` keeps the output a prefix of a single JSON object (leading whitespace
   // allowed; nothing but the object).
@@ -36,6 +37,7 @@ class JsonConstraint {
   char stack_[kMaxDepth] = {};  // '{' or '['
   bool string_is_key_ = false;
   uint8_t unicode_left_ = 0;
+  uint8_t exp_digits_ = 0;  // exponents are capped at two digits so every parser can hold the number
   uint8_t whitespace_run_ = 0;
   const char* literal_ = nullptr;  // "true", "false" or "null"
   uint8_t literal_pos_ = 0;
