@@ -16,6 +16,32 @@ namespace moe::gguf { class File; }
 namespace moe::tokenizer {
 
 enum class TokenType : int32_t { Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 };
+const char* token_type_name(TokenType t);
+
+// Everything a tokenizer is built from, whichever file it came from. Tokenizer::from_vocabulary checks it
+// (equal lengths, non-empty unique pieces, ids in range, byte pieces spelled <0xNN>, no NaN scores).
+struct Vocabulary {
+  std::vector<std::string> pieces;
+  std::vector<float> scores;
+  std::vector<TokenType> types;
+  int32_t unk_id = -1;  // -1: the first piece of type Unknown, if any
+  int32_t bos_id = -1;
+  int32_t eos_id = -1;
+  int32_t pad_id = -1;
+  bool add_bos = true;
+  bool add_eos = false;
+  // SentencePiece normalizer settings (the identity normalization of Llama/Mistral models).
+  bool add_dummy_prefix = true;
+  bool remove_extra_whitespaces = false;
+  bool escape_whitespaces = true;
+  // Characters outside the vocabulary become <0xNN> byte pieces (all 256 must exist) instead of unk.
+  bool byte_fallback = false;
+  std::string unk_surface = " \xE2\x81\x87 ";  // what decode() writes for the unknown token
+  // libsentencepiece's load checks: no two pieces of one kind with the same text, exactly one piece of
+  // type Unknown. Off for GGUF files, which llama.cpp loads more leniently (the first duplicate wins).
+  bool strict = true;
+  std::string source = "<vocabulary>";  // names the origin in error messages
+};
 
 class Tokenizer {
  public:
@@ -25,6 +51,10 @@ class Tokenizer {
   static Tokenizer from_sentencepiece_file(const std::string& path);
   // Either of the above, chosen by the file's magic bytes.
   static Tokenizer load(const std::string& path);
+  // A SentencePiece model protobuf held in memory; `name` prefixes error messages.
+  static Tokenizer from_sentencepiece_bytes(std::span<const uint8_t> bytes, const std::string& name = "<memory>");
+  // From an explicit vocabulary (validated as described at Vocabulary).
+  static Tokenizer from_vocabulary(Vocabulary vocabulary);
 
   Tokenizer();
   ~Tokenizer();
@@ -39,6 +69,9 @@ class Tokenizer {
   // Ids to text as libsentencepiece decodes them (control tokens produce no text; the dummy-prefix
   // space of the first piece is removed). Ids out of range throw moe::Error.
   std::string decode(std::span<const int32_t> ids) const;
+  // Ids that continue earlier text (a completion after its prompt): like decode() but the first piece
+  // keeps its leading space. Equal to what StreamDecoder(tok, true) produces.
+  std::string decode_continuation(std::span<const int32_t> ids) const;
 
   int32_t n_vocab() const;
   int32_t bos_id() const;   // -1 when the model has none
@@ -51,9 +84,11 @@ class Tokenizer {
   TokenType token_type(int32_t id) const;
   float score(int32_t id) const;
   std::optional<int32_t> token_id(std::string_view piece) const;
+  const Vocabulary& vocabulary() const;  // what the tokenizer was built from
 
  private:
   struct Impl;
+  const Impl& loaded() const;  // impl_, or moe::Error when default-constructed
   std::unique_ptr<Impl> impl_;
   friend class StreamDecoder;
 };
