@@ -1,10 +1,528 @@
-// dot_avx2.cpp: the AVX2 entry points with no kernels yet: each returns false, so quant.cpp uses the
-// scalar reference for every type. The SIMD engineer's kernels replace this file.
+// dot_avx2.cpp: AVX2 dot products of every supported block format against 8-bit activations, and the
+// AVX2 activation quantizers. Compiled with -mavx2 -mfma -mf16c -mbmi2 and only called when the CPU has
+// them (quant.cpp dispatches through util/cpu.h), so nothing here may run at static-initialization time.
+//
+// Arithmetic contract (see quant/ref.h): inside a block the integer products are summed exactly in int32
+// (_mm256_maddubs_epi16 multiplies an UNSIGNED byte by a SIGNED byte into int16 pairs, which never
+// saturate here: every weight operand is made non-negative and small, see each kernel), then each block's
+// partial sums are turned into float once and scaled by its float scales. Only the float summation order
+// across blocks and lanes differs from the scalar reference.
+//
+// Offsets such as Q4_0's "q - 8" are not applied to the bytes (that would need a signed weight operand);
+// instead sum((q - 8) * y) = sum(q * y) - 8 * sum(y), with sum(y) from maddubs against a constant (legacy
+// formats) or from the activation block's precomputed bsums (K-quants). Both are exact for any input.
+//
+// Q8_0 weights are signed, so they use the sign trick (|w| times y with w's sign): exact for every weight
+// byte, and for every activation byte except -128, which quantize_activations never produces
+// (|round(x / d)| <= 127 by construction of d = amax / 127).
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "quant/blocks.h"
 #include "quant/simd.h"
+#include "util/fp16.h"
+
+namespace moe::quant::detail {
+namespace {
+
+// ---------------------------------------------------------------------------------------------- helpers
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float hsum(__m128 s) {
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Four bytes at p as the low lane of a vector (the load folds into vmovd).
+inline __m128i load_u32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm_cvtsi32_si128(v);
+}
+
+inline float half(uint16_t h) { return _cvtsh_ss(h); }
+
+// Broadcast of half(*a) * half(*b), where a and b point at the first half of at least four readable
+// bytes (the d field of a legacy block, which the quants follow).
+inline __m256 half_product(const uint16_t* a, const uint16_t* b) {
+  const __m128 f = _mm_cvtph_ps(_mm_unpacklo_epi16(load_u32(a), load_u32(b)));  // [a, b, ...]
+  return _mm256_broadcastss_ps(_mm_mul_ss(f, _mm_movehdup_ps(f)));
+}
+
+// A function, not a global: a global __m256i would execute AVX2 at static initialization.
+inline __m256i low_nibbles() { return _mm256_set1_epi8(0x0F); }
+
+// The 32 nibbles of 16 bytes as bytes 0..15 (low nibbles) and 16..31 (high nibbles): the legacy layout.
+inline __m256i unpack_nibbles(const uint8_t* qs) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low_nibbles());
+}
+
+// 0x10 in byte j where bit j of the little-endian 32 bits at qh is set (the fifth bit of Q5_0/Q5_1).
+inline __m256i fifth_bits(const uint8_t* qh) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, 4);
+  // Byte j takes byte j/8 of the word, then keeps bit j%8 of it.
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(static_cast<int>(bits)),
+      _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
+                       3, 3, 3));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// Eight int32 lanes summing to sum(q * y) - offset * sum(y), q unsigned bytes <= 31, y any signed bytes:
+// every int16 pair stays within 2 * 31 * 128 + 16 * 2 * 128 < 32768.
+inline __m256i dot_unsigned_offset(__m256i q, __m256i y, __m256i offset_bytes) {
+  const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, y), _mm256_maddubs_epi16(offset_bytes, y));
+  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+inline __m256i dot_unsigned(__m256i q, __m256i y) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), _mm256_set1_epi16(1));
+}
+
+// ------------------------------------------------------------------------------------ legacy formats
+
+inline __m256i lanes_q4_0(const BlockQ4_0& w, const BlockQ8_0& x) {
+  return dot_unsigned_offset(unpack_nibbles(w.qs), load256(x.qs), _mm256_set1_epi8(8));
+}
+
+inline __m256i lanes_q5_0(const BlockQ5_0& w, const BlockQ8_0& x) {
+  const __m256i q = _mm256_or_si256(unpack_nibbles(w.qs), fifth_bits(w.qh));
+  return dot_unsigned_offset(q, load256(x.qs), _mm256_set1_epi8(16));
+}
+
+// Signed weights: |w| (<= 128 as an unsigned byte) times y carrying w's sign; pairs <= 2 * 128 * 127.
+inline __m256i lanes_q8_0(const BlockQ8_0& w, const BlockQ8_0& x) {
+  const __m256i q = load256(w.qs);
+  const __m256i y = load256(x.qs);
+  return dot_unsigned(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
+}
+
+inline __m256i lanes_q4_1(const BlockQ4_1& w, const BlockQ8_1& x) {
+  return dot_unsigned(unpack_nibbles(w.qs), load256(x.qs));
+}
+
+inline __m256i lanes_q5_1(const BlockQ5_1& w, const BlockQ8_1& x) {
+  return dot_unsigned(_mm256_or_si256(unpack_nibbles(w.qs), fifth_bits(w.qh)), load256(x.qs));
+}
+
+// sum over blocks of (d_w * d_x) * isum, two blocks per step into two accumulators so consecutive
+// blocks' multiply-adds do not wait on each other.
+template <typename WB, typename XB, __m256i (*Lanes)(const WB&, const XB&)>
+float dot_scaled(const void* wv, const void* xv, int64_t nb) {
+  const auto* w = static_cast<const WB*>(wv);
+  const auto* x = static_cast<const XB*>(xv);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 1 < nb; i += 2) {
+    acc0 = _mm256_fmadd_ps(half_product(&w[i].d, &x[i].d), _mm256_cvtepi32_ps(Lanes(w[i], x[i])), acc0);
+    acc1 = _mm256_fmadd_ps(half_product(&w[i + 1].d, &x[i + 1].d),
+                           _mm256_cvtepi32_ps(Lanes(w[i + 1], x[i + 1])), acc1);
+  }
+  if (i < nb) acc0 = _mm256_fmadd_ps(half_product(&w[i].d, &x[i].d), _mm256_cvtepi32_ps(Lanes(w[i], x[i])), acc0);
+  return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+// The same plus m_w * s_x per block (Q4_1, Q5_1 against Q8_1): the four halves (d_w, m_w) and
+// (d_x, s_x) are adjacent in both blocks, so one conversion yields both products.
+template <typename WB, __m256i (*Lanes)(const WB&, const BlockQ8_1&)>
+float dot_scaled_min(const void* wv, const void* xv, int64_t nb) {
+  const auto* w = static_cast<const WB*>(wv);
+  const auto* x = static_cast<const BlockQ8_1*>(xv);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m128 acc_min = _mm_setzero_ps();
+  auto step = [&](int64_t b, __m256& acc) {
+    const __m128 f = _mm_cvtph_ps(_mm_unpacklo_epi32(load_u32(&w[b].d), load_u32(&x[b].d)));  // dw mw dx sx
+    const __m128 prod = _mm_mul_ps(f, _mm_movehl_ps(f, f));  // [dw*dx, mw*sx, ...]
+    acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), _mm256_cvtepi32_ps(Lanes(w[b], x[b])), acc);
+    acc_min = _mm_add_ss(acc_min, _mm_movehdup_ps(prod));
+  };
+  int64_t i = 0;
+  for (; i + 1 < nb; i += 2) {
+    step(i, acc0);
+    step(i + 1, acc1);
+  }
+  if (i < nb) step(i, acc0);
+  return hsum(_mm256_add_ps(acc0, acc1)) + _mm_cvtss_f32(acc_min);
+}
+
+// ------------------------------------------------------------------------------------------ K-quants
+
+// int16 scale pairs for maddubs results of 32 activations: lanes 0..7 get byte pair 2*lo of `scales16`
+// (16 int16 broadcast to both 128-bit halves), lanes 8..15 byte pair 2*hi. Built by pshufb.
+inline __m256i scale_pair(__m256i scales16, int lo, int hi) {
+  const char a = static_cast<char>(2 * lo), b = static_cast<char>(2 * lo + 1);
+  const char c = static_cast<char>(2 * hi), d = static_cast<char>(2 * hi + 1);
+  return _mm256_shuffle_epi8(scales16, _mm256_setr_epi8(a, b, a, b, a, b, a, b, a, b, a, b, a, b, a, b, c, d, c, d,
+                                                        c, d, c, d, c, d, c, d, c, d, c, d));
+}
+
+// 16 int16 from 16 int8 / uint8 (a full register: lanes 0..15).
+inline __m256i widen_signed(const void* p) {
+  return _mm256_cvtepi8_epi16(_mm_loadu_si128(static_cast<const __m128i*>(p)));
+}
+
+inline __m256i load_bsums(const BlockQ8_K& y) { return load256(y.bsums); }
+
+// Horizontal int32 sum of a register.
+inline int hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
+// The 16 sub-block scales (low nibbles) and mins (high nibbles) of a Q2_K block as int16.
+// Element p = 128n + 32j + l has its two bits at 2j of qs[32n + l] and sub-block p / 16, so group
+// g = 4n + j of 32 consecutive elements uses sub-blocks 2g and 2g + 1.
+float dot_q2_K(const void* wv, const void* xv, int64_t nb) {
+  const auto* w = static_cast<const BlockQ2_K*>(wv);
+  const auto* x = static_cast<const BlockQ8_K*>(xv);
+  const __m256i three = _mm256_set1_epi8(3);
+  __m256 acc = _mm256_setzero_ps(), acc_min = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[i].scales));
+    const __m256i sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
+    const __m256i m16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F)));
+    const __m256i min_sum = _mm256_madd_epi16(m16, load_bsums(x[i]));
+    const __m256i sc_lo = _mm256_permute2x128_si256(sc16, sc16, 0x00);  // scales 0..7 in both halves
+    const __m256i sc_hi = _mm256_permute2x128_si256(sc16, sc16, 0x11);  // scales 8..15
+    __m256i isum = _mm256_setzero_si256();
+    for (int n = 0; n < 2; ++n) {
+      const __m256i q = load256(w[i].qs + 32 * n);
+      const __m256i scs = n == 0 ? sc_lo : sc_hi;
+      for (int j = 0; j < 4; ++j) {
+        const __m256i qj = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), three);
+        const __m256i p = _mm256_maddubs_epi16(qj, load256(x[i].qs + 128 * n + 32 * j));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale_pair(scs, 2 * j, 2 * j + 1)));
+      }
+    }
+    const float dy = x[i].d;
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(w[i].d) * dy), _mm256_cvtepi32_ps(isum), acc);
+    acc_min = _mm256_fmadd_ps(_mm256_set1_ps(half(w[i].dmin) * dy), _mm256_cvtepi32_ps(min_sum), acc_min);
+  }
+  return hsum(_mm256_sub_ps(acc, acc_min));
+}
+
+// The 16 six-bit Q3_K scales minus 32, as int8 (layout in quant/dequant_ref.cpp: low nibbles in bytes
+// 0..7, top two bits in bytes 8..11).
+inline __m128i q3_K_scales(const uint8_t* packed) {
+  uint32_t a[3];
+  std::memcpy(a, packed, 12);
+  const uint32_t k4 = 0x0F0F0F0Fu, k2 = 0x03030303u;
+  const uint32_t s0 = (a[0] & k4) | ((a[2] & k2) << 4);
+  const uint32_t s1 = (a[1] & k4) | (((a[2] >> 2) & k2) << 4);
+  const uint32_t s2 = ((a[0] >> 4) & k4) | (((a[2] >> 4) & k2) << 4);
+  const uint32_t s3 = ((a[1] >> 4) & k4) | (((a[2] >> 6) & k2) << 4);
+  return _mm_sub_epi8(_mm_setr_epi32(static_cast<int>(s0), static_cast<int>(s1), static_cast<int>(s2),
+                                     static_cast<int>(s3)),
+                      _mm_set1_epi8(32));
+}
+
+// Q3_K: q = low2 + 4 * hbit - 4, computed as the unsigned low2 + 4 * hbit (<= 7) minus 4 * bsums.
+float dot_q3_K(const void* wv, const void* xv, int64_t nb) {
+  const auto* w = static_cast<const BlockQ3_K*>(wv);
+  const auto* x = static_cast<const BlockQ8_K*>(xv);
+  const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m256i sc16 = _mm256_cvtepi8_epi16(q3_K_scales(w[i].scales));
+    const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, load_bsums(x[i])), 2);
+    const __m256i sc_lo = _mm256_permute2x128_si256(sc16, sc16, 0x00);
+    const __m256i sc_hi = _mm256_permute2x128_si256(sc16, sc16, 0x11);
+    const __m256i hm = load256(w[i].hmask);
+    __m256i isum = _mm256_setzero_si256();
+    for (int n = 0; n < 2; ++n) {
+      const __m256i q = load256(w[i].qs + 32 * n);
+      const __m256i scs = n == 0 ? sc_lo : sc_hi;
+      for (int j = 0; j < 4; ++j) {
+        const int g = 4 * n + j;
+        const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, g), one), 2);
+        const __m256i qj = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * j), three), high);
+        const __m256i p = _mm256_maddubs_epi16(qj, load256(x[i].qs + 32 * g));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale_pair(scs, 2 * j, 2 * j + 1)));
+      }
+    }
+    isum = _mm256_sub_epi32(isum, offset);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(w[i].d) * x[i].d), _mm256_cvtepi32_ps(isum), acc);
+  }
+  return hsum(acc);
+}
+
+// Scales (bytes 0..7 of the result) and mins (bytes 8..15) of a Q4_K/Q5_K block, six bits each (layout in
+// quant/dequant_ref.cpp's unpack_k4_scale_min).
+inline __m128i k4_scales_mins(const uint8_t* packed) {
+  uint32_t a[3];
+  std::memcpy(a, packed, 12);
+  const uint32_t k6 = 0x3F3F3F3Fu, k4 = 0x0F0F0F0Fu, k2 = 0x03030303u;
+  const uint32_t sc_lo = a[0] & k6;                                   // scales 0..3
+  const uint32_t sc_hi = (a[2] & k4) | (((a[0] >> 6) & k2) << 4);     // scales 4..7
+  const uint32_t m_lo = a[1] & k6;                                    // mins 0..3
+  const uint32_t m_hi = ((a[2] >> 4) & k4) | (((a[1] >> 6) & k2) << 4);  // mins 4..7
+  return _mm_setr_epi32(static_cast<int>(sc_lo), static_cast<int>(sc_hi), static_cast<int>(m_lo),
+                        static_cast<int>(m_hi));
+}
+
+// Q4_K / Q5_K share everything but the fifth bit: sub-block j (32 elements) is the low (even j) or high
+// (odd j) nibbles of qs[32 * (j / 2) ..], plus bit j of qh[l] for Q5_K.
+template <bool kFifthBit, typename Block>
+float dot_q45_K(const void* wv, const void* xv, int64_t nb) {
+  const auto* w = static_cast<const Block*>(wv);
+  const auto* x = static_cast<const BlockQ8_K*>(xv);
+  __m256 acc = _mm256_setzero_ps();
+  __m128 acc_min = _mm_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m128i sm = k4_scales_mins(w[i].scales);
+    // Each min covers 32 elements = two bsums: madd of [b0,b1,...] with [m0,m0,m1,m1,...].
+    const __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+    const __m256i min_pairs = _mm256_madd_epi16(m16, load_bsums(x[i]));  // 8 int32 (pairs summed later)
+    const __m128i min_sum = _mm_add_epi32(_mm256_castsi256_si128(min_pairs), _mm256_extracti128_si256(min_pairs, 1));
+    const __m256i sc16 = _mm256_cvtepu8_epi16(sm);  // lanes 0..7 scales (lanes 8..15 mins, unused)
+    const __m256i scs = _mm256_permute2x128_si256(sc16, sc16, 0x00);
+    __m256i hbits;
+    if constexpr (kFifthBit) hbits = load256(w[i].qh);
+    __m256i isum = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = load256(w[i].qs + 32 * c);
+      __m256i lo = _mm256_and_si256(q, low_nibbles());
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low_nibbles());
+      if constexpr (kFifthBit) {
+        const __m256i one = _mm256_set1_epi8(1);
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hbits, one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 1), one), 4));
+        hbits = _mm256_srli_epi16(hbits, 2);
+      }
+      const __m256i plo = _mm256_maddubs_epi16(lo, load256(x[i].qs + 64 * c));
+      const __m256i phi = _mm256_maddubs_epi16(hi, load256(x[i].qs + 64 * c + 32));
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(plo, scale_pair(scs, 2 * c, 2 * c)));
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(phi, scale_pair(scs, 2 * c + 1, 2 * c + 1)));
+    }
+    const float dy = x[i].d;
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(w[i].d) * dy), _mm256_cvtepi32_ps(isum), acc);
+    acc_min = _mm_fmadd_ps(_mm_set1_ps(half(w[i].dmin) * dy), _mm_cvtepi32_ps(min_sum), acc_min);
+  }
+  return hsum(acc) - hsum(acc_min);
+}
+
+// Q6_K: element 128n + 32k + l takes its low nibble from ql[64n + 32(k%2) + l] (high nibble for k >= 2)
+// and bits 2k..2k+1 of qh[32n + l]; q - 32 computed as q * y - 32 * bsums.
+float dot_q6_K(const void* wv, const void* xv, int64_t nb) {
+  const auto* w = static_cast<const BlockQ6_K*>(wv);
+  const auto* x = static_cast<const BlockQ8_K*>(xv);
+  const __m256i top2 = _mm256_set1_epi8(0x30);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m256i sc16 = widen_signed(w[i].scales);
+    const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, load_bsums(x[i])), 5);
+    __m256i isum = _mm256_setzero_si256();
+    for (int n = 0; n < 2; ++n) {
+      const __m256i scs = n == 0 ? _mm256_permute2x128_si256(sc16, sc16, 0x00)
+                                 : _mm256_permute2x128_si256(sc16, sc16, 0x11);
+      const __m256i ql0 = load256(w[i].ql + 64 * n);
+      const __m256i ql1 = load256(w[i].ql + 64 * n + 32);
+      const __m256i qh = load256(w[i].qh + 32 * n);
+      const __m256i q[4] = {
+          _mm256_or_si256(_mm256_and_si256(ql0, low_nibbles()), _mm256_and_si256(_mm256_slli_epi16(qh, 4), top2)),
+          _mm256_or_si256(_mm256_and_si256(ql1, low_nibbles()), _mm256_and_si256(_mm256_slli_epi16(qh, 2), top2)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low_nibbles()), _mm256_and_si256(qh, top2)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low_nibbles()),
+                          _mm256_and_si256(_mm256_srli_epi16(qh, 2), top2)),
+      };
+      for (int k = 0; k < 4; ++k) {
+        const __m256i p = _mm256_maddubs_epi16(q[k], load256(x[i].qs + 128 * n + 32 * k));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale_pair(scs, 2 * k, 2 * k + 1)));
+      }
+    }
+    isum = _mm256_sub_epi32(isum, offset);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(half(w[i].d) * x[i].d), _mm256_cvtepi32_ps(isum), acc);
+  }
+  return hsum(acc);
+}
+
+// --------------------------------------------------------------------------------------- float weights
+
+// Eight weights as floats from `Load`, four independent accumulators; the tail (n % 32) in scalar.
+template <typename W, __m256 (*Load)(const W*), float (*Scalar)(W)>
+float dot_float(const void* wv, const float* x, int64_t n) {
+  const auto* w = static_cast<const W*>(wv);
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int k = 0; k < 4; ++k) acc[k] = _mm256_fmadd_ps(Load(w + i + 8 * k), _mm256_loadu_ps(x + i + 8 * k), acc[k]);
+  for (; i + 8 <= n; i += 8) acc[0] = _mm256_fmadd_ps(Load(w + i), _mm256_loadu_ps(x + i), acc[0]);
+  float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+  for (; i < n; ++i) sum += Scalar(w[i]) * x[i];
+  return sum;
+}
+
+inline __m256 load_f32(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline __m256 load_bf16(const uint16_t* p) {
+  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+inline float scalar_f32(float v) { return v; }
+inline float scalar_f16(uint16_t v) { return half(v); }
+inline float scalar_bf16(uint16_t v) { return bf16_to_fp32(v); }
+
+
+// ------------------------------------------------------------------------------ activation quantizers
+// Bit-identical to quant/quantize_ref.cpp: the same float operations on the same values (IEEE mul and
+// div are exact-rounded in any unit; max and rounding are exact), including its NaN rules.
+
+inline __m256 abs_ps(__m256 v) { return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF))); }
+
+// Largest |x| over n (a multiple of 8) floats, ignoring NaN as the reference's "a > amax" does: vmaxps
+// returns its second operand when the first is NaN.
+inline float abs_max(const float* x, int n) {
+  __m256 m = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) m = _mm256_max_ps(abs_ps(_mm256_loadu_ps(x + i)), m);
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Clamp to [lo, hi] with NaN -> lo (vmaxps returns the second operand, lo, for a NaN first operand).
+inline __m256 clamp(__m256 v, float lo, float hi) {
+  return _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
+}
+
+// C roundf (ties away from zero): truncate, then step away from zero when the dropped part is >= 0.5
+// (v - trunc(v) is exact). Adding 0.5 first would be wrong for 0.49999997.
+inline __m256i round_away(__m256 v) {
+  const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m256 frac = abs_ps(_mm256_sub_ps(v, t));
+  const __m256 away = _mm256_or_ps(_mm256_and_ps(v, _mm256_set1_ps(-0.0f)), _mm256_set1_ps(1.0f));
+  const __m256 step = _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), away);
+  return _mm256_cvttps_epi32(_mm256_add_ps(t, step));
+}
+
+inline __m256i round_even(__m256 v) {
+  return _mm256_cvttps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+// 32 int32 (in [-128, 127]) to 32 bytes in order.
+inline __m256i pack_bytes(__m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+  return _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// One Q8_0/Q8_1 block: qs = roundf(x * id) clamped to +-127, with d = amax / 127 unrounded; returns the
+// sum of the levels (Q8_1's s).
+inline int quantize_q8_block(const float* x, int8_t* qs, uint16_t* d_half, float* d_out) {
+  const float amax = abs_max(x, kQK);
+  const float d = amax / 127.0f;
+  *d_out = d;
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  *d_half = fp32_to_fp16(d);
+  const __m256 vid = _mm256_set1_ps(id);
+  __m256i q[4];
+  for (int k = 0; k < 4; ++k) q[k] = round_away(clamp(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), vid), -127.0f, 127.0f));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), pack_bytes(q[0], q[1], q[2], q[3]));
+  return hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+}
+
+void quantize_q8_0(const float* x, void* dst, int64_t n) {
+  auto* y = static_cast<BlockQ8_0*>(dst);
+  float d;
+  for (int64_t i = 0; i < n / kQK; ++i) quantize_q8_block(x + kQK * i, y[i].qs, &y[i].d, &d);
+}
+
+void quantize_q8_1(const float* x, void* dst, int64_t n) {
+  auto* y = static_cast<BlockQ8_1*>(dst);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    float d;
+    const int sum = quantize_q8_block(x + kQK * i, y[i].qs, &y[i].d, &d);
+    y[i].s = fp32_to_fp16(static_cast<float>(sum) * d);
+  }
+}
+
+// Q8_K: d = 1 / iscale with iscale = -127 / max, max the first value of largest magnitude; levels
+// round half to even, clamped to [-128, 127] (NaN -> -128); bsums of each 16.
+void quantize_q8_K(const float* x, void* dst, int64_t n) {
+  auto* y = static_cast<BlockQ8_K*>(dst);
+  for (int64_t i = 0; i < n / kQKK; ++i, x += kQKK) {
+    const float amax = abs_max(x, kQKK);
+    if (amax == 0) {
+      std::memset(&y[i], 0, sizeof(y[i]));
+      continue;
+    }
+    int first = 0;  // the first index with |x| == amax (the reference keeps the first on ties)
+    for (int k = 0; k < kQKK; k += 8) {
+      const int hit = _mm256_movemask_ps(_mm256_cmp_ps(abs_ps(_mm256_loadu_ps(x + k)), _mm256_set1_ps(amax), _CMP_EQ_OQ));
+      if (hit) {
+        first = k + __builtin_ctz(static_cast<unsigned>(hit));
+        break;
+      }
+    }
+    const float iscale = -127.0f / x[first];
+    const __m256 vs = _mm256_set1_ps(iscale);
+    for (int g = 0; g < kQKK / 32; ++g) {
+      __m256i q[4];
+      for (int k = 0; k < 4; ++k)
+        q[k] = round_even(clamp(_mm256_mul_ps(vs, _mm256_loadu_ps(x + 32 * g + 8 * k)), -128.0f, 127.0f));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[i].qs + 32 * g), pack_bytes(q[0], q[1], q[2], q[3]));
+      y[i].bsums[2 * g] = static_cast<int16_t>(hsum_i32(_mm256_add_epi32(q[0], q[1])));
+      y[i].bsums[2 * g + 1] = static_cast<int16_t>(hsum_i32(_mm256_add_epi32(q[2], q[3])));
+    }
+    y[i].d = 1.0f / iscale;
+  }
+}
+
+}  // namespace
+
+bool vec_dot_avx2(GgmlType type, int64_t n, const void* w, const void* x, float* out) {
+  const int64_t nl = n / kQK, nk = n / kQKK;
+  switch (type) {
+    case GgmlType::Q4_0: *out = dot_scaled<BlockQ4_0, BlockQ8_0, lanes_q4_0>(w, x, nl); return true;
+    case GgmlType::Q5_0: *out = dot_scaled<BlockQ5_0, BlockQ8_0, lanes_q5_0>(w, x, nl); return true;
+    case GgmlType::Q8_0: *out = dot_scaled<BlockQ8_0, BlockQ8_0, lanes_q8_0>(w, x, nl); return true;
+    case GgmlType::Q4_1: *out = dot_scaled_min<BlockQ4_1, lanes_q4_1>(w, x, nl); return true;
+    case GgmlType::Q5_1: *out = dot_scaled_min<BlockQ5_1, lanes_q5_1>(w, x, nl); return true;
+    case GgmlType::Q2_K: *out = dot_q2_K(w, x, nk); return true;
+    case GgmlType::Q3_K: *out = dot_q3_K(w, x, nk); return true;
+    case GgmlType::Q4_K: *out = dot_q45_K<false, BlockQ4_K>(w, x, nk); return true;
+    case GgmlType::Q5_K: *out = dot_q45_K<true, BlockQ5_K>(w, x, nk); return true;
+    case GgmlType::Q6_K: *out = dot_q6_K(w, x, nk); return true;
+    case GgmlType::F32:
+      *out = dot_float<float, load_f32, scalar_f32>(w, static_cast<const float*>(x), n);
+      return true;
+    case GgmlType::F16:
+      *out = dot_float<uint16_t, load_f16, scalar_f16>(w, static_cast<const float*>(x), n);
+      return true;
+    case GgmlType::BF16:
+      *out = dot_float<uint16_t, load_bf16, scalar_bf16>(w, static_cast<const float*>(x), n);
+      return true;
+    default: return false;
+  }
+}
+
+}  // namespace moe::quant::detail
 
 namespace moe::quant::detail {
 
-bool vec_dot_avx2(GgmlType, int64_t, const void*, const void*, float*) { return false; }
-bool quantize_activations_avx2(GgmlType, const float*, void*, int64_t) { return false; }
+bool quantize_activations_avx2(GgmlType act_type, const float* x, void* dst, int64_t n) {
+  switch (act_type) {
+    case GgmlType::Q8_0: quantize_q8_0(x, dst, n); return true;
+    case GgmlType::Q8_1: quantize_q8_1(x, dst, n); return true;
+    case GgmlType::Q8_K: quantize_q8_K(x, dst, n); return true;
+    default: return false;
+  }
+}
 
 }  // namespace moe::quant::detail

@@ -1,10 +1,527 @@
-// dot_avx512.cpp: the AVX512 entry points with no kernels yet: each returns false, so quant.cpp uses the
-// scalar reference for every type. The SIMD engineer's kernels replace this file.
+// dot_avx512.cpp: AVX-512 (F+BW+VL+DQ+VNNI) dot products of every supported block format against 8-bit
+// activations, and the AVX-512 activation quantizers. Compiled with the AVX-512 flags and only called
+// when the CPU has them (quant.cpp dispatches through util/cpu.h); nothing here runs at static init.
+//
+// Decode is bound by memory bandwidth, so each kernel is shaped to spend few instructions per weight byte:
+// - VNNI _mm512_dpbusd_epi32 multiplies UNSIGNED weight bytes by SIGNED activation bytes and adds groups
+//   of four into int32 lanes, without saturation. Weight levels are therefore kept non-negative; offsets
+//   (Q4_0's q - 8, Q6_K's q - 32, ...) become "- offset * sum(y)", with sum(y) from a second dpbusd
+//   (legacy formats) or the activation block's bsums (K-quants). Exact for every input byte.
+// - Legacy formats (32 values per block) are done two blocks per 512-bit register, and two such pairs
+//   per loop step into separate accumulators, so no multiply-add waits on the previous one.
+// - K-quants: each dpbusd lane holds 4 products of one 16- or 32-value sub-block, at most
+//   4 * 63 * 128 = 32256 in magnitude, so it fits int16 and the sub-block scale is applied by VNNI
+//   _mm512_dpwssd_epi32 against int32 lanes holding the scale in their low 16 bits (high half zero).
+//   The whole super-block stays in int32 and becomes float once (see quant/ref.h).
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "quant/blocks.h"
 #include "quant/simd.h"
+#include "util/fp16.h"
+
+namespace moe::quant::detail {
+namespace {
+
+// ---------------------------------------------------------------------------------------------- helpers
+
+inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
+// 32 bytes at p in both halves of a 512-bit register.
+inline __m512i broadcast256(const void* p) { return _mm512_broadcast_i64x4(load256(p)); }
+// 32 bytes at a in the low half, 32 at b in the high half.
+inline __m512i load_pair(const void* a, const void* b) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(load256(a)), load256(b), 1);
+}
+
+inline __m128i load_u32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm_cvtsi32_si128(v);
+}
+
+inline uint32_t read_u32(const void* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+inline float half(uint16_t h) { return _cvtsh_ss(h); }
+
+// sum over groups of four of u[k] * s[k], u unsigned bytes, s signed bytes, into 16 fresh int32 lanes.
+inline __m512i dot4(__m512i u, __m512i s) { return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s); }
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float hsum(__m512 v) {
+  return hsum(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
+
+// ------------------------------------------------------------------------------------ legacy formats
+
+// The nibbles of two legacy blocks, 128-bit lanes [low nibbles 0, high nibbles 0, low 1, high 1]: the
+// element order of the activations of the two blocks side by side.
+inline __m512i nibble_pair(const uint8_t* qs0, const uint8_t* qs1) {
+  const __m512i both = _mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(load128(qs0)), load128(qs1), 1));
+  __m512i dup = _mm512_shuffle_i64x2(both, both, _MM_SHUFFLE(1, 1, 0, 0));  // [qs0, qs0, qs1, qs1]
+  dup = _mm512_mask_srli_epi16(dup, 0xFF00FF00u, dup, 4);                      // lanes 1 and 3 >> 4
+  return _mm512_and_si512(dup, _mm512_set1_epi8(0x0F));
+}
+
+// 16 in byte j of the pair where bit j of qh0 (j < 32) or of qh1 (j >= 32) is set: the fifth bits.
+inline __m512i fifth_bit_pair(const uint8_t* qh0, const uint8_t* qh1) {
+  const uint64_t bits = read_u32(qh0) | static_cast<uint64_t>(read_u32(qh1)) << 32;
+  return _mm512_maskz_mov_epi8(_cvtu64_mask64(bits), _mm512_set1_epi8(16));
+}
+
+// Lanes 0..7 = half(*w0) * half(*x0), lanes 8..15 = half(*w1) * half(*x1); the pointers are d fields
+// followed by at least two more bytes.
+inline __m512 scale_pair(const uint16_t* w0, const uint16_t* w1, const uint16_t* x0, const uint16_t* x1) {
+  const __m128i w = _mm_unpacklo_epi16(load_u32(w0), load_u32(w1));
+  const __m128i x = _mm_unpacklo_epi16(load_u32(x0), load_u32(x1));
+  const __m128 f = _mm_cvtph_ps(_mm_unpacklo_epi32(w, x));  // [w0, w1, x0, x1]
+  const __m128 p = _mm_mul_ps(f, _mm_movehl_ps(f, f));
+  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                               _mm512_castps128_ps512(p));
+}
+
+// Integer lanes of two blocks (lanes 0..7 block 0, 8..15 block 1) for each legacy weight format.
+inline __m512i lanes_q4_0(const BlockQ4_0& w0, const BlockQ4_0& w1, const BlockQ8_0& x0, const BlockQ8_0& x1) {
+  const __m512i y = load_pair(x0.qs, x1.qs);
+  return _mm512_sub_epi32(dot4(nibble_pair(w0.qs, w1.qs), y), dot4(_mm512_set1_epi8(8), y));
+}
+
+inline __m512i lanes_q5_0(const BlockQ5_0& w0, const BlockQ5_0& w1, const BlockQ8_0& x0, const BlockQ8_0& x1) {
+  const __m512i y = load_pair(x0.qs, x1.qs);
+  const __m512i q = _mm512_or_si512(nibble_pair(w0.qs, w1.qs), fifth_bit_pair(w0.qh, w1.qh));
+  return _mm512_sub_epi32(dot4(q, y), dot4(_mm512_set1_epi8(16), y));
+}
+
+// Signed weights made unsigned by flipping the sign bit (w + 128), then 128 * sum(y) taken back off.
+inline __m512i lanes_q8_0(const BlockQ8_0& w0, const BlockQ8_0& w1, const BlockQ8_0& x0, const BlockQ8_0& x1) {
+  const __m512i y = load_pair(x0.qs, x1.qs);
+  const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i u = _mm512_xor_si512(load_pair(w0.qs, w1.qs), bias);
+  return _mm512_sub_epi32(dot4(u, y), dot4(bias, y));
+}
+
+inline __m512i lanes_q4_1(const BlockQ4_1& w0, const BlockQ4_1& w1, const BlockQ8_1& x0, const BlockQ8_1& x1) {
+  return dot4(nibble_pair(w0.qs, w1.qs), load_pair(x0.qs, x1.qs));
+}
+
+inline __m512i lanes_q5_1(const BlockQ5_1& w0, const BlockQ5_1& w1, const BlockQ8_1& x0, const BlockQ8_1& x1) {
+  const __m512i q = _mm512_or_si512(nibble_pair(w0.qs, w1.qs), fifth_bit_pair(w0.qh, w1.qh));
+  return dot4(q, load_pair(x0.qs, x1.qs));
+}
+
+template <typename WB, typename XB>
+using PairLanes = __m512i (*)(const WB&, const WB&, const XB&, const XB&);
+
+// sum over blocks of (d_w * d_x) * isum. An odd last block is paired with an all-zero block (scale 0,
+// so it adds exactly 0).
+template <typename WB, typename XB, PairLanes<WB, XB> Lanes>
+float dot_scaled(const void* wv, const void* xv, int64_t nb) {
+  const auto* w = static_cast<const WB*>(wv);
+  const auto* x = static_cast<const XB*>(xv);
+  static constexpr WB kZeroW{};
+  static constexpr XB kZeroX{};
+  auto pair = [&](const WB& w0, const WB& w1, const XB& x0, const XB& x1, __m512 acc) {
+    return _mm512_fmadd_ps(scale_pair(&w0.d, &w1.d, &x0.d, &x1.d), _mm512_cvtepi32_ps(Lanes(w0, w1, x0, x1)), acc);
+  };
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 4 <= nb; i += 4) {
+    acc0 = pair(w[i], w[i + 1], x[i], x[i + 1], acc0);
+    acc1 = pair(w[i + 2], w[i + 3], x[i + 2], x[i + 3], acc1);
+  }
+  if (i + 2 <= nb) {
+    acc0 = pair(w[i], w[i + 1], x[i], x[i + 1], acc0);
+    i += 2;
+  }
+  if (i < nb) acc1 = pair(w[i], kZeroW, x[i], kZeroX, acc1);
+  return hsum(_mm512_add_ps(acc0, acc1));
+}
+
+// The same plus m_w * s_x per block (Q4_1, Q5_1 against Q8_1). The halves (d, m) and (d, s) lead both
+// blocks, so one conversion of eight halves gives both products of both blocks.
+template <typename WB, PairLanes<WB, BlockQ8_1> Lanes>
+float dot_scaled_min(const void* wv, const void* xv, int64_t nb) {
+  const auto* w = static_cast<const WB*>(wv);
+  const auto* x = static_cast<const BlockQ8_1*>(xv);
+  static constexpr WB kZeroW{};
+  static constexpr BlockQ8_1 kZeroX{};
+  __m128 acc_min = _mm_setzero_ps();
+  auto pair = [&](const WB& w0, const WB& w1, const BlockQ8_1& x0, const BlockQ8_1& x1, __m512 acc) {
+    const __m128i wh = _mm_unpacklo_epi32(load_u32(&w0.d), load_u32(&w1.d));  // dw0 mw0 dw1 mw1
+    const __m128i xh = _mm_unpacklo_epi32(load_u32(&x0.d), load_u32(&x1.d));  // dx0 sx0 dx1 sx1
+    const __m256 f = _mm256_cvtph_ps(_mm_unpacklo_epi64(wh, xh));
+    const __m128 p = _mm_mul_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));  // d0 m0 d1 m1
+    acc_min = _mm_add_ps(acc_min, p);  // lanes 1 and 3 are used
+    const __m512 scale = _mm512_permutexvar_ps(
+        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2), _mm512_castps128_ps512(p));
+    return _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(Lanes(w0, w1, x0, x1)), acc);
+  };
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 4 <= nb; i += 4) {
+    acc0 = pair(w[i], w[i + 1], x[i], x[i + 1], acc0);
+    acc1 = pair(w[i + 2], w[i + 3], x[i + 2], x[i + 3], acc1);
+  }
+  if (i + 2 <= nb) {
+    acc0 = pair(w[i], w[i + 1], x[i], x[i + 1], acc0);
+    i += 2;
+  }
+  if (i < nb) acc1 = pair(w[i], kZeroW, x[i], kZeroX, acc1);
+  const __m128 mins = _mm_movehdup_ps(acc_min);  // [m(lane1), m, m(lane3), m]
+  return hsum(_mm512_add_ps(acc0, acc1)) + (_mm_cvtss_f32(mins) + _mm_cvtss_f32(_mm_movehl_ps(mins, mins)));
+}
+
+// ------------------------------------------------------------------------------------------ K-quants
+// A "chunk" is 64 consecutive values of a super-block: one 512-bit register of weight levels matching
+// 64 contiguous activation bytes.
+
+// int32 lanes holding each scale's 16-bit pattern (high half zero), for dpwssd.
+inline __m512i scale_lanes(__m128i scales8, bool is_signed) {
+  return is_signed ? _mm512_cvtepu16_epi32(_mm256_cvtepi8_epi16(scales8)) : _mm512_cvtepu8_epi32(scales8);
+}
+
+// Lanes 4k..4k+3 take scale 4c + k (16-value sub-blocks) ...
+inline __m512i scales_of_chunk16(__m512i scales, int c) {
+  return _mm512_permutexvar_epi32(
+      _mm512_add_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3), _mm512_set1_epi32(4 * c)),
+      scales);
+}
+// ... or lanes 0..7 scale 2c and 8..15 scale 2c + 1 (32-value sub-blocks).
+inline __m512i scales_of_chunk32(__m512i scales, int c) {
+  return _mm512_permutexvar_epi32(
+      _mm512_add_epi32(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1), _mm512_set1_epi32(2 * c)),
+      scales);
+}
+
+// Mask of the upper 32 bytes (as 16-bit elements, for the masked shifts).
+constexpr __mmask32 kUpperHalf16 = 0xFFFF0000u;
+
+// Bytes of the lower half = 1 << lo, of the upper half = 1 << hi (bit selectors for test_epi8_mask).
+inline __m512i bit_select(int lo, int hi) {
+  return _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << lo)),
+                            _mm256_set1_epi8(static_cast<char>(1 << hi)), 1);
+}
+
+// Two-bit levels of chunk c (Q2_K and Q3_K): value 64c + l (l < 32) is bits 4(c%2) of qs[32(c/2) + l],
+// value 64c + 32 + l is bits 4(c%2) + 2.
+inline __m512i two_bit_chunk(const uint8_t* qs, int c) {
+  __m512i q = broadcast256(qs + 32 * (c / 2));
+  if (c % 2) q = _mm512_srli_epi16(q, 4);
+  q = _mm512_mask_srli_epi16(q, kUpperHalf16, q, 2);
+  return _mm512_and_si512(q, _mm512_set1_epi8(3));
+}
+
+inline __m256i load_bsums(const BlockQ8_K& y) { return load256(y.bsums); }
+
+// int32 of the eight lanes of madd(a, b) (16 int16 products summed in pairs), zero-extended to 16 lanes.
+inline __m512i madd_wide(__m256i a, __m256i b) { return _mm512_zextsi256_si512(_mm256_madd_epi16(a, b)); }
+
+float dot_q2_K(const void* wv, const void* xv, int64_t nb) {
+  const auto* w = static_cast<const BlockQ2_K*>(wv);
+  const auto* x = static_cast<const BlockQ8_K*>(xv);
+  __m512 acc = _mm512_setzero_ps();
+  __m256 acc_min = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m128i packed = load128(w[i].scales);
+    const __m128i sc8 = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
+    const __m128i m8 = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
+    const __m256i min_sum = _mm256_madd_epi16(_mm256_cvtepu8_epi16(m8), load_bsums(x[i]));
+    const __m512i scales = scale_lanes(sc8, false);
+    __m512i isum = _mm512_setzero_si512();
+    for (int c = 0; c < 4; ++c) {
+      const __m512i r = dot4(two_bit_chunk(w[i].qs, c), load512(x[i].qs + 64 * c));
+      isum = _mm512_dpwssd_epi32(isum, r, scales_of_chunk16(scales, c));
+    }
+    const float dy = x[i].d;
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(half(w[i].d) * dy), _mm512_cvtepi32_ps(isum), acc);
+    acc_min = _mm256_fmadd_ps(_mm256_set1_ps(half(w[i].dmin) * dy), _mm256_cvtepi32_ps(min_sum), acc_min);
+  }
+  return hsum(acc) - hsum(acc_min);
+}
+
+// The 16 six-bit Q3_K scales minus 32, as int8 (layout in quant/dequant_ref.cpp).
+inline __m128i q3_K_scales(const uint8_t* packed) {
+  uint32_t a[3];
+  std::memcpy(a, packed, 12);
+  const uint32_t k4 = 0x0F0F0F0Fu, k2 = 0x03030303u;
+  const uint32_t s0 = (a[0] & k4) | ((a[2] & k2) << 4);
+  const uint32_t s1 = (a[1] & k4) | (((a[2] >> 2) & k2) << 4);
+  const uint32_t s2 = ((a[0] >> 4) & k4) | (((a[2] >> 4) & k2) << 4);
+  const uint32_t s3 = ((a[1] >> 4) & k4) | (((a[2] >> 6) & k2) << 4);
+  return _mm_sub_epi8(_mm_setr_epi32(static_cast<int>(s0), static_cast<int>(s1), static_cast<int>(s2),
+                                     static_cast<int>(s3)),
+                      _mm_set1_epi8(32));
+}
+
+// Q3_K: level = low2 + 4 * hbit - 4, computed as unsigned low2 + 4 * hbit minus 4 * bsums.
+float dot_q3_K(const void* wv, const void* xv, int64_t nb) {
+  const auto* w = static_cast<const BlockQ3_K*>(wv);
+  const auto* x = static_cast<const BlockQ8_K*>(xv);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m128i sc8 = q3_K_scales(w[i].scales);
+    const __m512i offset = _mm512_slli_epi32(madd_wide(_mm256_cvtepi8_epi16(sc8), load_bsums(x[i])), 2);
+    const __m512i scales = scale_lanes(sc8, true);
+    const __m512i hmask = broadcast256(w[i].hmask);
+    __m512i isum = _mm512_setzero_si512();
+    for (int c = 0; c < 4; ++c) {
+      __m512i q = two_bit_chunk(w[i].qs, c);
+      // The third bit of value 64c + l is bit (64c + l) / 32 of hmask[l % 32].
+      const __mmask64 high = _mm512_test_epi8_mask(hmask, bit_select(2 * c, 2 * c + 1));
+      q = _mm512_mask_add_epi8(q, high, q, _mm512_set1_epi8(4));
+      isum = _mm512_dpwssd_epi32(isum, dot4(q, load512(x[i].qs + 64 * c)), scales_of_chunk16(scales, c));
+    }
+    isum = _mm512_sub_epi32(isum, offset);
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(half(w[i].d) * x[i].d), _mm512_cvtepi32_ps(isum), acc);
+  }
+  return hsum(acc);
+}
+
+// Scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K/Q5_K block, six bits each (layout in
+// quant/dequant_ref.cpp's unpack_k4_scale_min).
+inline __m128i k4_scales_mins(const uint8_t* packed) {
+  uint32_t a[3];
+  std::memcpy(a, packed, 12);
+  const uint32_t k6 = 0x3F3F3F3Fu, k4 = 0x0F0F0F0Fu, k2 = 0x03030303u;
+  const uint32_t sc_lo = a[0] & k6;
+  const uint32_t sc_hi = (a[2] & k4) | (((a[0] >> 6) & k2) << 4);
+  const uint32_t m_lo = a[1] & k6;
+  const uint32_t m_hi = ((a[2] >> 4) & k4) | (((a[1] >> 6) & k2) << 4);
+  return _mm_setr_epi32(static_cast<int>(sc_lo), static_cast<int>(sc_hi), static_cast<int>(m_lo),
+                        static_cast<int>(m_hi));
+}
+
+// Q4_K / Q5_K: chunk c = sub-blocks 2c (low nibbles of qs[32c ..]) and 2c + 1 (high nibbles), plus bit
+// 2c / 2c + 1 of qh[l] as the fifth bit for Q5_K.
+template <bool kFifthBit, typename Block>
+float dot_q45_K(const void* wv, const void* xv, int64_t nb) {
+  const auto* w = static_cast<const Block*>(wv);
+  const auto* x = static_cast<const BlockQ8_K*>(xv);
+  __m512 acc = _mm512_setzero_ps();
+  __m256 acc_min = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m128i sm = k4_scales_mins(w[i].scales);
+    // Each min covers 32 values = two bsums: madd of [b0, b1, ...] with [m0, m0, m1, m1, ...].
+    const __m256i min_sum = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)), load_bsums(x[i]));
+    const __m512i scales = scale_lanes(sm, false);  // lanes 0..7 scales (8..15 mins, never selected)
+    __m512i hbits;
+    if constexpr (kFifthBit) hbits = broadcast256(w[i].qh);
+    __m512i isum = _mm512_setzero_si512();
+    for (int c = 0; c < 4; ++c) {
+      __m512i q = broadcast256(w[i].qs + 32 * c);
+      q = _mm512_and_si512(_mm512_mask_srli_epi16(q, kUpperHalf16, q, 4), _mm512_set1_epi8(0x0F));
+      if constexpr (kFifthBit) {
+        const __mmask64 high = _mm512_test_epi8_mask(hbits, bit_select(2 * c, 2 * c + 1));
+        q = _mm512_mask_add_epi8(q, high, q, _mm512_set1_epi8(16));
+      }
+      isum = _mm512_dpwssd_epi32(isum, dot4(q, load512(x[i].qs + 64 * c)), scales_of_chunk32(scales, c));
+    }
+    const float dy = x[i].d;
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(half(w[i].d) * dy), _mm512_cvtepi32_ps(isum), acc);
+    acc_min = _mm256_fmadd_ps(_mm256_set1_ps(half(w[i].dmin) * dy), _mm256_cvtepi32_ps(min_sum), acc_min);
+  }
+  return hsum(acc) - hsum(acc_min);
+}
+
+// Q6_K: in half n, chunk 2n holds values 128n + 0..63: low nibbles of ql[64n .. 64n + 63] with bits
+// 0-1 (first 32) / 2-3 (last 32) of qh[32n + l]; chunk 2n + 1 the high nibbles with bits 4-5 / 6-7.
+// Level - 32 is taken as level * y - 32 * bsums.
+float dot_q6_K(const void* wv, const void* xv, int64_t nb) {
+  const auto* w = static_cast<const BlockQ6_K*>(wv);
+  const auto* x = static_cast<const BlockQ8_K*>(xv);
+  const __m512i low4 = _mm512_set1_epi8(0x0F), top2 = _mm512_set1_epi8(0x30);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m128i sc8 = load128(w[i].scales);
+    const __m512i offset = _mm512_slli_epi32(madd_wide(_mm256_cvtepi8_epi16(sc8), load_bsums(x[i])), 5);
+    const __m512i scales = scale_lanes(sc8, true);
+    __m512i isum = _mm512_setzero_si512();
+    for (int n = 0; n < 2; ++n) {
+      const __m512i ql = load512(w[i].ql + 64 * n);
+      __m512i qh = broadcast256(w[i].qh + 32 * n);
+      qh = _mm512_mask_srli_epi16(qh, kUpperHalf16, qh, 2);  // bits for the upper 32 values moved down
+      const __m512i qa = _mm512_or_si512(_mm512_and_si512(ql, low4), _mm512_and_si512(_mm512_slli_epi16(qh, 4), top2));
+      const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4), _mm512_and_si512(qh, top2));
+      isum = _mm512_dpwssd_epi32(isum, dot4(qa, load512(x[i].qs + 128 * n)), scales_of_chunk16(scales, 2 * n));
+      isum = _mm512_dpwssd_epi32(isum, dot4(qb, load512(x[i].qs + 128 * n + 64)),
+                                 scales_of_chunk16(scales, 2 * n + 1));
+    }
+    isum = _mm512_sub_epi32(isum, offset);
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(half(w[i].d) * x[i].d), _mm512_cvtepi32_ps(isum), acc);
+  }
+  return hsum(acc);
+}
+
+// --------------------------------------------------------------------------------------- float weights
+
+// 16 weights as floats from `Load` (masked for the tail: masked loads do not touch the masked-off bytes).
+template <typename W, __m512 (*Load)(const W*, __mmask16)>
+float dot_float(const void* wv, const float* x, int64_t n) {
+  const auto* w = static_cast<const W*>(wv);
+  constexpr __mmask16 kAll = 0xFFFF;
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64)
+    for (int k = 0; k < 4; ++k)
+      acc[k] = _mm512_fmadd_ps(Load(w + i + 16 * k, kAll), _mm512_loadu_ps(x + i + 16 * k), acc[k]);
+  for (; i + 16 <= n; i += 16) acc[0] = _mm512_fmadd_ps(Load(w + i, kAll), _mm512_loadu_ps(x + i), acc[0]);
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    acc[1] = _mm512_fmadd_ps(Load(w + i, m), _mm512_maskz_loadu_ps(m, x + i), acc[1]);
+  }
+  return hsum(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+}
+
+inline __m512 load_f32(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 load_f16(const uint16_t* p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+inline __m512 load_bf16(const uint16_t* p, __mmask16 m) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
+
+// ------------------------------------------------------------------------------ activation quantizers
+// Bit-identical to quant/quantize_ref.cpp: the same float operations on the same values (IEEE mul and
+// div are exactly rounded in any unit; max, clamping and rounding to integers are exact), with its NaN
+// rules. 16 floats per register: a Q8_0/Q8_1 block is two, a Q8_K block sixteen.
+
+inline __m512 abs_ps(__m512 v) { return _mm512_abs_ps(v); }
+
+// Largest |x| over n (a multiple of 16) floats, ignoring NaN as the reference's "a > amax" does: vmaxps
+// returns its second operand when the first is NaN.
+inline float abs_max(const float* x, int n) {
+  __m512 m = _mm512_setzero_ps();
+  for (int i = 0; i < n; i += 16) m = _mm512_max_ps(abs_ps(_mm512_loadu_ps(x + i)), m);
+  return _mm512_reduce_max_ps(m);  // no NaN left: the order of the reduction cannot matter
+}
+
+// Clamp to [lo, hi] with NaN -> lo (vmaxps returns the second operand, lo, for a NaN first operand).
+inline __m512 clamp(__m512 v, float lo, float hi) {
+  return _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
+}
+
+// C roundf (ties away from zero): truncate, then step away from zero when the dropped part is >= 0.5
+// (v - trunc(v) is exact). Adding 0.5 first would be wrong for 0.49999997.
+inline __m512i round_away(__m512 v) {
+  const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __mmask16 up = _mm512_cmp_ps_mask(abs_ps(_mm512_sub_ps(v, t)), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+  const __m512 away = _mm512_or_ps(_mm512_and_ps(v, _mm512_set1_ps(-0.0f)), _mm512_set1_ps(1.0f));
+  return _mm512_cvttps_epi32(_mm512_mask_add_ps(t, up, t, away));
+}
+
+inline __m512i round_even(__m512 v) {
+  return _mm512_cvttps_epi32(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+// 16 int32 in [-128, 127] to 16 bytes.
+inline void store_bytes(int8_t* dst, __m512i q) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtsepi32_epi8(q));
+}
+
+// One Q8_0/Q8_1 block: qs = roundf(x * id) clamped to +-127, with d = amax / 127 unrounded (returned);
+// *sum = the sum of the levels (Q8_1's s).
+inline float quantize_q8_block(const float* x, int8_t* qs, uint16_t* d_half, int* sum) {
+  const float amax = abs_max(x, kQK);
+  const float d = amax / 127.0f;
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  *d_half = fp32_to_fp16(d);
+  const __m512 vid = _mm512_set1_ps(id);
+  const __m512i q0 = round_away(clamp(_mm512_mul_ps(_mm512_loadu_ps(x), vid), -127.0f, 127.0f));
+  const __m512i q1 = round_away(clamp(_mm512_mul_ps(_mm512_loadu_ps(x + 16), vid), -127.0f, 127.0f));
+  store_bytes(qs, q0);
+  store_bytes(qs + 16, q1);
+  *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+  return d;
+}
+
+void quantize_q8_0(const float* x, void* dst, int64_t n) {
+  auto* y = static_cast<BlockQ8_0*>(dst);
+  int sum;
+  for (int64_t i = 0; i < n / kQK; ++i) quantize_q8_block(x + kQK * i, y[i].qs, &y[i].d, &sum);
+}
+
+void quantize_q8_1(const float* x, void* dst, int64_t n) {
+  auto* y = static_cast<BlockQ8_1*>(dst);
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    int sum;
+    const float d = quantize_q8_block(x + kQK * i, y[i].qs, &y[i].d, &sum);
+    y[i].s = fp32_to_fp16(static_cast<float>(sum) * d);
+  }
+}
+
+// Q8_K: d = 1 / iscale with iscale = -127 / max, max the first value of largest magnitude; levels
+// round half to even, clamped to [-128, 127] (NaN -> -128); bsums of each 16.
+void quantize_q8_K(const float* x, void* dst, int64_t n) {
+  auto* y = static_cast<BlockQ8_K*>(dst);
+  for (int64_t i = 0; i < n / kQKK; ++i, x += kQKK) {
+    const float amax = abs_max(x, kQKK);
+    if (amax == 0) {
+      std::memset(&y[i], 0, sizeof(y[i]));
+      continue;
+    }
+    int first = 0;  // the first index with |x| == amax (the reference keeps the first on ties)
+    for (int k = 0; k < kQKK; k += 16) {
+      const __mmask16 hit = _mm512_cmp_ps_mask(abs_ps(_mm512_loadu_ps(x + k)), _mm512_set1_ps(amax), _CMP_EQ_OQ);
+      if (hit) {
+        first = k + __builtin_ctz(static_cast<unsigned>(hit));
+        break;
+      }
+    }
+    const float iscale = -127.0f / x[first];
+    const __m512 vs = _mm512_set1_ps(iscale);
+    for (int g = 0; g < kQKK / 16; ++g) {
+      const __m512i q = round_even(clamp(_mm512_mul_ps(vs, _mm512_loadu_ps(x + 16 * g)), -128.0f, 127.0f));
+      store_bytes(y[i].qs + 16 * g, q);
+      y[i].bsums[g] = static_cast<int16_t>(_mm512_reduce_add_epi32(q));
+    }
+    y[i].d = 1.0f / iscale;
+  }
+}
+
+}  // namespace
+
+bool vec_dot_avx512(GgmlType type, int64_t n, const void* w, const void* x, float* out) {
+  const int64_t nl = n / kQK, nk = n / kQKK;
+  switch (type) {
+    case GgmlType::Q4_0: *out = dot_scaled<BlockQ4_0, BlockQ8_0, lanes_q4_0>(w, x, nl); return true;
+    case GgmlType::Q5_0: *out = dot_scaled<BlockQ5_0, BlockQ8_0, lanes_q5_0>(w, x, nl); return true;
+    case GgmlType::Q8_0: *out = dot_scaled<BlockQ8_0, BlockQ8_0, lanes_q8_0>(w, x, nl); return true;
+    case GgmlType::Q4_1: *out = dot_scaled_min<BlockQ4_1, lanes_q4_1>(w, x, nl); return true;
+    case GgmlType::Q5_1: *out = dot_scaled_min<BlockQ5_1, lanes_q5_1>(w, x, nl); return true;
+    case GgmlType::Q2_K: *out = dot_q2_K(w, x, nk); return true;
+    case GgmlType::Q3_K: *out = dot_q3_K(w, x, nk); return true;
+    case GgmlType::Q4_K: *out = dot_q45_K<false, BlockQ4_K>(w, x, nk); return true;
+    case GgmlType::Q5_K: *out = dot_q45_K<true, BlockQ5_K>(w, x, nk); return true;
+    case GgmlType::Q6_K: *out = dot_q6_K(w, x, nk); return true;
+    case GgmlType::F32: *out = dot_float<float, load_f32>(w, static_cast<const float*>(x), n); return true;
+    case GgmlType::F16: *out = dot_float<uint16_t, load_f16>(w, static_cast<const float*>(x), n); return true;
+    case GgmlType::BF16: *out = dot_float<uint16_t, load_bf16>(w, static_cast<const float*>(x), n); return true;
+    default: return false;
+  }
+}
+
+}  // namespace moe::quant::detail
 
 namespace moe::quant::detail {
 
-bool vec_dot_avx512(GgmlType, int64_t, const void*, const void*, float*) { return false; }
-bool quantize_activations_avx512(GgmlType, const float*, void*, int64_t) { return false; }
+bool quantize_activations_avx512(GgmlType act_type, const float* x, void* dst, int64_t n) {
+  switch (act_type) {
+    case GgmlType::Q8_0: quantize_q8_0(x, dst, n); return true;
+    case GgmlType::Q8_1: quantize_q8_1(x, dst, n); return true;
+    case GgmlType::Q8_K: quantize_q8_K(x, dst, n); return true;
+    default: return false;
+  }
+}
 
 }  // namespace moe::quant::detail

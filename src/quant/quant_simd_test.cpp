@@ -1,0 +1,365 @@
+// quant_simd_test.cpp: the SIMD kernels (dot_avx2.cpp, dot_avx512.cpp) against the scalar reference, for
+// every weight format and every ISA this CPU has (each forced separately through vec_dot_isa and
+// quantize_activations_isa), on fresh random inputs (seed from std::random_device, printed on failure;
+// MOE_TEST_SEED=<n> replays one).
+//
+// Dot products: both paths compute each block's integer sum exactly, so they differ only in how the
+// float terms are rounded and summed. The tolerance is derived from that, not tuned (see dot_tolerance).
+// Activation quantization: the SIMD blocks must equal the scalar ones byte for byte.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "quant/blocks.h"
+#include "quant/quant.h"
+#include "util/cpu.h"
+#include "util/fp16.h"
+
+namespace moe::quant {
+namespace {
+
+constexpr double kEps = 1.0 / (1 << 23);  // float machine epsilon (twice the unit roundoff)
+
+std::vector<Isa> simd_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::AVX2, Isa::AVX512})
+    if (isa_supported(isa)) out.push_back(isa);
+  return out;
+}
+
+uint64_t fresh_seed() {
+  if (const char* s = std::getenv("MOE_TEST_SEED")) return std::strtoull(s, nullptr, 10);
+  return (static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}();
+}
+
+int64_t block_size(GgmlType t) { return type_traits(t)->block_size; }
+size_t bytes_of(GgmlType t, int64_t n) { return static_cast<size_t>(*row_bytes(t, static_cast<uint64_t>(n))); }
+
+// ---- the per-type facts the tests need: where the float scales are, where the quants are ----
+
+struct Layout {
+  GgmlType type;
+  size_t block_bytes;
+  std::vector<size_t> half_scales;                 // offsets of fp16 scale fields in a block
+  std::vector<std::pair<size_t, size_t>> levels;   // [offset, length) of the quantized levels
+};
+
+#define FIELD(B, f) offsetof(B, f)
+#define RANGE(B, f) std::pair<size_t, size_t>{offsetof(B, f), sizeof(B::f)}
+
+std::vector<Layout> block_layouts() {
+  return {
+      {GgmlType::Q4_0, sizeof(BlockQ4_0), {FIELD(BlockQ4_0, d)}, {RANGE(BlockQ4_0, qs)}},
+      {GgmlType::Q4_1, sizeof(BlockQ4_1), {FIELD(BlockQ4_1, d), FIELD(BlockQ4_1, m)}, {RANGE(BlockQ4_1, qs)}},
+      {GgmlType::Q5_0, sizeof(BlockQ5_0), {FIELD(BlockQ5_0, d)}, {RANGE(BlockQ5_0, qh), RANGE(BlockQ5_0, qs)}},
+      {GgmlType::Q5_1, sizeof(BlockQ5_1), {FIELD(BlockQ5_1, d), FIELD(BlockQ5_1, m)},
+       {RANGE(BlockQ5_1, qh), RANGE(BlockQ5_1, qs)}},
+      {GgmlType::Q8_0, sizeof(BlockQ8_0), {FIELD(BlockQ8_0, d)}, {RANGE(BlockQ8_0, qs)}},
+      {GgmlType::Q2_K, sizeof(BlockQ2_K), {FIELD(BlockQ2_K, d), FIELD(BlockQ2_K, dmin)}, {RANGE(BlockQ2_K, qs)}},
+      {GgmlType::Q3_K, sizeof(BlockQ3_K), {FIELD(BlockQ3_K, d)}, {RANGE(BlockQ3_K, hmask), RANGE(BlockQ3_K, qs)}},
+      {GgmlType::Q4_K, sizeof(BlockQ4_K), {FIELD(BlockQ4_K, d), FIELD(BlockQ4_K, dmin)}, {RANGE(BlockQ4_K, qs)}},
+      {GgmlType::Q5_K, sizeof(BlockQ5_K), {FIELD(BlockQ5_K, d), FIELD(BlockQ5_K, dmin)},
+       {RANGE(BlockQ5_K, qh), RANGE(BlockQ5_K, qs)}},
+      {GgmlType::Q6_K, sizeof(BlockQ6_K), {FIELD(BlockQ6_K, d)}, {RANGE(BlockQ6_K, ql), RANGE(BlockQ6_K, qh)}},
+  };
+}
+
+const Layout* layout_of(GgmlType t) {
+  static const std::vector<Layout> all = block_layouts();
+  for (const Layout& l : all)
+    if (l.type == t) return &l;
+  return nullptr;
+}
+
+const GgmlType kBlockTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
+                                GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+const GgmlType kFloatTypes[] = {GgmlType::F32, GgmlType::F16, GgmlType::BF16};
+
+// ---- random rows ----
+
+// Floats of varied scale: normal values whose spread changes by up to 2^6 every 16 elements (so blocks
+// and sub-blocks see different ranges), an occasional outlier, and an all-zero stretch now and then.
+std::vector<float> random_floats(std::mt19937_64& rng, int64_t n) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> scale_exp(-3, 3), pick(0, 63);
+  std::vector<float> x(static_cast<size_t>(n));
+  float scale = 1.0f;
+  bool zero = false;
+  for (int64_t i = 0; i < n; ++i) {
+    if (i % 16 == 0) {
+      scale = std::ldexp(1.0f, scale_exp(rng));
+      zero = pick(rng) == 0;
+    }
+    float v = zero ? 0.0f : normal(rng) * scale;
+    if (pick(rng) == 0) v *= 8.0f;
+    x[static_cast<size_t>(i)] = v;
+  }
+  return x;
+}
+
+// A weight row two ways: quantize_row of random floats (what real files hold), or random bytes for every
+// level and scale byte with finite random fp16 scales (every bit pattern of the levels, e.g. Q8_0's -128
+// or Q6_K's scale -128, which a quantizer never emits).
+std::vector<uint8_t> random_weights(std::mt19937_64& rng, GgmlType type, int64_t n, bool raw_bytes) {
+  std::vector<uint8_t> w(bytes_of(type, n));
+  if (type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16) {
+    const std::vector<float> f = random_floats(rng, n);
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = f[static_cast<size_t>(i)];
+      if (type == GgmlType::F32) std::memcpy(&w[4 * static_cast<size_t>(i)], &v, 4);
+      const uint16_t h = type == GgmlType::F16 ? fp32_to_fp16(v) : fp32_to_bf16(v);
+      if (type != GgmlType::F32) std::memcpy(&w[2 * static_cast<size_t>(i)], &h, 2);
+    }
+    return w;
+  }
+  if (!raw_bytes) {
+    const std::vector<float> f = random_floats(rng, n);
+    quantize_row(type, f.data(), w.data(), n);
+    return w;
+  }
+  std::uniform_int_distribution<int> byte(0, 255), exp(-12, 0);
+  std::uniform_real_distribution<float> mant(-2.0f, 2.0f);
+  for (uint8_t& b : w) b = static_cast<uint8_t>(byte(rng));
+  const Layout* lay = layout_of(type);
+  for (size_t blk = 0; blk < w.size() / lay->block_bytes; ++blk)
+    for (size_t off : lay->half_scales) {
+      const uint16_t h = fp32_to_fp16(std::ldexp(mant(rng), exp(rng)));
+      std::memcpy(&w[blk * lay->block_bytes + off], &h, 2);
+    }
+  return w;
+}
+
+// The activation row: floats for float weights, else the SCALAR quantizer's blocks (so these tests do
+// not depend on the SIMD quantizers, which have their own test below).
+std::vector<uint8_t> activations(GgmlType act, const std::vector<float>& x) {
+  const auto n = static_cast<int64_t>(x.size());
+  std::vector<uint8_t> out(bytes_of(act, n));
+  quantize_activations_isa(Isa::Scalar, act, x.data(), out.data(), n);
+  return out;
+}
+
+// The values the activation blocks stand for (d * q), in double.
+std::vector<double> activation_values(GgmlType act, const std::vector<uint8_t>& x, int64_t n) {
+  std::vector<double> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const auto k = static_cast<size_t>(i);
+    if (act == GgmlType::F32) {
+      float f;
+      std::memcpy(&f, &x[4 * k], 4);
+      v[k] = f;
+    } else if (act == GgmlType::Q8_K) {
+      const auto* b = reinterpret_cast<const BlockQ8_K*>(x.data()) + i / kQKK;
+      v[k] = static_cast<double>(b->d) * b->qs[i % kQKK];
+    } else {  // Q8_0 and Q8_1 share the leading d and the qs offset differs
+      const size_t bb = act == GgmlType::Q8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ8_1);
+      const size_t qs_off = act == GgmlType::Q8_0 ? offsetof(BlockQ8_0, qs) : offsetof(BlockQ8_1, qs);
+      const uint8_t* b = x.data() + static_cast<size_t>(i / kQK) * bb;
+      uint16_t d;
+      std::memcpy(&d, b, 2);
+      v[k] = static_cast<double>(fp16_to_fp32(d)) * static_cast<int8_t>(b[qs_off + static_cast<size_t>(i % kQK)]);
+    }
+  }
+  return v;
+}
+
+std::vector<double> decode(GgmlType type, const std::vector<uint8_t>& w, int64_t n) {
+  std::vector<float> f(static_cast<size_t>(n));
+  dequantize_row(type, w.data(), f.data(), n);
+  return {f.begin(), f.end()};
+}
+
+// The bound on |SIMD - scalar| for one row.
+//
+// Each path forms float terms and adds them up. A term is a scale product times an integer partial sum
+// (one rounding for d_w * d_x, at most one for the int -> float conversion, one for the multiply or the
+// fused multiply-add), and recursive or pairwise summation of T terms errs by at most (T - 1) u times
+// the sum of their magnitudes (u = 2^-24 the unit roundoff). The scalar path adds `terms` terms in order
+// (one per block, two where a block has a min); the SIMD path spreads the same blocks over lanes, so any
+// lane holds at most `terms` of them, and then adds at most 16 lanes and 2 accumulators (6 levels). With
+// up to 4 roundings per term, each path is within (terms + 10) u M, and their difference within
+// 2 (terms + 10) u M = (terms + 10) eps M.
+//
+// M must bound the magnitude of every term either path forms. A SIMD lane may hold a level part and an
+// offset or min part that do not belong to the same values (Q6_K's "- 32 * bsums" lands in other lanes
+// than the levels), so M splits every weight w_i into its level part w_i - z_i and its constant part z_i
+// (the value the block decodes to with all levels zeroed: the min, or d * offset) and takes
+// M = sum_i (|w_i - z_i| + |z_i|) |x_i|, plus |m_b * s_b| per block for Q4_1/Q5_1 (whose min term uses the
+// stored activation sum s). Any integer partial sum either path scales is bounded by this.
+double dot_tolerance(GgmlType type, const std::vector<uint8_t>& w, const std::vector<uint8_t>& x, int64_t n) {
+  const GgmlType act = activation_type(type);
+  const std::vector<double> xv = activation_values(act, x, n);
+  const std::vector<double> wv = decode(type, w, n);
+  std::vector<double> zv(static_cast<size_t>(n), 0.0);
+  double terms = static_cast<double>(n);  // float weights: one term per element
+  double extra = 0;
+  if (const Layout* lay = layout_of(type)) {
+    std::vector<uint8_t> zeroed = w;
+    for (size_t blk = 0; blk < w.size() / lay->block_bytes; ++blk)
+      for (auto [off, len] : lay->levels) std::memset(&zeroed[blk * lay->block_bytes + off], 0, len);
+    zv = decode(type, zeroed, n);
+    const bool has_min = lay->half_scales.size() == 2;
+    terms = static_cast<double>(n / block_size(type)) * (has_min ? 2 : 1);
+    if (type == GgmlType::Q4_1 || type == GgmlType::Q5_1) {
+      for (int64_t b = 0; b < n / kQK; ++b) {
+        BlockQ8_1 xb;
+        std::memcpy(&xb, x.data() + static_cast<size_t>(b) * sizeof(BlockQ8_1), sizeof(xb));
+        uint16_t m;
+        std::memcpy(&m, w.data() + static_cast<size_t>(b) * lay->block_bytes + lay->half_scales[1], 2);
+        extra += std::fabs(static_cast<double>(fp16_to_fp32(m)) * fp16_to_fp32(xb.s));
+      }
+    }
+  }
+  double magnitude = extra;
+  for (size_t i = 0; i < wv.size(); ++i) magnitude += (std::fabs(wv[i] - zv[i]) + std::fabs(zv[i])) * std::fabs(xv[i]);
+  return (terms + 10) * kEps * magnitude;
+}
+
+// Row lengths: one block, a few, odd counts (the kernels' 2- and 4-block steps and their tails), and a
+// model-sized 4096 row.
+std::vector<int64_t> row_lengths(GgmlType type) {
+  if (block_size(type) == 1) return {1, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 100, 129, 4096};
+  if (block_size(type) == kQK) return {32, 64, 96, 128, 160, 224, 256, 416, 1024, 4096};
+  return {256, 512, 768, 1280, 2048, 4096};
+}
+
+void check_dot(std::mt19937_64& rng, GgmlType type, int64_t n, bool raw_bytes) {
+  const std::vector<uint8_t> w = random_weights(rng, type, n, raw_bytes);
+  const std::vector<uint8_t> x = activations(activation_type(type), random_floats(rng, n));
+  const float want = vec_dot_isa(Isa::Scalar, type, n, w.data(), x.data());
+  const double tol = dot_tolerance(type, w, x, n);
+  ASSERT_TRUE(std::isfinite(want));
+  for (Isa isa : simd_isas()) {
+    const float got = vec_dot_isa(isa, type, n, w.data(), x.data());
+    EXPECT_LE(std::fabs(static_cast<double>(got) - want), tol)
+        << type_name(type) << " n=" << n << (raw_bytes ? " (random bytes)" : " (quantized)") << " on "
+        << isa_name(isa) << ": got " << got << ", scalar " << want;
+  }
+}
+
+TEST(QuantSimd, DotProductsMatchScalarForEveryBlockFormat) {
+  if (simd_isas().empty()) GTEST_SKIP() << "this CPU has no AVX2";
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("MOE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (GgmlType type : kBlockTypes)
+    for (int64_t n : row_lengths(type))
+      for (int rep = 0; rep < 3; ++rep) {
+        check_dot(rng, type, n, /*raw_bytes=*/false);
+        check_dot(rng, type, n, /*raw_bytes=*/true);
+      }
+}
+
+TEST(QuantSimd, DotProductsMatchScalarForFloatWeights) {
+  if (simd_isas().empty()) GTEST_SKIP() << "this CPU has no AVX2";
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("MOE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (GgmlType type : kFloatTypes)
+    for (int64_t n : row_lengths(type))
+      for (int rep = 0; rep < 3; ++rep) check_dot(rng, type, n, false);
+}
+
+// The tolerance is tight enough to see a single wrong value: move one level of one block and the SIMD
+// result of the corrupted row must leave the band around the scalar result of the original row.
+TEST(QuantSimd, ToleranceSeesOneWrongLevel) {
+  if (simd_isas().empty()) GTEST_SKIP() << "this CPU has no AVX2";
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("MOE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (GgmlType type : {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K}) {
+    const int64_t n = 4096;
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> wf(static_cast<size_t>(n));
+    for (float& v : wf) v = normal(rng);
+    std::vector<uint8_t> w(bytes_of(type, n));
+    quantize_row(type, wf.data(), w.data(), n);
+    std::vector<float> xf(static_cast<size_t>(n), 1.0f);  // every activation level +-127, value 1
+    const std::vector<uint8_t> x = activations(activation_type(type), xf);
+    const float want = vec_dot_isa(Isa::Scalar, type, n, w.data(), x.data());
+    const double tol = dot_tolerance(type, w, x, n);
+    const Layout* lay = layout_of(type);
+    w[lay->levels[0].first] ^= 0x08;  // one level of block 0 moves by 8 steps of its grid
+    for (Isa isa : simd_isas()) {
+      const float got = vec_dot_isa(isa, type, n, w.data(), x.data());
+      EXPECT_GT(std::fabs(static_cast<double>(got) - want), tol) << type_name(type) << " on " << isa_name(isa);
+    }
+  }
+}
+
+// ---- activation quantization: byte-identical blocks ----
+
+void expect_same_activations(GgmlType act, const std::vector<float>& x, const std::string& what) {
+  const auto n = static_cast<int64_t>(x.size());
+  std::vector<uint8_t> want(bytes_of(act, n)), got(bytes_of(act, n));
+  quantize_activations_isa(Isa::Scalar, act, x.data(), want.data(), n);
+  for (Isa isa : simd_isas()) {
+    std::fill(got.begin(), got.end(), 0xAB);
+    quantize_activations_isa(isa, act, x.data(), got.data(), n);
+    size_t first_diff = 0;
+    while (first_diff < got.size() && got[first_diff] == want[first_diff]) ++first_diff;
+    EXPECT_EQ(first_diff, got.size()) << type_name(act) << " " << what << " n=" << n << " on " << isa_name(isa)
+                                      << ": first differing byte " << first_diff << " of " << got.size();
+  }
+}
+
+TEST(QuantSimd, ActivationQuantizationIsBitIdentical) {
+  if (simd_isas().empty()) GTEST_SKIP() << "this CPU has no AVX2";
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("MOE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (GgmlType act : {GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K})
+    for (int64_t blocks : {1, 2, 3, 16})
+      for (int rep = 0; rep < 5; ++rep)
+        expect_same_activations(act, random_floats(rng, blocks * block_size(act)), "random");
+}
+
+// Values that land exactly on .5 steps (ties: away from zero for Q8_0/Q8_1, to even for Q8_K), values
+// just below .5 (where "add 0.5 and truncate" goes wrong), the largest magnitude appearing with both
+// signs (Q8_K takes the sign of the first), and non-finite inputs (NaN, infinities).
+TEST(QuantSimd, ActivationQuantizationEdgeCasesAreBitIdentical) {
+  if (simd_isas().empty()) GTEST_SKIP() << "this CPU has no AVX2";
+  for (GgmlType act : {GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K}) {
+    const int64_t bs = block_size(act);
+    // amax 127 makes d = 1 (and Q8_K's iscale = +-1), so x itself is the value rounded.
+    std::vector<float> ties(static_cast<size_t>(bs));
+    for (int64_t i = 0; i < bs; ++i) ties[static_cast<size_t>(i)] = static_cast<float>(i % 64 - 32) + 0.5f;
+    ties[3] = 127.0f;
+    expect_same_activations(act, ties, "ties, positive max");
+    ties[3] = -127.0f;
+    expect_same_activations(act, ties, "ties, negative max");
+    ties[7] = 127.0f;  // -127 first, then +127
+    expect_same_activations(act, ties, "max magnitude with both signs");
+
+    std::vector<float> below(static_cast<size_t>(bs), std::nextafter(0.5f, 0.0f));
+    below[0] = 127.0f;
+    below[1] = -std::nextafter(0.5f, 0.0f);
+    below[2] = std::nextafter(1.5f, 0.0f);
+    expect_same_activations(act, below, "just below .5");
+
+    expect_same_activations(act, std::vector<float>(static_cast<size_t>(2 * bs), 0.0f), "zeros");
+    std::vector<float> neg_zero(static_cast<size_t>(bs), -0.0f);
+    expect_same_activations(act, neg_zero, "negative zeros");
+
+    std::vector<float> special(static_cast<size_t>(2 * bs), 1.0f);
+    special[5] = std::numeric_limits<float>::quiet_NaN();
+    special[static_cast<size_t>(bs) + 1] = std::numeric_limits<float>::infinity();
+    special[static_cast<size_t>(bs) + 9] = -std::numeric_limits<float>::infinity();
+    expect_same_activations(act, special, "NaN and infinities");
+    std::vector<float> all_nan(static_cast<size_t>(bs), std::numeric_limits<float>::quiet_NaN());
+    expect_same_activations(act, all_nan, "all NaN");
+
+    std::vector<float> tiny(static_cast<size_t>(bs), std::numeric_limits<float>::denorm_min());
+    tiny[1] = -3 * std::numeric_limits<float>::denorm_min();
+    expect_same_activations(act, tiny, "subnormals");
+  }
+}
+
+}  // namespace
+}  // namespace moe::quant
