@@ -1,0 +1,319 @@
+// plan.cpp: `moe plan`: will it fit? The memory a model needs (weights, KV cache, workspace, runtime
+// overhead) for a context, a number of sequences and a KV type, checked against a budget (a size, a
+// named GPU, or by default this machine's RAM), computed with the allocator's own sizing functions
+// (src/plan/memory.h). A preset without --type prints one table over every quantization type.
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "cli/command.h"
+#include "gguf/gguf.h"
+#include "model/hparams.h"
+#include "plan/geometry.h"
+#include "plan/layout.h"
+#include "plan/memory.h"
+#include "plan/quant_mix.h"
+#include "util/error.h"
+#include "util/thread_pool.h"
+
+namespace moe::cli {
+namespace {
+
+struct PlanOpts {
+  std::string model;
+  std::string preset;
+  int64_t layers = 0;
+  std::string type;
+  int64_t ctx = -1;
+  int64_t seqs = 1;
+  std::string kv_type = "f16";
+  std::string memory;
+  std::string device;
+  int64_t batch = 512;
+  int threads = 0;
+  bool json = false;
+};
+
+// What is being planned: a geometry, the metadata the runtime will parse, and the tensor layout.
+struct Subject {
+  std::string label;   // "mixtral-8x7b (preset)" or the file path
+  std::string type;    // the mix name, or what the file says it is
+  model::HParams hp;
+  plan::Metadata metadata;
+  plan::WeightsLayout weights;
+};
+
+struct Budget {
+  uint64_t bytes = 0;
+  std::string label;
+  bool explicit_budget = false;
+};
+
+std::string gb(uint64_t b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GB", static_cast<double>(b) / 1e9);
+  return buf;
+}
+
+std::string with_commas(uint64_t v) {
+  const std::string digits = std::to_string(v);
+  std::string s;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) s += ',';
+    s += digits[i];
+  }
+  return s;
+}
+
+std::string params_text(const model::HParams& hp) {
+  char buf[96];
+  const double all = static_cast<double>(plan::parameter_count(hp)) / 1e9;
+  if (hp.is_moe())
+    std::snprintf(buf, sizeof buf, "%.2fB params (%.2fB active per token)", all,
+                  static_cast<double>(plan::active_parameter_count(hp)) / 1e9);
+  else
+    std::snprintf(buf, sizeof buf, "%.2fB params", all);
+  return buf;
+}
+
+std::string file_type_text(const gguf::File& f) {
+  auto ft = f.get_uint("general.file_type");
+  if (!ft) return "as stored";
+  const plan::QuantMix* m = plan::mix_for_file_type(*ft);
+  return m ? m->name : cat("file type ", *ft);
+}
+
+Budget resolve_budget(const PlanOpts& o) {
+  if (!o.memory.empty() && !o.device.empty()) fail("give --memory or --device, not both");
+  if (!o.memory.empty()) return {plan::parse_size(o.memory), o.memory, true};
+  if (!o.device.empty()) {
+    plan::Device d = plan::find_device(o.device);
+    return {d.bytes, cat(d.name, ": ", d.description), true};
+  }
+  return {plan::host_memory_bytes(), "this machine's RAM", false};
+}
+
+// The subject for one mix (or, with mix == nullptr, a file as it is).
+Subject subject_for(const PlanOpts& o, const gguf::File* file, const model::HParams& hp, const plan::QuantMix* mix) {
+  Subject s;
+  s.hp = hp;
+  if (file) {
+    s.label = file->name();
+    if (mix) {
+      s.type = mix->name;
+      s.metadata = plan::quantized_metadata(*file, *mix);
+      s.weights = plan::layout_of_quantized_file(*file, hp, *mix);
+    } else {
+      s.type = file_type_text(*file);
+      s.metadata = file->metadata();
+      s.weights = plan::layout_of_file(*file);
+    }
+  } else {
+    const plan::Vocab vocab = plan::synthetic_vocab(hp.n_vocab);
+    s.label = cat(o.preset, o.layers ? cat(" (", hp.n_layer, " layers)") : std::string(), " (preset)");
+    s.type = mix->name;
+    s.metadata = plan::synth_metadata(hp, *mix, o.preset, vocab);
+    s.weights = plan::layout_of_synth(hp, *mix, vocab, o.preset);
+  }
+  return s;
+}
+
+plan::MemoryOptions memory_options(const PlanOpts& o, kv::KvType kv_type, uint64_t process_base, int64_t ctx) {
+  plan::MemoryOptions m;
+  m.ctx = ctx;
+  m.seqs = o.seqs;
+  m.kv_type = kv_type;
+  m.batch_tokens = o.batch;
+  m.n_threads = o.threads > 0 ? o.threads : physical_core_count();
+  m.process_base_bytes = process_base;
+  return m;
+}
+
+nlohmann::json plan_json(const Subject& s, const plan::MemoryPlan& p, const plan::MemoryOptions& mo,
+                         const Budget& b, const plan::Fit& f) {
+  nlohmann::json j;
+  j["model"] = s.label;
+  j["type"] = s.type;
+  j["params"] = plan::parameter_count(s.hp);
+  j["active_params"] = plan::active_parameter_count(s.hp);
+  j["ctx"] = p.ctx;
+  j["seqs"] = p.seqs;
+  j["kv_cache_dtype"] = kv::kv_type_name(mo.kv_type);
+  j["batch_tokens"] = mo.batch_tokens;
+  j["threads"] = mo.n_threads;
+  j["weights_bytes"] = p.weights_bytes;
+  j["file_bytes"] = p.file_bytes;
+  j["kv_bytes_per_token"] = p.kv_bytes_per_token;
+  j["kv_blocks"] = p.kv_blocks;
+  j["kv_bytes"] = p.kv_bytes;
+  j["workspace_bytes"] = p.workspace_bytes;
+  j["overhead_bytes"] = p.overhead_bytes;
+  j["overhead"] = {{"process", p.overhead.process}, {"metadata", p.overhead.metadata},
+                   {"tokenizer", p.overhead.tokenizer}, {"threads", p.overhead.threads},
+                   {"buffers", p.overhead.buffers}};
+  j["total_bytes"] = p.total_bytes;
+  j["budget_bytes"] = b.bytes;
+  j["budget"] = b.label;
+  j["fits"] = f.fits;
+  j["max_ctx"] = f.max_ctx;
+  j["max_seqs"] = f.max_seqs;
+  nlohmann::json fallbacks = nlohmann::json::array();
+  for (const auto& t : s.weights.tensors)
+    if (t.type != t.wanted)
+      fallbacks.push_back({{"tensor", t.name}, {"wanted", type_name(t.wanted)}, {"type", type_name(t.type)}});
+  j["fallbacks"] = fallbacks;
+  return j;
+}
+
+void print_single(const Subject& s, const plan::MemoryPlan& p, const plan::MemoryOptions& mo, const Budget& b,
+                  const plan::Fit& f) {
+  const auto& hp = s.hp;
+  std::printf("model      %s, %s: %s\n", s.label.c_str(), s.type.c_str(), params_text(hp).c_str());
+  std::printf("weights    %s of tensor data (%.2f bits/weight); file %s, mapped in place\n",
+              plan::format_bytes(p.weights_bytes).c_str(),
+              8.0 * static_cast<double>(p.weights_bytes) / static_cast<double>(plan::parameter_count(hp)),
+              plan::format_bytes(p.file_bytes).c_str());
+  std::map<std::string, int> fallbacks;
+  for (const auto& t : s.weights.tensors)
+    if (t.type != t.wanted) ++fallbacks[cat(type_name(t.wanted), " -> ", type_name(t.type))];
+  for (const auto& [what, n] : fallbacks)
+    std::printf("           note: %d tensor(s) %s (rows do not fit the block size)\n", n, what.c_str());
+  std::printf("KV cache   %s: %s bytes/token x %lld tokens (whole blocks of %lld) x %lld seq = %s\n",
+              kv::kv_type_name(mo.kv_type), with_commas(p.kv_bytes_per_token).c_str(),
+              static_cast<long long>(p.ctx), static_cast<long long>(kv::kBlockTokens), static_cast<long long>(p.seqs),
+              plan::format_bytes(p.kv_bytes).c_str());
+  if (p.ctx > hp.n_ctx_train)
+    std::printf("           note: beyond the model's training context of %lld tokens\n",
+                static_cast<long long>(hp.n_ctx_train));
+  std::printf("workspace  %s (forward pass over %lld tokens, %d threads)\n", plan::format_bytes(p.workspace_bytes).c_str(),
+              static_cast<long long>(mo.batch_tokens), mo.n_threads);
+  std::printf("overhead   %s: runtime %s, metadata %s, tokenizer %s, threads %s, logits/sampler %s\n",
+              plan::format_bytes(p.overhead_bytes).c_str(), plan::format_bytes(p.overhead.process).c_str(),
+              plan::format_bytes(p.overhead.metadata).c_str(), plan::format_bytes(p.overhead.tokenizer).c_str(),
+              plan::format_bytes(p.overhead.threads).c_str(), plan::format_bytes(p.overhead.buffers).c_str());
+  std::printf("total      %s\n", plan::format_bytes(p.total_bytes).c_str());
+  std::printf("budget     %s (%s): ", plan::format_bytes(b.bytes).c_str(), b.label.c_str());
+  if (!f.weights_fit)
+    std::printf("does not fit: the weights alone are %s over\n", plan::format_bytes(p.file_bytes - b.bytes).c_str());
+  else if (f.fits)
+    std::printf("fits, %s to spare; max ctx %lld, max seqs %lld at ctx %lld\n",
+                plan::format_bytes(b.bytes - p.total_bytes).c_str(), static_cast<long long>(f.max_ctx),
+                static_cast<long long>(f.max_seqs), static_cast<long long>(p.ctx));
+  else
+    std::printf("does not fit (%s over); max ctx %lld for %lld seq\n", plan::format_bytes(p.total_bytes - b.bytes).c_str(),
+                static_cast<long long>(f.max_ctx), static_cast<long long>(p.seqs));
+}
+
+void print_table(const PlanOpts& o, const gguf::File* file, const model::HParams& hp, kv::KvType kv_type,
+                 uint64_t process_base, const Budget& b) {
+  const int64_t short_ctx = 8192, long_ctx = 32768;
+  nlohmann::json rows = nlohmann::json::array();
+  std::string label;
+  if (!o.json) {
+    Subject first = subject_for(o, file, hp, &plan::quant_mixes().front());
+    std::printf("%s: %s; KV %s %s bytes/token; %lld seq; budget %s (%s)\n", first.label.c_str(),
+                params_text(hp).c_str(), kv::kv_type_name(kv_type),
+                with_commas(kv::kv_bytes_per_token(kv_type, hp.n_layer, hp.n_head_kv, hp.head_dim)).c_str(),
+                static_cast<long long>(o.seqs), plan::format_bytes(b.bytes).c_str(), b.label.c_str());
+    std::printf("%-7s %6s %10s %10s %10s  %-5s %-5s %8s\n", "type", "bits/w", "weights", "@8K ctx", "@32K ctx", "8K", "32K",
+                "max ctx");
+  }
+  for (const auto& mix : plan::quant_mixes()) {
+    Subject s = subject_for(o, file, hp, &mix);
+    const plan::MemoryPlan p8 = plan::plan_memory(hp, s.weights, s.metadata, memory_options(o, kv_type, process_base, short_ctx));
+    const plan::MemoryPlan p32 = plan::plan_memory(hp, s.weights, s.metadata, memory_options(o, kv_type, process_base, long_ctx));
+    const plan::Fit f8 = plan::fit_budget(hp, p8, b.bytes), f32 = plan::fit_budget(hp, p32, b.bytes);
+    const double bpw = 8.0 * static_cast<double>(p8.weights_bytes) / static_cast<double>(plan::parameter_count(hp));
+    if (o.json) {
+      rows.push_back({{"type", mix.name}, {"bits_per_weight", bpw}, {"weights_bytes", p8.weights_bytes},
+                      {"file_bytes", p8.file_bytes}, {"total_bytes_8k", p8.total_bytes},
+                      {"total_bytes_32k", p32.total_bytes}, {"fits_8k", f8.fits}, {"fits_32k", f32.fits},
+                      {"max_ctx", f8.max_ctx}});
+    } else {
+      std::printf("%-7s %6.2f %10s %10s %10s  %-5s %-5s %8lld\n", mix.name.c_str(), bpw, gb(p8.weights_bytes).c_str(),
+                  gb(p8.total_bytes).c_str(), gb(p32.total_bytes).c_str(), f8.fits ? "yes" : "no",
+                  f32.fits ? "yes" : "no", static_cast<long long>(f8.max_ctx));
+    }
+    label = s.label;
+  }
+  if (o.json) {
+    nlohmann::json j;
+    j["model"] = label;
+    j["kv_cache_dtype"] = kv::kv_type_name(kv_type);
+    j["kv_bytes_per_token"] = kv::kv_bytes_per_token(kv_type, hp.n_layer, hp.n_head_kv, hp.head_dim);
+    j["seqs"] = o.seqs;
+    j["budget_bytes"] = b.bytes;
+    j["budget"] = b.label;
+    j["rows"] = rows;
+    std::printf("%s\n", j.dump().c_str());
+  }
+}
+
+int run_plan(const PlanOpts& o) {
+  // The runtime's own resident size, measured before this process touches any model (see memory.h).
+  const uint64_t process_base = plan::process_base_bytes(plan::current_rss_bytes());
+  if (!o.model.empty() && !o.preset.empty()) fail("give a model file or --preset, not both");
+  if (o.ctx != -1 && (o.ctx < 1 || o.ctx > plan::kMaxPlanCtx))
+    fail("--ctx ", o.ctx, " is absurd: it must be between 1 and ", plan::kMaxPlanCtx, " tokens");
+  if (o.seqs < 1 || o.seqs > (1 << 20)) fail("--seqs ", o.seqs, " must be between 1 and 1048576");
+  if (o.batch < 1 || o.batch > (1 << 20)) fail("--batch ", o.batch, " must be between 1 and 1048576");
+  auto kv_type = kv::parse_kv_type(o.kv_type);
+  if (!kv_type) fail("unknown --kv-cache-dtype '", o.kv_type, "' (f16, bf16, q8_0, fp8, f32)");
+  const Budget budget = resolve_budget(o);
+  const plan::QuantMix* mix = nullptr;
+  const bool all_types = o.type == "all" || o.type == "ALL";
+  if (!o.type.empty() && !all_types) mix = &plan::find_mix(o.type);
+
+  std::optional<gguf::File> file;
+  model::HParams hp;
+  if (!o.preset.empty()) {
+    hp = plan::find_preset(o.preset).hp;
+    if (o.layers) hp = plan::with_layers(hp, o.layers);
+  } else {
+    if (o.layers) fail("--layers applies to --preset only");
+    file = gguf::File::open(model_or_default(o.model));
+    hp = model::HParams::from_gguf(*file);
+  }
+  const gguf::File* fp = file ? &*file : nullptr;
+
+  if ((!fp && !mix) || all_types) {
+    print_table(o, fp, hp, *kv_type, process_base, budget);
+    return 0;
+  }
+  const Subject s = subject_for(o, fp, hp, mix);
+  const plan::MemoryOptions mo = memory_options(o, *kv_type, process_base, o.ctx == -1 ? 0 : o.ctx);
+  const plan::MemoryPlan p = plan::plan_memory(hp, s.weights, s.metadata, mo);
+  if (budget.explicit_budget) plan::require_weights_fit(p, budget.bytes);
+  const plan::Fit f = plan::fit_budget(hp, p, budget.bytes);
+  if (o.json)
+    std::printf("%s\n", plan_json(s, p, mo, budget, f).dump().c_str());
+  else
+    print_single(s, p, mo, budget, f);
+  return 0;
+}
+
+Registrar reg("plan", "Memory plan: weights, KV cache, workspace and overhead, and whether it fits", [](CLI::App& sub) {
+  auto o = std::make_shared<PlanOpts>();
+  sub.add_option("model", o->model, "GGUF model file (default: the bundled model unless --preset)");
+  sub.add_option("--preset", o->preset, "a model shape instead of a file: " + plan::preset_names());
+  sub.add_option("--layers", o->layers, "with --preset: only the first N layers (as `moe synth --layers`)");
+  sub.add_option("--type", o->type,
+                 "quantization to plan for (" + plan::mix_names() + ", or 'all' for a table); default: the file's own");
+  sub.add_option("--ctx", o->ctx, "context tokens per sequence (default: the model's training context)");
+  sub.add_option("--seqs", o->seqs, "sequences held at once (default 1)");
+  sub.add_option("--kv-cache-dtype", o->kv_type, "KV cache element type: f16 (default), bf16, q8_0, fp8, f32");
+  sub.add_option("--memory", o->memory, "memory budget, e.g. 24GiB, 24GB, 24e9");
+  sub.add_option("--device", o->device, "budget of a named device: rtx3090, rtx4090, rtx5090, a6000, a100-40, a100, h100, h200, host");
+  sub.add_option("--batch", o->batch, "tokens per forward step, sizing the workspace (default 512)");
+  sub.add_option("-t,--threads", o->threads, "compute threads (default: physical cores)");
+  sub.add_flag("--json", o->json, "print one JSON object");
+  return [o] { return run_plan(*o); };
+});
+
+}  // namespace
+}  // namespace moe::cli
