@@ -136,11 +136,13 @@ TEST(RoundTrip, StreamedWriteMatchesToBytesAndLeavesNoTempFile) {
     const TensorInfo* t = f.find_tensor("output.weight");
     ASSERT_NE(t, nullptr);
     // A copy of the File keeps the map alive after the original is gone.
+    const uint64_t n_bytes = t->n_bytes;
     File copy = f;
     f = File();
-    auto want = pattern_bytes(t->n_bytes, 5);
     const TensorInfo* c = copy.find_tensor("output.weight");
     ASSERT_NE(c, nullptr);
+    ASSERT_EQ(c->n_bytes, n_bytes);
+    auto want = pattern_bytes(n_bytes, 5);
     EXPECT_EQ(0, std::memcmp(c->data, want.data(), want.size()));
   }
   std::string text = moe::testing::read_file(path);
