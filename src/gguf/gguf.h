@@ -101,7 +101,7 @@ class File {
   const std::string& name() const { return name_; }
 
   // Metadata in file order.
-  const std::vector<std::pair<std::string, Value>>& metadata() const { return kv_; }
+  const std::vector<std::pair<std::string, Value>>& metadata() const { return parsed_->kv; }
   const Value* find(std::string_view key) const;
 
   // Typed getters: nullopt when the key is absent; moe::Error naming the key when it has the wrong type
@@ -117,7 +117,7 @@ class File {
   std::optional<std::vector<float>> get_float_array(std::string_view key) const;
   std::optional<std::vector<int64_t>> get_int_array(std::string_view key) const;
 
-  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const std::vector<TensorInfo>& tensors() const { return parsed_->tensors; }
   const TensorInfo* find_tensor(std::string_view name) const;
 
  private:
@@ -127,12 +127,18 @@ class File {
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   uint64_t data_offset_ = 0;
-  std::vector<std::pair<std::string, Value>> kv_;
-  std::vector<TensorInfo> tensors_;
-  // Indices into kv_ / tensors_ sorted by key / name: find() and find_tensor() binary-search them, and
-  // the parser finds duplicates as equal neighbours. Indices (not pointers) so that copies stay valid.
-  std::vector<size_t> kv_by_key_;
-  std::vector<size_t> tensor_by_name_;
+  // What was parsed, immutable and shared, so that copying a File (a tokenizer vocabulary of 100k
+  // strings, thousands of tensor infos) costs two reference counts.
+  struct Parsed {
+    std::vector<std::pair<std::string, Value>> kv;
+    std::vector<TensorInfo> tensors;
+    // Indices into kv / tensors sorted by key / name: find() and find_tensor() binary-search them, and
+    // the parser finds duplicates as equal neighbours.
+    std::vector<size_t> kv_by_key;
+    std::vector<size_t> tensor_by_name;
+  };
+  static std::shared_ptr<const Parsed> empty_parsed();
+  std::shared_ptr<const Parsed> parsed_ = empty_parsed();
   friend class Parser;
 };
 

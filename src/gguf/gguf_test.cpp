@@ -138,7 +138,10 @@ TEST(RoundTrip, StreamedWriteMatchesToBytesAndLeavesNoTempFile) {
     // A copy of the File keeps the map alive after the original is gone.
     const uint64_t n_bytes = t->n_bytes;
     File copy = f;
+    EXPECT_EQ(&copy.tensors(), &f.tensors());  // copies share what was parsed
     f = File();
+    EXPECT_TRUE(f.tensors().empty());
+    EXPECT_EQ(f.find_tensor("output.weight"), nullptr);
     const TensorInfo* c = copy.find_tensor("output.weight");
     ASSERT_NE(c, nullptr);
     ASSERT_EQ(c->n_bytes, n_bytes);
@@ -150,6 +153,16 @@ TEST(RoundTrip, StreamedWriteMatchesToBytesAndLeavesNoTempFile) {
   EXPECT_EQ(0, std::memcmp(text.data(), expected.data(), expected.size()));
   for (const auto& e : std::filesystem::directory_iterator(std::filesystem::path(path).parent_path()))
     EXPECT_EQ(e.path().string().find(path + ".partial"), std::string::npos) << e.path();
+  std::filesystem::remove(path);
+}
+
+TEST(Open, MissingAndEmptyFilesAreErrorsNamingThePath) {
+  EXPECT_NE(error_of([] { File::open("/nonexistent-dir/model.gguf"); }).find("/nonexistent-dir/model.gguf"),
+            std::string::npos);
+  const std::string path = temp_path("moe-gguf-empty");
+  { std::ofstream(path, std::ios::binary); }
+  std::string msg = error_of([&] { File::open(path); });
+  EXPECT_EQ(msg.rfind(path + ": truncated header", 0), 0u) << msg;
   std::filesystem::remove(path);
 }
 

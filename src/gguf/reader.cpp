@@ -66,11 +66,13 @@ class Parser {
   void parse_into(File& f) {
     f.name_ = name_;
     f.bytes_ = bytes_;
+    auto parsed = std::make_shared<File::Parsed>();
     parse_header(f);
-    parse_metadata(f);
-    resolve_alignment(f);
-    parse_tensor_infos(f);
-    place_tensor_data(f);
+    parse_metadata(*parsed);
+    resolve_alignment(f, *parsed);
+    parse_tensor_infos(*parsed);
+    place_tensor_data(f, *parsed);
+    f.parsed_ = std::move(parsed);
   }
 
  private:
@@ -149,8 +151,8 @@ class Parser {
   }
 
   // ---- metadata -----------------------------------------------------------------------------------
-  void parse_metadata(File& f) {
-    f.kv_.reserve(reserve_hint(n_kv_));
+  void parse_metadata(File::Parsed& p) {
+    p.kv.reserve(reserve_hint(n_kv_));
     for (uint64_t k = 0; k < n_kv_; ++k) {
       context_ = cat("metadata entry #", k);
       std::string key = read_string("key");
@@ -158,13 +160,13 @@ class Parser {
       context_ = "key " + quoted(key);
       ValueType type = read_value_type("value type");
       Value v = read_value(type, 0);
-      f.kv_.emplace_back(std::move(key), std::move(v));
+      p.kv.emplace_back(std::move(key), std::move(v));
     }
     context_.clear();
-    f.kv_by_key_ = sorted_index(f.kv_.size(), [&](size_t k) -> const std::string& { return f.kv_[k].first; });
-    for (size_t k = 1; k < f.kv_by_key_.size(); ++k) {
-      const std::string& a = f.kv_[f.kv_by_key_[k - 1]].first;
-      if (a == f.kv_[f.kv_by_key_[k]].first) error("duplicate metadata key ", quoted(a));
+    p.kv_by_key = sorted_index(p.kv.size(), [&](size_t k) -> const std::string& { return p.kv[k].first; });
+    for (size_t k = 1; k < p.kv_by_key.size(); ++k) {
+      const std::string& a = p.kv[p.kv_by_key[k - 1]].first;
+      if (a == p.kv[p.kv_by_key[k]].first) error("duplicate metadata key ", quoted(a));
     }
   }
 
@@ -225,9 +227,11 @@ class Parser {
     path_.pop_back();
   }
 
-  void resolve_alignment(File& f) {
+  void resolve_alignment(File& f, const File::Parsed& p) {
     f.alignment_ = kDefaultAlignment;
-    const Value* a = f.find("general.alignment");
+    const Value* a = nullptr;
+    for (const auto& [key, value] : p.kv)
+      if (key == "general.alignment") a = &value;
     if (!a) return;
     context_ = "key 'general.alignment'";
     if (!a->is_integer()) error("has type ", value_type_name(a->type), ", expected an integer");
@@ -242,8 +246,8 @@ class Parser {
   }
 
   // ---- tensor infos ---------------------------------------------------------------------------------
-  void parse_tensor_infos(File& f) {
-    f.tensors_.reserve(reserve_hint(n_tensors_));
+  void parse_tensor_infos(File::Parsed& p) {
+    p.tensors.reserve(reserve_hint(n_tensors_));
     for (uint64_t k = 0; k < n_tensors_; ++k) {
       context_ = cat("tensor #", k);
       TensorInfo t;
@@ -280,14 +284,14 @@ class Parser {
       auto bytes = row ? mul_u64(*row, t.rows()) : std::nullopt;
       if (!bytes) error("byte size overflows 64 bits (", shape(t), " of ", traits->name, ")");
       t.n_bytes = *bytes;
-      f.tensors_.push_back(std::move(t));
+      p.tensors.push_back(std::move(t));
     }
     context_.clear();
-    f.tensor_by_name_ =
-        sorted_index(f.tensors_.size(), [&](size_t k) -> const std::string& { return f.tensors_[k].name; });
-    for (size_t k = 1; k < f.tensor_by_name_.size(); ++k) {
-      const std::string& a = f.tensors_[f.tensor_by_name_[k - 1]].name;
-      if (a == f.tensors_[f.tensor_by_name_[k]].name) error("duplicate tensor name ", quoted(a));
+    p.tensor_by_name =
+        sorted_index(p.tensors.size(), [&](size_t k) -> const std::string& { return p.tensors[k].name; });
+    for (size_t k = 1; k < p.tensor_by_name.size(); ++k) {
+      const std::string& a = p.tensors[p.tensor_by_name[k - 1]].name;
+      if (a == p.tensors[p.tensor_by_name[k]].name) error("duplicate tensor name ", quoted(a));
     }
   }
 
@@ -297,14 +301,14 @@ class Parser {
     return s + "}";
   }
 
-  void place_tensor_data(File& f) {
+  void place_tensor_data(File& f, File::Parsed& p) {
     // pos_ <= file size < 2^63 and alignment <= Limits::max_alignment, so this cannot overflow; the
     // check is for a caller passing an absurd limit.
     auto data_offset = align_up(pos_, f.alignment_);
     if (!data_offset) error("data section offset overflows");
     f.data_offset_ = *data_offset;
     const uint64_t size = bytes_.size();
-    for (TensorInfo& t : f.tensors_) {
+    for (TensorInfo& t : p.tensors) {
       context_ = "tensor " + quoted(t.name);
       if (t.offset % f.alignment_ != 0)
         error("offset ", t.offset, " is not a multiple of the alignment ", f.alignment_);
@@ -317,13 +321,13 @@ class Parser {
     }
     context_.clear();
     // No two tensors may share bytes: sorted by offset, each must end before the next begins.
-    std::vector<size_t> by_offset(f.tensors_.size());
+    std::vector<size_t> by_offset(p.tensors.size());
     for (size_t k = 0; k < by_offset.size(); ++k) by_offset[k] = k;
     std::sort(by_offset.begin(), by_offset.end(),
-              [&](size_t a, size_t b) { return f.tensors_[a].offset < f.tensors_[b].offset; });
+              [&](size_t a, size_t b) { return p.tensors[a].offset < p.tensors[b].offset; });
     for (size_t k = 1; k < by_offset.size(); ++k) {
-      const TensorInfo& a = f.tensors_[by_offset[k - 1]];
-      const TensorInfo& b = f.tensors_[by_offset[k]];
+      const TensorInfo& a = p.tensors[by_offset[k - 1]];
+      const TensorInfo& b = p.tensors[by_offset[k]];
       if (a.offset + a.n_bytes > b.offset)  // both in the file, so no overflow
         error("tensors ", quoted(a.name), " [", a.offset, ", ", a.offset + a.n_bytes, ") and ", quoted(b.name), " [",
               b.offset, ", ", b.offset + b.n_bytes, ") overlap");
@@ -363,18 +367,27 @@ File File::parse(std::span<const uint8_t> bytes, const std::string& name, const 
   return f;
 }
 
+std::shared_ptr<const File::Parsed> File::empty_parsed() {
+  static const auto empty = std::make_shared<const Parsed>();
+  return empty;
+}
+
 const Value* File::find(std::string_view key) const {
-  auto it = std::lower_bound(kv_by_key_.begin(), kv_by_key_.end(), key,
-                             [&](size_t k, std::string_view x) { return kv_[k].first < x; });
-  if (it == kv_by_key_.end() || kv_[*it].first != key) return nullptr;
-  return &kv_[*it].second;
+  const auto& kv = parsed_->kv;
+  const auto& index = parsed_->kv_by_key;
+  auto it = std::lower_bound(index.begin(), index.end(), key,
+                             [&](size_t k, std::string_view x) { return kv[k].first < x; });
+  if (it == index.end() || kv[*it].first != key) return nullptr;
+  return &kv[*it].second;
 }
 
 const TensorInfo* File::find_tensor(std::string_view name) const {
-  auto it = std::lower_bound(tensor_by_name_.begin(), tensor_by_name_.end(), name,
-                             [&](size_t k, std::string_view x) { return tensors_[k].name < x; });
-  if (it == tensor_by_name_.end() || tensors_[*it].name != name) return nullptr;
-  return &tensors_[*it];
+  const auto& tensors = parsed_->tensors;
+  const auto& index = parsed_->tensor_by_name;
+  auto it = std::lower_bound(index.begin(), index.end(), name,
+                             [&](size_t k, std::string_view x) { return tensors[k].name < x; });
+  if (it == index.end() || tensors[*it].name != name) return nullptr;
+  return &tensors[*it];
 }
 
 namespace {
