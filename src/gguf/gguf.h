@@ -6,7 +6,9 @@
 // block size, data offset + size inside the file, alignment a power of two and bounded, duplicate keys
 // and tensor names, unknown value and tensor types. A violation throws moe::Error whose message names
 // the field ("tensor 'blk.0.attn_q.weight': ne[1] = ..."). Tensor data is never copied: TensorInfo::data
-// points into the memory map.
+// points into the memory map. Also refused: GGUF v1 (32-bit counts), big-endian files, empty keys and
+// tensor names, BOOL bytes other than 0/1, tensors whose data regions overlap. Strings may hold any
+// bytes (UTF-8 is not enforced). Copies of a File share the map and the parsed metadata.
 //
 // Layout (little-endian): magic "GGUF", u32 version, u64 n_tensors, u64 n_kv, n_kv × (string key,
 // u32 value type, value), n_tensors × (string name, u32 n_dims, n_dims × u64 ne, u32 type, u64 offset),
@@ -96,7 +98,9 @@ class File {
 
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }
-  uint64_t data_offset() const { return data_offset_; }  // start of the tensor data section
+  // Start of the tensor data section (the end of the tensor infos rounded up to the alignment). A file
+  // without tensors may end before it.
+  uint64_t data_offset() const { return data_offset_; }
   uint64_t file_size() const { return bytes_.size(); }
   const std::string& name() const { return name_; }
 
