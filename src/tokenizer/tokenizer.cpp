@@ -518,14 +518,38 @@ void Tokenizer::Impl::encode_normalized(std::string_view norm, std::vector<int32
     bpe(norm, out, ws);
     return;
   }
+  // Long texts repeat their words: remember where each word's ids already are in `out` and copy them.
+  // Words whose ids contain the unknown id are not remembered (a run of unknowns merges across words).
+  struct WordHash {
+    size_t operator()(std::string_view s) const { return hash_bytes(s.data(), s.size()); }
+  };
+  std::unordered_map<std::string_view, std::pair<size_t, size_t>, WordHash> seen;
+  const bool use_cache = norm.size() >= 2048;
+  auto word = [&](std::string_view w) {
+    if (!use_cache) {
+      bpe(w, out, ws);
+      return;
+    }
+    if (const auto it = seen.find(w); it != seen.end()) {
+      const auto [from, count] = it->second;
+      for (size_t i = 0; i < count; ++i) out.push_back(out[from + i]);
+      ws.previous_unknown = false;
+      return;
+    }
+    const size_t from = out.size();
+    bpe(w, out, ws);
+    if (std::none_of(out.begin() + static_cast<ptrdiff_t>(from), out.end(),
+                     [&](int32_t id) { return type(id) == TokenType::Unknown; }))
+      seen.emplace(w, std::make_pair(from, out.size() - from));
+  };
   // Cut before each space symbol that follows another character.
   size_t start = 0;
   for (size_t at = norm.find(space, 1); at != std::string_view::npos; at = norm.find(space, at + space.size())) {
     if (at >= space.size() && norm.substr(at - space.size(), space.size()) == space) continue;
-    if (at > start) bpe(norm.substr(start, at - start), out, ws);
+    if (at > start) word(norm.substr(start, at - start));
     start = at;
   }
-  bpe(norm.substr(start), out, ws);
+  word(norm.substr(start));
 }
 
 void Tokenizer::Impl::encode_fragment(std::string_view text, std::vector<int32_t>& out) const {

@@ -79,6 +79,15 @@ void compare_with_reference(const Tokenizer& tok, const sentencepiece::SentenceP
     ASSERT_TRUE(sp.Decode(expected, &expected_text).ok());
     ASSERT_EQ(tok.decode(ids), expected_text) << "seed " << case_seed << " text \"" << escaped(text) << "\"";
   }
+  // One long text (long enough for the encoder's per-call word cache).
+  {
+    std::mt19937_64 case_rng(seed ^ 0x5A5A5A5Au);
+    std::string text;
+    while (text.size() < 12000) text += random_text(case_rng, max_units);
+    std::vector<int> expected;
+    ASSERT_TRUE(sp.Encode(text, &expected).ok());
+    ASSERT_EQ(to_ints(tok.encode(text, false)), expected) << "long text, seed " << (seed ^ 0x5A5A5A5Au);
+  }
   // Random id sequences exercise the decoder beyond what encoding produces: control and unknown pieces
   // anywhere, byte pieces that do not form characters, pieces starting with "▁" after nothing.
   const int n = tok.n_vocab();
