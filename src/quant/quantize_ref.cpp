@@ -31,23 +31,29 @@
 namespace moe::quant::ref {
 namespace {
 
-// Nearest integer, ties to even (the default rounding mode), clamped to [lo, hi]; NaN -> lo.
+// Nearest integer, ties to even, clamped to [lo, hi]; NaN -> lo. Adding and subtracting 1.5 * 2^23
+// rounds a float of magnitude < 2^22 to an integer in the default rounding mode (ties to even), which
+// is what nearbyint does, without its library call on baseline x86-64 (no SSE4.1 roundss).
 int round_clamp(float v, int lo, int hi) {
   if (!(v >= static_cast<float>(lo))) return lo;
   if (v >= static_cast<float>(hi)) return hi;
-  return static_cast<int>(std::nearbyint(v));
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  return static_cast<int>((v + kMagic) - kMagic);
 }
 // Nearest integer, ties away from zero (C roundf), clamped; NaN -> lo.
 int round_away_clamp(float v, int lo, int hi) {
   if (!(v >= static_cast<float>(lo))) return lo;
   if (v >= static_cast<float>(hi)) return hi;
-  return static_cast<int>(std::round(v));
+  const int t = static_cast<int>(v);              // towards zero, exact
+  const float frac = v - static_cast<float>(t);  // exact
+  return frac >= 0.5f ? t + 1 : frac <= -0.5f ? t - 1 : t;
 }
 // floor, clamped; NaN -> lo.
 int floor_clamp(float v, int lo, int hi) {
   if (!(v >= static_cast<float>(lo))) return lo;
   if (v >= static_cast<float>(hi)) return hi;
-  return static_cast<int>(std::floor(v));
+  const int t = static_cast<int>(v);
+  return static_cast<float>(t) > v ? t - 1 : t;
 }
 
 float h(uint16_t v) { return fp16_to_fp32(v); }
@@ -141,71 +147,137 @@ void quantize_q5_1(const float* x, BlockQ5_1* y, int64_t nb) {
 
 // ---- K-quant scale search ----
 
-constexpr int kCandidateSteps = 10;     // candidates (nmax + k/10) / range for k in [-10, 10]
-constexpr float kCandidateDelta = 0.1f;
+// The candidate grids of the scale search, as the number of steps the block's range is divided into:
+// nmax + k/10 for k in [-10, 10], around the naive grid (a finer one clips the extremes but fits the
+// bulk better), preceded by the data's own grid when it already lies on one (see grid_step).
+constexpr int kFineCandidates = 21;
+float fine_levels(int nmax, int c) {
+  return static_cast<float>(nmax) + 0.1f * static_cast<float>(c - kFineCandidates / 2);
+}
+
+// Data decoded from a K-quant sub-block lies on a grid: value = anchor + step * integer. When its scale
+// was rounded up (or its min rounded to zero) the values span fewer steps than nmax, and no candidate
+// near nmax hits that grid, so re-quantizing would move every value. Returns that grid's step if the
+// values lie on one spanning at most nmax steps, else 0: the smallest gap between distinct values is
+// the step or a small multiple of it (2..4 when the adjacent levels are unused), and every value must
+// then sit within 1e-3 of a level (decoding rounds ds*L - dm to float: ~1e-7 relative, far below that;
+// fresh data passes by chance with probability ~(2e-3)^n).
+float grid_step(const float* x, int n, float anchor, float span, int nmax) {
+  float v[kQKK / 8];
+  std::copy(x, x + n, v);
+  std::sort(v, v + n);
+  float gap = 0;
+  for (int i = 1; i < n; ++i) {
+    const float g = v[i] - v[i - 1];
+    if (g > span * 1e-5f && (gap == 0 || g < gap)) gap = g;
+  }
+  if (gap == 0) return 0;
+  for (int m = 1; m <= 4; ++m) {
+    const float step = gap / static_cast<float>(m);
+    if (span / step > static_cast<float>(nmax) + 1e-3f) return 0;
+    bool on_grid = true;
+    for (int i = 0; i < n && on_grid; ++i) {
+      const float q = (x[i] - anchor) / step;
+      on_grid = std::fabs(q - std::nearbyint(q)) < 1e-3f;
+    }
+    if (on_grid) return step;
+  }
+  return 0;
+}
 
 struct ScaleMin {
   float scale = 0;  // x ~ scale * L - min
   float min = 0;    // >= 0
+  int span = 0;     // when the data lies on its own grid (which won): the steps it spans, else 0
 };
 
 // Best weighted fit of x[0..n) by scale*L - min, L integers in [0, nmax], min >= 0 (the formats store
 // the min as a non-negative amount to subtract, so a block of positive values fits with min = 0).
 ScaleMin fit_scale_min(const float* x, const float* w, int n, int nmax) {
-  float lo = 0, hi = x[0];
+  float lo = 0, hi = x[0], vmin = x[0];
   for (int i = 0; i < n; ++i) {
     lo = std::min(lo, x[i]);
     hi = std::max(hi, x[i]);
+    vmin = std::min(vmin, x[i]);
   }
-  ScaleMin naive{(hi - lo) / static_cast<float>(nmax), -lo};
   if (!(hi > lo)) return {0, -lo};
-  ScaleMin best = naive;
-  double best_err = -1;
-  int L[kQKK];
-  for (int k = -kCandidateSteps; k <= kCandidateSteps; ++k) {
-    const float iscale = (static_cast<float>(nmax) + kCandidateDelta * static_cast<float>(k)) / (hi - lo);
-    double sw = 0, swl = 0, swl2 = 0, swx = 0, swlx = 0;
+  double sw = 0, swx = 0, swx2 = 0;
+  for (int i = 0; i < n; ++i) {
+    sw += w[i];
+    swx += static_cast<double>(w[i]) * x[i];
+    swx2 += static_cast<double>(w[i]) * x[i] * x[i];
+  }
+  ScaleMin best{(hi - lo) / static_cast<float>(nmax), -lo};  // naive, if no candidate is solvable
+  bool found = false;
+  double best_err = 0;
+  int L[kQKK / 8];
+  // Fits scale and min to the levels L by weighted least squares and keeps them if they beat the best
+  // so far. A tie (a fine grid that also fits the data's own grid exactly) keeps the earlier: rounding
+  // noise in the error expansion must not decide.
+  auto consider = [&](int span) {
+    double swl = 0, swl2 = 0, swlx = 0;
     for (int i = 0; i < n; ++i) {
-      L[i] = round_clamp(iscale * (x[i] - lo), 0, nmax);
-      sw += w[i];
-      swl += w[i] * L[i];
-      swl2 += w[i] * L[i] * L[i];
-      swx += w[i] * x[i];
-      swlx += w[i] * L[i] * x[i];
+      const double wl = static_cast<double>(w[i]) * L[i];
+      swl += wl;
+      swl2 += wl * L[i];
+      swlx += wl * x[i];
     }
     // Normal equations of min over (a, b) of sum w (a*L + b - x)^2, then b <= 0 enforced.
     const double det = sw * swl2 - swl * swl;
-    if (!(det > 0)) continue;
+    if (!(det > 0)) return;
     double a = (sw * swlx - swl * swx) / det;
     double b = (swl2 * swx - swl * swlx) / det;
     if (b > 0) {
       b = 0;
       a = swlx / swl2;
     }
-    if (!(a > 0)) continue;
-    double err = 0;
-    for (int i = 0; i < n; ++i) {
-      const double e = a * L[i] + b - x[i];
-      err += w[i] * e * e;
-    }
-    if (best_err < 0 || err < best_err) {
+    if (!(a > 0)) return;
+    // sum w (a L + b - x)^2, expanded into the sums above.
+    const double err = a * a * swl2 + 2 * a * b * swl + b * b * sw - 2 * a * swlx - 2 * b * swx + swx2;
+    if (!found || err < best_err - 1e-12 * swx2) {
+      found = true;
       best_err = err;
-      best = {static_cast<float>(a), static_cast<float>(-b)};
+      best = {static_cast<float>(a), static_cast<float>(-b), span};
     }
+  };
+  // The data's own grid first, anchored at its smallest value, shifted up by enough whole steps that
+  // the min is not negative (the format cannot add).
+  if (const float step = grid_step(x, n, vmin, hi - vmin, nmax); step > 0) {
+    const int shift = vmin > 0 ? static_cast<int>(std::ceil(vmin / step - 1e-3f)) : 0;
+    const int span = static_cast<int>(std::nearbyint((hi - vmin) / step));
+    if (span + shift <= nmax) {
+      for (int i = 0; i < n; ++i) L[i] = static_cast<int>(std::nearbyint((x[i] - vmin) / step)) + shift;
+      consider(span);
+    }
+  }
+  for (int c = 0; c < kFineCandidates; ++c) {
+    const float iscale = fine_levels(nmax, c) / (hi - lo);
+    for (int i = 0; i < n; ++i) L[i] = round_clamp(iscale * (x[i] - lo), 0, nmax);
+    consider(0);
   }
   return best;
 }
 
+struct SymmetricFit {
+  float scale = 0;         // x ~ scale * L
+  bool sign_free = false;  // the data's own grid won and its mirror image (-scale, -L) fits as well
+};
+
 // Best weighted fit of x[0..n) by scale*L, L integers in [-nmax, nmax-1]. The scale is signed: the
 // largest-magnitude value maps near -nmax, the side with the extra level.
-float fit_scale_symmetric(const float* x, const float* w, int n, int nmax) {
+SymmetricFit fit_scale_symmetric(const float* x, const float* w, int n, int nmax) {
   float max, amax;
   signed_absmax(x, n, &max, &amax);
-  if (amax == 0) return 0;
-  float best = max / static_cast<float>(-nmax);
+  if (amax == 0) return {};
+  SymmetricFit best{max / static_cast<float>(-nmax), false};
   double best_score = -1;
-  for (int k = -kCandidateSteps; k <= kCandidateSteps; ++k) {
-    const float iscale = -(static_cast<float>(nmax) + kCandidateDelta * static_cast<float>(k)) / max;
+  // The data's own grid (see grid_step; anchored at 0): amax spans `own` steps, so its levels lie in
+  // [-own, own]. Unless own = nmax (only -nmax exists), the mirror image fits exactly as well.
+  const float step = grid_step(x, n, 0.0f, amax, nmax);
+  const int own = step > 0 ? static_cast<int>(std::nearbyint(amax / step)) : 0;
+  const bool mirror_fits = own > 0 && own < nmax;
+  for (int c = own ? -1 : 0; c < kFineCandidates; ++c) {
+    const float iscale = -(c < 0 ? static_cast<float>(own) : fine_levels(nmax, c)) / max;
     double swl2 = 0, swlx = 0;
     for (int i = 0; i < n; ++i) {
       const int l = round_clamp(iscale * x[i], -nmax, nmax - 1);
@@ -215,9 +287,9 @@ float fit_scale_symmetric(const float* x, const float* w, int n, int nmax) {
     // Weighted error = sum w x^2 - swlx^2 / swl2 at the optimal scale swlx / swl2.
     if (!(swl2 > 0)) continue;
     const double score = swlx * swlx / swl2;
-    if (score > best_score) {
+    if (score > best_score * (1 + 1e-12)) {  // ties keep the earlier candidate, the data's own grid
       best_score = score;
-      best = static_cast<float>(swlx / swl2);
+      best = {static_cast<float>(swlx / swl2), c < 0 && mirror_fits};
     }
   }
   return best;
@@ -234,11 +306,38 @@ void make_weights(const float* x, const float* importance, float* w) {
   }
 }
 
-// Sub-block fits of an asymmetric K-quant, with the scales and mins quantized to `scale_levels`
-// levels relative to the largest; returns the decoded d*ls and dmin*lm of each sub-block.
+// The levels of n values against a decoded sub-block scale and min (a zero scale gives level 0).
+void affine_levels(const float* x, int n, float ds, float dm, int nmax, int* L) {
+  const float inv = ds != 0 ? 1.0f / ds : 0.0f;
+  for (int i = 0; i < n; ++i) L[i] = round_clamp((x[i] + dm) * inv, 0, nmax);
+}
+
+// Weighted squared error of a sub-block decoded with scale ds and min dm (values rounded against them,
+// and decoded with the decoder's float operations).
+double affine_error(const float* x, const float* w, int n, float ds, float dm, int nmax) {
+  int L[kQKK / 8];
+  affine_levels(x, n, ds, dm, nmax, L);
+  double err = 0;
+  for (int i = 0; i < n; ++i) {
+    const double e = static_cast<double>(ds * static_cast<float>(L[i]) - dm) - x[i];
+    err += w[i] * e * e;
+  }
+  return err;
+}
+
+// Sub-block fits of an asymmetric K-quant, with the scales and mins quantized to kScaleMax levels
+// relative to the largest. Writes the super-block's d and dmin, each sub-block's integer scale and
+// min, and the level of every value against the decoded grid.
+//
+// Rounding the scale and min to integers independently is not always best, nor is it idempotent: a
+// sub-block whose min was rounded up has no value on level 0 any more, so refitting its decoded values
+// finds a min smaller by whole steps. So the neighbours ls +- 1, lm +- 1 are tried against the decoded
+// grid, and for data already on a grid every placement of it within the levels, and the best is kept
+// (the rounded pair on ties). A scale or min at the top (the sub-block that set d or dmin) stays, so
+// that requantizing decoded data derives the same d and dmin again.
 template <int kSub, int kNmax, int kScaleMax>
 void fit_affine_superblock(const float* x, const float* w, uint16_t* d_out, uint16_t* dmin_out, int* ls, int* lm,
-                           float* ds, float* dm) {
+                           int* L) {
   constexpr int kCount = kQKK / kSub;
   ScaleMin fits[kCount];
   float max_scale = 0, max_min = 0;
@@ -253,28 +352,49 @@ void fit_affine_superblock(const float* x, const float* w, uint16_t* d_out, uint
   *dmin_out = fp32_to_fp16(max_min / static_cast<float>(kScaleMax));
   const float d = h(*d_out), dmin = h(*dmin_out);
   for (int j = 0; j < kCount; ++j) {
-    ls[j] = round_clamp(inv_scale * fits[j].scale, 0, kScaleMax);
-    lm[j] = round_clamp(inv_min * fits[j].min, 0, kScaleMax);
-    ds[j] = d * static_cast<float>(ls[j]);
-    dm[j] = dmin * static_cast<float>(lm[j]);
+    const float* xs = x + kSub * j;
+    const float* ws = w + kSub * j;
+    const int ls0 = round_clamp(inv_scale * fits[j].scale, 0, kScaleMax);
+    const int lm0 = round_clamp(inv_min * fits[j].min, 0, kScaleMax);
+    auto error = [&](int a, int b) {
+      return affine_error(xs, ws, kSub, d * static_cast<float>(a), dmin * static_cast<float>(b), kNmax);
+    };
+    double best = error(ls0, lm0);
+    ls[j] = ls0;
+    lm[j] = lm0;
+    auto consider = [&](int a, int b) {
+      const double err = error(a, b);
+      if (err < best) {
+        best = err;
+        ls[j] = a;
+        lm[j] = b;
+      }
+    };
+    const int a_lo = ls0 == kScaleMax ? ls0 : std::max(0, ls0 - 1), a_hi = std::min(kScaleMax, ls0 + 1);
+    const int b_lo = lm0 == kScaleMax ? lm0 : std::max(0, lm0 - 1), b_hi = std::min(kScaleMax, lm0 + 1);
+    for (int a = a_lo; a <= a_hi; ++a)
+      for (int b = b_lo; b <= b_hi; ++b)
+        if (a != ls0 || b != lm0) consider(a, b);
+    // Data already on a grid of `span` steps can sit anywhere in the nmax levels: try each placement
+    // (the min larger by k steps) with the scale as fitted, which finds the min it was decoded with.
+    for (int k = 1; fits[j].span > 0 && lm0 != kScaleMax && k <= kNmax - fits[j].span; ++k) {
+      const int center = round_clamp(inv_min * (fits[j].min + static_cast<float>(k) * fits[j].scale), 0, kScaleMax);
+      for (int b = std::max(0, center - 1); b <= std::min(kScaleMax, center + 1); ++b)
+        if (b < b_lo || b > b_hi) consider(ls0, b);
+    }
+    affine_levels(xs, kSub, d * static_cast<float>(ls[j]), dmin * static_cast<float>(lm[j]), kNmax, L + kSub * j);
   }
 }
 
-// The integer of x against a decoded sub-block scale and min.
-int affine_level(float x, float ds, float dm, int nmax) { return ds != 0 ? round_clamp((x + dm) / ds, 0, nmax) : 0; }
-
 void quantize_q2_K(const float* x, BlockQ2_K* y, int64_t nb, const float* importance) {
-  float w[kQKK], ds[16], dm[16];
-  int ls[16], lm[16];
+  float w[kQKK];
+  int ls[16], lm[16], L[kQKK];
   for (int64_t i = 0; i < nb; ++i, x += kQKK) {
     make_weights(x, importance ? importance + i * kQKK : nullptr, w);
-    fit_affine_superblock<16, 3, 15>(x, w, &y[i].d, &y[i].dmin, ls, lm, ds, dm);
+    fit_affine_superblock<16, 3, 15>(x, w, &y[i].d, &y[i].dmin, ls, lm, L);
     for (int j = 0; j < 16; ++j) y[i].scales[j] = static_cast<uint8_t>(ls[j] | lm[j] << 4);
     std::memset(y[i].qs, 0, sizeof(y[i].qs));
-    for (int p = 0; p < kQKK; ++p) {
-      const int q = affine_level(x[p], ds[p / 16], dm[p / 16], 3);
-      y[i].qs[(p / 128) * 32 + p % 32] |= static_cast<uint8_t>(q << (2 * ((p % 128) / 32)));
-    }
+    for (int p = 0; p < kQKK; ++p) y[i].qs[(p / 128) * 32 + p % 32] |= static_cast<uint8_t>(L[p] << (2 * ((p % 128) / 32)));
   }
 }
 
@@ -288,64 +408,104 @@ void pack_k4_scales(const int* ls, const int* lm, uint8_t* packed) {
 }
 
 void quantize_q4_K(const float* x, BlockQ4_K* y, int64_t nb, const float* importance) {
-  float w[kQKK], ds[8], dm[8];
-  int ls[8], lm[8];
+  float w[kQKK];
+  int ls[8], lm[8], L[kQKK];
   for (int64_t i = 0; i < nb; ++i, x += kQKK) {
     make_weights(x, importance ? importance + i * kQKK : nullptr, w);
-    fit_affine_superblock<32, 15, 63>(x, w, &y[i].d, &y[i].dmin, ls, lm, ds, dm);
+    fit_affine_superblock<32, 15, 63>(x, w, &y[i].d, &y[i].dmin, ls, lm, L);
     pack_k4_scales(ls, lm, y[i].scales);
     std::memset(y[i].qs, 0, sizeof(y[i].qs));
     for (int p = 0; p < kQKK; ++p) {
       const int j = p / 32;
-      const int q = affine_level(x[p], ds[j], dm[j], 15);
-      y[i].qs[32 * (j / 2) + p % 32] |= static_cast<uint8_t>(q << (4 * (j % 2)));
+      y[i].qs[32 * (j / 2) + p % 32] |= static_cast<uint8_t>(L[p] << (4 * (j % 2)));
     }
   }
 }
 
 void quantize_q5_K(const float* x, BlockQ5_K* y, int64_t nb, const float* importance) {
-  float w[kQKK], ds[8], dm[8];
-  int ls[8], lm[8];
+  float w[kQKK];
+  int ls[8], lm[8], L[kQKK];
   for (int64_t i = 0; i < nb; ++i, x += kQKK) {
     make_weights(x, importance ? importance + i * kQKK : nullptr, w);
-    fit_affine_superblock<32, 31, 63>(x, w, &y[i].d, &y[i].dmin, ls, lm, ds, dm);
+    fit_affine_superblock<32, 31, 63>(x, w, &y[i].d, &y[i].dmin, ls, lm, L);
     pack_k4_scales(ls, lm, y[i].scales);
     std::memset(y[i].qs, 0, sizeof(y[i].qs));
     std::memset(y[i].qh, 0, sizeof(y[i].qh));
     for (int p = 0; p < kQKK; ++p) {
       const int j = p / 32;
-      const int q = affine_level(x[p], ds[j], dm[j], 31);
-      y[i].qs[32 * (j / 2) + p % 32] |= static_cast<uint8_t>((q & 0x0F) << (4 * (j % 2)));
-      y[i].qh[p % 32] |= static_cast<uint8_t>((q >> 4) << j);
+      y[i].qs[32 * (j / 2) + p % 32] |= static_cast<uint8_t>((L[p] & 0x0F) << (4 * (j % 2)));
+      y[i].qh[p % 32] |= static_cast<uint8_t>((L[p] >> 4) << j);
     }
   }
 }
 
+// The signed levels in [-nmax, nmax-1] of n values against a decoded sub-block scale.
+void symmetric_levels(const float* x, int n, float ds, int nmax, int* L) {
+  const float inv = ds != 0 ? 1.0f / ds : 0.0f;
+  for (int i = 0; i < n; ++i) L[i] = round_clamp(x[i] * inv, -nmax, nmax - 1);
+}
+
+double symmetric_error(const float* x, const float* w, int n, float ds, int nmax) {
+  int L[16];
+  symmetric_levels(x, n, ds, nmax, L);
+  double err = 0;
+  for (int i = 0; i < n; ++i) {
+    const double e = static_cast<double>(ds * static_cast<float>(L[i])) - x[i];
+    err += w[i] * e * e;
+  }
+  return err;
+}
+
 // Sub-block fits of a symmetric K-quant (16 sub-blocks of 16), scales quantized to signed integers in
-// [-scale_half, scale_half-1] relative to the largest-magnitude one; returns the decoded d*ls.
+// [-kScaleHalf, kScaleHalf-1] relative to the largest-magnitude one, each then refined to ls +- 1 as
+// for the asymmetric formats (the one that set d stays). Writes d, the integer scales and every level.
 template <int kNmax, int kScaleHalf>
-void fit_symmetric_superblock(const float* x, const float* w, uint16_t* d_out, int* ls, float* ds) {
-  float scales[16];
-  for (int j = 0; j < 16; ++j) scales[j] = fit_scale_symmetric(x + 16 * j, w + 16 * j, 16, kNmax);
+void fit_symmetric_superblock(const float* x, const float* w, uint16_t* d_out, int* ls, int* L) {
+  SymmetricFit fits[16];
+  float scales[16], fixed[16];
+  for (int j = 0; j < 16; ++j) {
+    fits[j] = fit_scale_symmetric(x + 16 * j, w + 16 * j, 16, kNmax);
+    scales[j] = fits[j].scale;
+    fixed[j] = fits[j].sign_free ? 0.0f : fits[j].scale;
+  }
+  // Sub-blocks whose fit is as good mirrored take the sign of the largest scale (of the others if
+  // any), so they land on the side of the integer scales that has -kScaleHalf: a decoded super-block
+  // then requantizes to the same integers instead of a mirrored sub-block clipping at +kScaleHalf-1.
   float max, amax;
+  signed_absmax(fixed, 16, &max, &amax);
+  if (amax == 0) signed_absmax(scales, 16, &max, &amax);
+  for (int j = 0; j < 16; ++j)
+    if (fits[j].sign_free) scales[j] = std::copysign(scales[j], max);
   signed_absmax(scales, 16, &max, &amax);
   const float iscale = amax > 0 ? static_cast<float>(-kScaleHalf) / max : 0.0f;
   *d_out = fp32_to_fp16(iscale != 0 ? 1.0f / iscale : 0.0f);
   const float d = h(*d_out);
   for (int j = 0; j < 16; ++j) {
-    ls[j] = round_clamp(iscale * scales[j], -kScaleHalf, kScaleHalf - 1);
-    ds[j] = d * static_cast<float>(ls[j]);
+    const float* xs = x + 16 * j;
+    const float* ws = w + 16 * j;
+    const int ls0 = round_clamp(iscale * scales[j], -kScaleHalf, kScaleHalf - 1);
+    ls[j] = ls0;
+    double best = symmetric_error(xs, ws, 16, d * static_cast<float>(ls0), kNmax);
+    const int a_lo = std::max(-kScaleHalf, ls0 - 1);
+    const int a_hi = ls0 == -kScaleHalf ? ls0 : std::min(kScaleHalf - 1, ls0 + 1);
+    for (int a = a_lo; a <= a_hi; ++a) {
+      if (a == ls0) continue;
+      const double err = symmetric_error(xs, ws, 16, d * static_cast<float>(a), kNmax);
+      if (err < best) {
+        best = err;
+        ls[j] = a;
+      }
+    }
+    symmetric_levels(xs, 16, d * static_cast<float>(ls[j]), kNmax, L + 16 * j);
   }
 }
 
-int symmetric_level(float x, float ds, int nmax) { return ds != 0 ? round_clamp(x / ds, -nmax, nmax - 1) : 0; }
-
 void quantize_q3_K(const float* x, BlockQ3_K* y, int64_t nb, const float* importance) {
-  float w[kQKK], ds[16];
-  int ls[16];
+  float w[kQKK];
+  int ls[16], L[kQKK];
   for (int64_t i = 0; i < nb; ++i, x += kQKK) {
     make_weights(x, importance ? importance + i * kQKK : nullptr, w);
-    fit_symmetric_superblock<4, 32>(x, w, &y[i].d, ls, ds);
+    fit_symmetric_superblock<4, 32>(x, w, &y[i].d, ls, L);
     std::memset(y[i].scales, 0, sizeof(y[i].scales));
     for (int j = 0; j < 16; ++j) {
       const int u = ls[j] + 32;  // 0..63
@@ -355,7 +515,7 @@ void quantize_q3_K(const float* x, BlockQ3_K* y, int64_t nb, const float* import
     std::memset(y[i].qs, 0, sizeof(y[i].qs));
     std::memset(y[i].hmask, 0, sizeof(y[i].hmask));
     for (int p = 0; p < kQKK; ++p) {
-      const int u = symmetric_level(x[p], ds[p / 16], 4) + 4;  // 0..7; bit 2 set means "no -4"
+      const int u = L[p] + 4;  // 0..7; bit 2 set means "no -4"
       y[i].qs[(p / 128) * 32 + p % 32] |= static_cast<uint8_t>((u & 3) << (2 * ((p % 128) / 32)));
       y[i].hmask[p % 32] |= static_cast<uint8_t>((u >> 2) << (p / 32));
     }
@@ -363,16 +523,16 @@ void quantize_q3_K(const float* x, BlockQ3_K* y, int64_t nb, const float* import
 }
 
 void quantize_q6_K(const float* x, BlockQ6_K* y, int64_t nb, const float* importance) {
-  float w[kQKK], ds[16];
-  int ls[16];
+  float w[kQKK];
+  int ls[16], L[kQKK];
   for (int64_t i = 0; i < nb; ++i, x += kQKK) {
     make_weights(x, importance ? importance + i * kQKK : nullptr, w);
-    fit_symmetric_superblock<32, 128>(x, w, &y[i].d, ls, ds);
+    fit_symmetric_superblock<32, 128>(x, w, &y[i].d, ls, L);
     for (int j = 0; j < 16; ++j) y[i].scales[j] = static_cast<int8_t>(ls[j]);
     std::memset(y[i].ql, 0, sizeof(y[i].ql));
     std::memset(y[i].qh, 0, sizeof(y[i].qh));
     for (int p = 0; p < kQKK; ++p) {
-      const int u = symmetric_level(x[p], ds[p / 16], 32) + 32;  // 0..63
+      const int u = L[p] + 32;  // 0..63
       const int n = p / 128, k = (p % 128) / 32, l = p % 32;
       y[i].ql[64 * n + 32 * (k % 2) + l] |= static_cast<uint8_t>((u & 0x0F) << (4 * (k / 2)));
       y[i].qh[32 * n + l] |= static_cast<uint8_t>((u >> 4) << (2 * k));
