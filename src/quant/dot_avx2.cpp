@@ -49,6 +49,12 @@ inline __m128i load_u32(const void* p) {
   return _mm_cvtsi32_si128(v);
 }
 
+inline uint32_t read_u32(const void* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
 inline float half(uint16_t h) { return _cvtsh_ss(h); }
 
 // Broadcast of half(*a) * half(*b), where a and b point at the first half of at least four readable
@@ -221,8 +227,7 @@ float dot_q2_K(const void* wv, const void* xv, int64_t nb) {
 // The 16 six-bit Q3_K scales minus 32, as int8 (layout in quant/dequant_ref.cpp: low nibbles in bytes
 // 0..7, top two bits in bytes 8..11).
 inline __m128i q3_K_scales(const uint8_t* packed) {
-  uint32_t a[3];
-  std::memcpy(a, packed, 12);
+  const uint32_t a[3] = {read_u32(packed), read_u32(packed + 4), read_u32(packed + 8)};
   const uint32_t k4 = 0x0F0F0F0Fu, k2 = 0x03030303u;
   const uint32_t s0 = (a[0] & k4) | ((a[2] & k2) << 4);
   const uint32_t s1 = (a[1] & k4) | (((a[2] >> 2) & k2) << 4);
@@ -266,8 +271,7 @@ float dot_q3_K(const void* wv, const void* xv, int64_t nb) {
 // Scales (bytes 0..7 of the result) and mins (bytes 8..15) of a Q4_K/Q5_K block, six bits each (layout in
 // quant/dequant_ref.cpp's unpack_k4_scale_min).
 inline __m128i k4_scales_mins(const uint8_t* packed) {
-  uint32_t a[3];
-  std::memcpy(a, packed, 12);
+  const uint32_t a[3] = {read_u32(packed), read_u32(packed + 4), read_u32(packed + 8)};
   const uint32_t k6 = 0x3F3F3F3Fu, k4 = 0x0F0F0F0Fu, k2 = 0x03030303u;
   const uint32_t sc_lo = a[0] & k6;                                   // scales 0..3
   const uint32_t sc_hi = (a[2] & k4) | (((a[0] >> 6) & k2) << 4);     // scales 4..7

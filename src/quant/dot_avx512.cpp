@@ -36,12 +36,6 @@ inline __m512i load_pair(const void* a, const void* b) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(load256(a)), load256(b), 1);
 }
 
-inline __m128i load_u32(const void* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm_cvtsi32_si128(v);
-}
-
 inline uint32_t read_u32(const void* p) {
   uint32_t v;
   std::memcpy(&v, p, 4);
@@ -60,8 +54,9 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// (Both halves by extract: GCC 12's _mm512_castps512_ps256 trips -Wuninitialized in its own header.)
 inline float hsum(__m512 v) {
-  return hsum(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+  return hsum(_mm256_add_ps(_mm512_extractf32x8_ps(v, 0), _mm512_extractf32x8_ps(v, 1)));
 }
 
 // ------------------------------------------------------------------------------------ legacy formats
@@ -79,17 +74,6 @@ inline __m512i nibble_pair(const uint8_t* qs0, const uint8_t* qs1) {
 inline __m512i fifth_bit_pair(const uint8_t* qh0, const uint8_t* qh1) {
   const uint64_t bits = read_u32(qh0) | static_cast<uint64_t>(read_u32(qh1)) << 32;
   return _mm512_maskz_mov_epi8(_cvtu64_mask64(bits), _mm512_set1_epi8(16));
-}
-
-// Lanes 0..7 = half(*w0) * half(*x0), lanes 8..15 = half(*w1) * half(*x1); the pointers are d fields
-// followed by at least two more bytes.
-inline __m512 scale_pair(const uint16_t* w0, const uint16_t* w1, const uint16_t* x0, const uint16_t* x1) {
-  const __m128i w = _mm_unpacklo_epi16(load_u32(w0), load_u32(w1));
-  const __m128i x = _mm_unpacklo_epi16(load_u32(x0), load_u32(x1));
-  const __m128 f = _mm_cvtph_ps(_mm_unpacklo_epi32(w, x));  // [w0, w1, x0, x1]
-  const __m128 p = _mm_mul_ps(f, _mm_movehl_ps(f, f));
-  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-                               _mm512_castps128_ps512(p));
 }
 
 // Integer lanes of two blocks (lanes 0..7 block 0, 8..15 block 1) for each legacy weight format.
@@ -124,63 +108,96 @@ inline __m512i lanes_q5_1(const BlockQ5_1& w0, const BlockQ5_1& w1, const BlockQ
 template <typename WB, typename XB>
 using PairLanes = __m512i (*)(const WB&, const WB&, const XB&, const XB&);
 
-// sum over blocks of (d_w * d_x) * isum. An odd last block is paired with an all-zero block (scale 0,
-// so it adds exactly 0).
-template <typename WB, typename XB, PairLanes<WB, XB> Lanes>
-float dot_scaled(const void* wv, const void* xv, int64_t nb) {
-  const auto* w = static_cast<const WB*>(wv);
-  const auto* x = static_cast<const XB*>(xv);
-  static constexpr WB kZeroW{};
-  static constexpr XB kZeroX{};
-  auto pair = [&](const WB& w0, const WB& w1, const XB& x0, const XB& x1, __m512 acc) {
-    return _mm512_fmadd_ps(scale_pair(&w0.d, &w1.d, &x0.d, &x1.d), _mm512_cvtepi32_ps(Lanes(w0, w1, x0, x1)), acc);
-  };
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 4 <= nb; i += 4) {
-    acc0 = pair(w[i], w[i + 1], x[i], x[i + 1], acc0);
-    acc1 = pair(w[i + 2], w[i + 3], x[i + 2], x[i + 3], acc1);
-  }
-  if (i + 2 <= nb) {
-    acc0 = pair(w[i], w[i + 1], x[i], x[i + 1], acc0);
-    i += 2;
-  }
-  if (i < nb) acc1 = pair(w[i], kZeroW, x[i], kZeroX, acc1);
-  return hsum(_mm512_add_ps(acc0, acc1));
+// The scales of a group of four consecutive blocks, gathered with two word permutes instead of sixteen
+// scalar loads: the group's bytes are read as two 64-byte registers, bytes [0, 64) and
+// [second_start, second_start + 64) (which never pass the group's end), and vpermt2w picks the fp16
+// field of each block. Field f (a byte offset: 0 for d, 2 for m or s) of block k is at k * size + f.
+template <typename Block>
+constexpr int second_start() {
+  constexpr int kSpan = 4 * static_cast<int>(sizeof(Block));
+  static_assert(kSpan >= 64, "a group of four blocks must fill a 64-byte register");
+  return kSpan - 64 < 64 ? kSpan - 64 : 64;
 }
 
-// The same plus m_w * s_x per block (Q4_1, Q5_1 against Q8_1). The halves (d, m) and (d, s) lead both
-// blocks, so one conversion of eight halves gives both products of both blocks.
-template <typename WB, PairLanes<WB, BlockQ8_1> Lanes>
-float dot_scaled_min(const void* wv, const void* xv, int64_t nb) {
-  const auto* w = static_cast<const WB*>(wv);
-  const auto* x = static_cast<const BlockQ8_1*>(xv);
-  static constexpr WB kZeroW{};
-  static constexpr BlockQ8_1 kZeroX{};
-  __m128 acc_min = _mm_setzero_ps();
-  auto pair = [&](const WB& w0, const WB& w1, const BlockQ8_1& x0, const BlockQ8_1& x1, __m512 acc) {
-    const __m128i wh = _mm_unpacklo_epi32(load_u32(&w0.d), load_u32(&w1.d));  // dw0 mw0 dw1 mw1
-    const __m128i xh = _mm_unpacklo_epi32(load_u32(&x0.d), load_u32(&x1.d));  // dx0 sx0 dx1 sx1
-    const __m256 f = _mm256_cvtph_ps(_mm_unpacklo_epi64(wh, xh));
-    const __m128 p = _mm_mul_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));  // d0 m0 d1 m1
-    acc_min = _mm_add_ps(acc_min, p);  // lanes 1 and 3 are used
-    const __m512 scale = _mm512_permutexvar_ps(
-        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2), _mm512_castps128_ps512(p));
-    return _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(Lanes(w0, w1, x0, x1)), acc);
+template <typename Block>
+constexpr int16_t half_index(int k, int field) {
+  const int at = k * static_cast<int>(sizeof(Block)) + field;
+  static_assert(3 * sizeof(Block) + 4 <= second_start<Block>() + 64, "every scale must be in one register");
+  return static_cast<int16_t>(at + 2 <= 64 ? at / 2 : 32 + (at - second_start<Block>()) / 2);
+}
+
+// 8 words of the group picked by `index` (word indices into the two registers), in the low 128 bits.
+template <typename Block>
+inline __m128i group_halves(const Block* blocks, __m512i index) {
+  const auto* bytes = reinterpret_cast<const uint8_t*>(blocks);
+  const __m512i lo = load512(bytes), hi = load512(bytes + second_start<Block>());
+  return _mm512_castsi512_si128(_mm512_permutex2var_epi16(lo, index, hi));
+}
+
+template <typename Block>
+inline __m512i index_of_d() {
+  return _mm512_setr_epi32(static_cast<uint16_t>(half_index<Block>(0, 0)) | half_index<Block>(1, 0) << 16,
+                           static_cast<uint16_t>(half_index<Block>(2, 0)) | half_index<Block>(3, 0) << 16, 0, 0, 0,
+                           0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+}
+
+// [d0, f0, d1, f1, d2, f2, d3, f3] with f the half after d (Q4_1/Q5_1's m, Q8_1's s).
+template <typename Block>
+inline __m512i index_of_d_and_next() {
+  auto pair = [](int k) {
+    return static_cast<int>(static_cast<uint16_t>(half_index<Block>(k, 0)) |
+                            static_cast<uint32_t>(static_cast<uint16_t>(half_index<Block>(k, 2))) << 16);
   };
+  return _mm512_setr_epi32(pair(0), pair(1), pair(2), pair(3), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+}
+
+// Lanes 0..7 = lane a of v, lanes 8..15 = lane b (the scale of a pair of blocks from a group's four).
+inline __m512 spread(__m256 v, int a, int b) {
+  const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(a), _mm256_set1_epi32(b), 1);
+  return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(v));
+}
+
+// sum over blocks of (d_w * d_x) * isum [+ m_w * s_x when kMin], four blocks per step: two pairs into
+// two accumulators. The last 1..3 blocks are copied into a zero-filled group (zero scales: they add 0).
+template <typename WB, typename XB, PairLanes<WB, XB> Lanes, bool kMin>
+float dot_legacy(const void* wv, const void* xv, int64_t nb) {
+  const auto* w = static_cast<const WB*>(wv);
+  const auto* x = static_cast<const XB*>(xv);
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  __m256 acc_min = _mm256_setzero_ps();
+  auto group = [&](const WB* g, const XB* h) {
+    __m256 s;  // the four blocks' d_w * d_x (lanes 0..3), or d_w * d_x and m_w * s_x interleaved
+    if constexpr (kMin) {
+      const __m256 fw = _mm256_cvtph_ps(group_halves(g, index_of_d_and_next<WB>()));
+      const __m256 fx = _mm256_cvtph_ps(group_halves(h, index_of_d_and_next<XB>()));
+      s = _mm256_mul_ps(fw, fx);
+      acc_min = _mm256_add_ps(acc_min, s);  // odd lanes are the m_w * s_x
+    } else {
+      const __m128i both = _mm_unpacklo_epi64(group_halves(g, index_of_d<WB>()), group_halves(h, index_of_d<XB>()));
+      const __m256 f = _mm256_cvtph_ps(both);  // [dw0..dw3, dx0..dx3]
+      s = _mm256_castps128_ps256(_mm_mul_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1)));
+    }
+    constexpr int kStride = kMin ? 2 : 1;
+    acc0 = _mm512_fmadd_ps(spread(s, 0, kStride), _mm512_cvtepi32_ps(Lanes(g[0], g[1], h[0], h[1])), acc0);
+    acc1 = _mm512_fmadd_ps(spread(s, 2 * kStride, 3 * kStride), _mm512_cvtepi32_ps(Lanes(g[2], g[3], h[2], h[3])),
+                           acc1);
+  };
   int64_t i = 0;
-  for (; i + 4 <= nb; i += 4) {
-    acc0 = pair(w[i], w[i + 1], x[i], x[i + 1], acc0);
-    acc1 = pair(w[i + 2], w[i + 3], x[i + 2], x[i + 3], acc1);
+  for (; i + 4 <= nb; i += 4) group(w + i, x + i);
+  if (i < nb) {
+    WB tail_w[4] = {};
+    XB tail_x[4] = {};
+    std::memcpy(tail_w, w + i, static_cast<size_t>(nb - i) * sizeof(WB));
+    std::memcpy(tail_x, x + i, static_cast<size_t>(nb - i) * sizeof(XB));
+    group(tail_w, tail_x);
   }
-  if (i + 2 <= nb) {
-    acc0 = pair(w[i], w[i + 1], x[i], x[i + 1], acc0);
-    i += 2;
+  float sum = hsum(_mm512_add_ps(acc0, acc1));
+  if constexpr (kMin) {
+    const __m256 odd = _mm256_movehdup_ps(acc_min);  // lanes 2k hold lane 2k + 1
+    const __m128 m = _mm_add_ps(_mm256_castps256_ps128(odd), _mm256_extractf128_ps(odd, 1));
+    sum += _mm_cvtss_f32(m) + _mm_cvtss_f32(_mm_movehl_ps(m, m));
   }
-  if (i < nb) acc1 = pair(w[i], kZeroW, x[i], kZeroX, acc1);
-  const __m128 mins = _mm_movehdup_ps(acc_min);  // [m(lane1), m, m(lane3), m]
-  return hsum(_mm512_add_ps(acc0, acc1)) + (_mm_cvtss_f32(mins) + _mm_cvtss_f32(_mm_movehl_ps(mins, mins)));
+  return sum;
 }
 
 // ------------------------------------------------------------------------------------------ K-quants
@@ -239,11 +256,12 @@ float dot_q2_K(const void* wv, const void* xv, int64_t nb) {
     const __m128i m8 = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
     const __m256i min_sum = _mm256_madd_epi16(_mm256_cvtepu8_epi16(m8), load_bsums(x[i]));
     const __m512i scales = scale_lanes(sc8, false);
-    __m512i isum = _mm512_setzero_si512();
+    __m512i part[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};  // two chains, half the latency
     for (int c = 0; c < 4; ++c) {
       const __m512i r = dot4(two_bit_chunk(w[i].qs, c), load512(x[i].qs + 64 * c));
-      isum = _mm512_dpwssd_epi32(isum, r, scales_of_chunk16(scales, c));
+      part[c % 2] = _mm512_dpwssd_epi32(part[c % 2], r, scales_of_chunk16(scales, c));
     }
+    const __m512i isum = _mm512_add_epi32(part[0], part[1]);
     const float dy = x[i].d;
     acc = _mm512_fmadd_ps(_mm512_set1_ps(half(w[i].d) * dy), _mm512_cvtepi32_ps(isum), acc);
     acc_min = _mm256_fmadd_ps(_mm256_set1_ps(half(w[i].dmin) * dy), _mm256_cvtepi32_ps(min_sum), acc_min);
@@ -253,8 +271,7 @@ float dot_q2_K(const void* wv, const void* xv, int64_t nb) {
 
 // The 16 six-bit Q3_K scales minus 32, as int8 (layout in quant/dequant_ref.cpp).
 inline __m128i q3_K_scales(const uint8_t* packed) {
-  uint32_t a[3];
-  std::memcpy(a, packed, 12);
+  const uint32_t a[3] = {read_u32(packed), read_u32(packed + 4), read_u32(packed + 8)};
   const uint32_t k4 = 0x0F0F0F0Fu, k2 = 0x03030303u;
   const uint32_t s0 = (a[0] & k4) | ((a[2] & k2) << 4);
   const uint32_t s1 = (a[1] & k4) | (((a[2] >> 2) & k2) << 4);
@@ -275,15 +292,15 @@ float dot_q3_K(const void* wv, const void* xv, int64_t nb) {
     const __m512i offset = _mm512_slli_epi32(madd_wide(_mm256_cvtepi8_epi16(sc8), load_bsums(x[i])), 2);
     const __m512i scales = scale_lanes(sc8, true);
     const __m512i hmask = broadcast256(w[i].hmask);
-    __m512i isum = _mm512_setzero_si512();
+    __m512i part[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
     for (int c = 0; c < 4; ++c) {
       __m512i q = two_bit_chunk(w[i].qs, c);
       // The third bit of value 64c + l is bit (64c + l) / 32 of hmask[l % 32].
       const __mmask64 high = _mm512_test_epi8_mask(hmask, bit_select(2 * c, 2 * c + 1));
       q = _mm512_mask_add_epi8(q, high, q, _mm512_set1_epi8(4));
-      isum = _mm512_dpwssd_epi32(isum, dot4(q, load512(x[i].qs + 64 * c)), scales_of_chunk16(scales, c));
+      part[c % 2] = _mm512_dpwssd_epi32(part[c % 2], dot4(q, load512(x[i].qs + 64 * c)), scales_of_chunk16(scales, c));
     }
-    isum = _mm512_sub_epi32(isum, offset);
+    const __m512i isum = _mm512_sub_epi32(_mm512_add_epi32(part[0], part[1]), offset);
     acc = _mm512_fmadd_ps(_mm512_set1_ps(half(w[i].d) * x[i].d), _mm512_cvtepi32_ps(isum), acc);
   }
   return hsum(acc);
@@ -292,8 +309,7 @@ float dot_q3_K(const void* wv, const void* xv, int64_t nb) {
 // Scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K/Q5_K block, six bits each (layout in
 // quant/dequant_ref.cpp's unpack_k4_scale_min).
 inline __m128i k4_scales_mins(const uint8_t* packed) {
-  uint32_t a[3];
-  std::memcpy(a, packed, 12);
+  const uint32_t a[3] = {read_u32(packed), read_u32(packed + 4), read_u32(packed + 8)};
   const uint32_t k6 = 0x3F3F3F3Fu, k4 = 0x0F0F0F0Fu, k2 = 0x03030303u;
   const uint32_t sc_lo = a[0] & k6;
   const uint32_t sc_hi = (a[2] & k4) | (((a[0] >> 6) & k2) << 4);
@@ -318,7 +334,7 @@ float dot_q45_K(const void* wv, const void* xv, int64_t nb) {
     const __m512i scales = scale_lanes(sm, false);  // lanes 0..7 scales (8..15 mins, never selected)
     __m512i hbits;
     if constexpr (kFifthBit) hbits = broadcast256(w[i].qh);
-    __m512i isum = _mm512_setzero_si512();
+    __m512i part[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
     for (int c = 0; c < 4; ++c) {
       __m512i q = broadcast256(w[i].qs + 32 * c);
       q = _mm512_and_si512(_mm512_mask_srli_epi16(q, kUpperHalf16, q, 4), _mm512_set1_epi8(0x0F));
@@ -326,8 +342,9 @@ float dot_q45_K(const void* wv, const void* xv, int64_t nb) {
         const __mmask64 high = _mm512_test_epi8_mask(hbits, bit_select(2 * c, 2 * c + 1));
         q = _mm512_mask_add_epi8(q, high, q, _mm512_set1_epi8(16));
       }
-      isum = _mm512_dpwssd_epi32(isum, dot4(q, load512(x[i].qs + 64 * c)), scales_of_chunk32(scales, c));
+      part[c % 2] = _mm512_dpwssd_epi32(part[c % 2], dot4(q, load512(x[i].qs + 64 * c)), scales_of_chunk32(scales, c));
     }
+    const __m512i isum = _mm512_add_epi32(part[0], part[1]);
     const float dy = x[i].d;
     acc = _mm512_fmadd_ps(_mm512_set1_ps(half(w[i].d) * dy), _mm512_cvtepi32_ps(isum), acc);
     acc_min = _mm256_fmadd_ps(_mm256_set1_ps(half(w[i].dmin) * dy), _mm256_cvtepi32_ps(min_sum), acc_min);
@@ -347,18 +364,18 @@ float dot_q6_K(const void* wv, const void* xv, int64_t nb) {
     const __m128i sc8 = load128(w[i].scales);
     const __m512i offset = _mm512_slli_epi32(madd_wide(_mm256_cvtepi8_epi16(sc8), load_bsums(x[i])), 5);
     const __m512i scales = scale_lanes(sc8, true);
-    __m512i isum = _mm512_setzero_si512();
+    __m512i part[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
     for (int n = 0; n < 2; ++n) {
       const __m512i ql = load512(w[i].ql + 64 * n);
       __m512i qh = broadcast256(w[i].qh + 32 * n);
       qh = _mm512_mask_srli_epi16(qh, kUpperHalf16, qh, 2);  // bits for the upper 32 values moved down
       const __m512i qa = _mm512_or_si512(_mm512_and_si512(ql, low4), _mm512_and_si512(_mm512_slli_epi16(qh, 4), top2));
       const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4), _mm512_and_si512(qh, top2));
-      isum = _mm512_dpwssd_epi32(isum, dot4(qa, load512(x[i].qs + 128 * n)), scales_of_chunk16(scales, 2 * n));
-      isum = _mm512_dpwssd_epi32(isum, dot4(qb, load512(x[i].qs + 128 * n + 64)),
-                                 scales_of_chunk16(scales, 2 * n + 1));
+      part[0] = _mm512_dpwssd_epi32(part[0], dot4(qa, load512(x[i].qs + 128 * n)), scales_of_chunk16(scales, 2 * n));
+      part[1] = _mm512_dpwssd_epi32(part[1], dot4(qb, load512(x[i].qs + 128 * n + 64)),
+                                    scales_of_chunk16(scales, 2 * n + 1));
     }
-    isum = _mm512_sub_epi32(isum, offset);
+    const __m512i isum = _mm512_sub_epi32(_mm512_add_epi32(part[0], part[1]), offset);
     acc = _mm512_fmadd_ps(_mm512_set1_ps(half(w[i].d) * x[i].d), _mm512_cvtepi32_ps(isum), acc);
   }
   return hsum(acc);
@@ -494,11 +511,11 @@ void quantize_q8_K(const float* x, void* dst, int64_t n) {
 bool vec_dot_avx512(GgmlType type, int64_t n, const void* w, const void* x, float* out) {
   const int64_t nl = n / kQK, nk = n / kQKK;
   switch (type) {
-    case GgmlType::Q4_0: *out = dot_scaled<BlockQ4_0, BlockQ8_0, lanes_q4_0>(w, x, nl); return true;
-    case GgmlType::Q5_0: *out = dot_scaled<BlockQ5_0, BlockQ8_0, lanes_q5_0>(w, x, nl); return true;
-    case GgmlType::Q8_0: *out = dot_scaled<BlockQ8_0, BlockQ8_0, lanes_q8_0>(w, x, nl); return true;
-    case GgmlType::Q4_1: *out = dot_scaled_min<BlockQ4_1, lanes_q4_1>(w, x, nl); return true;
-    case GgmlType::Q5_1: *out = dot_scaled_min<BlockQ5_1, lanes_q5_1>(w, x, nl); return true;
+    case GgmlType::Q4_0: *out = dot_legacy<BlockQ4_0, BlockQ8_0, lanes_q4_0, false>(w, x, nl); return true;
+    case GgmlType::Q5_0: *out = dot_legacy<BlockQ5_0, BlockQ8_0, lanes_q5_0, false>(w, x, nl); return true;
+    case GgmlType::Q8_0: *out = dot_legacy<BlockQ8_0, BlockQ8_0, lanes_q8_0, false>(w, x, nl); return true;
+    case GgmlType::Q4_1: *out = dot_legacy<BlockQ4_1, BlockQ8_1, lanes_q4_1, true>(w, x, nl); return true;
+    case GgmlType::Q5_1: *out = dot_legacy<BlockQ5_1, BlockQ8_1, lanes_q5_1, true>(w, x, nl); return true;
     case GgmlType::Q2_K: *out = dot_q2_K(w, x, nk); return true;
     case GgmlType::Q3_K: *out = dot_q3_K(w, x, nk); return true;
     case GgmlType::Q4_K: *out = dot_q45_K<false, BlockQ4_K>(w, x, nk); return true;

@@ -1,0 +1,132 @@
+// quant_bench.cpp: Google Benchmark micro-benchmarks of the block-format dot products (quant::vec_dot_isa)
+// for every weight type and every ISA this CPU has, single thread.
+//
+// Two shapes, both reporting weight bytes per second (SetBytesProcessed counts weight bytes only; the
+// activation row is small and stays in cache, as in a real matrix-vector product):
+// - quant_dot_row/<type>/<isa>: one 4096-wide row, over and over. The row is in L1/L2, so this is the
+//   kernel's compute throughput.
+// - quant_dot_matrix/<type>/<isa>: a matrix-vector product over 14336 x 4096 matrices (one Mixtral
+//   expert's w1/w3 shape), repeated until the weights pass 192 MiB, so they stream from DRAM as in decode.
+//   This is the number that bounds tokens per second.
+// Plus quant_activations/<type>/<isa>: quantizing one 4096-float activation row (reported in float bytes).
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "quant/quant.h"
+#include "util/cpu.h"
+
+namespace {
+
+using moe::GgmlType;
+using moe::Isa;
+
+constexpr int64_t kCols = 4096;
+constexpr int64_t kExpertRows = 14336;
+constexpr uint64_t kStreamBytes = 192ull << 20;
+
+const GgmlType kWeightTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0,
+                                 GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
+                                 GgmlType::F16,  GgmlType::BF16, GgmlType::F32};
+
+size_t row_size(GgmlType type) { return static_cast<size_t>(*moe::row_bytes(type, kCols)); }
+
+std::vector<float> random_floats(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (float& v : x) v = normal(rng);
+  return x;
+}
+
+// `rows` weight rows: 64 distinct quantized rows repeated (quantizing every row would take longer than
+// the benchmark; repeated content streams from memory all the same).
+std::vector<uint8_t> weight_rows(GgmlType type, int64_t rows) {
+  const size_t rb = row_size(type);
+  const int64_t distinct = rows < 64 ? rows : 64;
+  std::vector<uint8_t> w(rb * static_cast<size_t>(rows));
+  for (int64_t r = 0; r < distinct; ++r) {
+    const std::vector<float> f = random_floats(kCols, static_cast<uint32_t>(r + 1));
+    moe::quant::quantize_row(type, f.data(), w.data() + rb * static_cast<size_t>(r), kCols);
+  }
+  for (int64_t r = distinct; r < rows; ++r)
+    std::memcpy(w.data() + rb * static_cast<size_t>(r), w.data() + rb * static_cast<size_t>(r % distinct), rb);
+  return w;
+}
+
+std::vector<uint8_t> activation_row(GgmlType weight_type) {
+  const GgmlType act = moe::quant::activation_type(weight_type);
+  const std::vector<float> x = random_floats(kCols, 1234);
+  std::vector<uint8_t> out(static_cast<size_t>(*moe::row_bytes(act, kCols)));
+  moe::quant::quantize_activations_isa(Isa::Scalar, act, x.data(), out.data(), kCols);
+  return out;
+}
+
+bool skip_unsupported(benchmark::State& state, Isa isa) {
+  if (moe::isa_supported(isa)) return false;
+  state.SkipWithError("this CPU lacks the ISA");
+  return true;
+}
+
+void dot_row(benchmark::State& state, GgmlType type, Isa isa) {
+  if (skip_unsupported(state, isa)) return;
+  const std::vector<uint8_t> w = weight_rows(type, 1);
+  const std::vector<uint8_t> x = activation_row(type);
+  for (auto _ : state) {
+    float r = moe::quant::vec_dot_isa(isa, type, kCols, w.data(), x.data());
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
+}
+
+void dot_matrix(benchmark::State& state, GgmlType type, Isa isa) {
+  if (skip_unsupported(state, isa)) return;
+  const uint64_t expert_bytes = row_size(type) * kExpertRows;
+  const int64_t experts = static_cast<int64_t>((kStreamBytes + expert_bytes - 1) / expert_bytes);
+  const int64_t rows = experts * kExpertRows;
+  const std::vector<uint8_t> w = weight_rows(type, rows);
+  const std::vector<uint8_t> x = activation_row(type);
+  std::vector<float> y(static_cast<size_t>(rows));
+  const size_t rb = row_size(type);
+  for (auto _ : state) {
+    for (int64_t r = 0; r < rows; ++r)
+      y[static_cast<size_t>(r)] = moe::quant::vec_dot_isa(isa, type, kCols, w.data() + rb * static_cast<size_t>(r), x.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
+  state.SetLabel(std::to_string(experts) + " x 14336x4096");
+}
+
+void activations(benchmark::State& state, GgmlType act, Isa isa) {
+  if (skip_unsupported(state, isa)) return;
+  const std::vector<float> x = random_floats(kCols, 99);
+  std::vector<uint8_t> out(static_cast<size_t>(*moe::row_bytes(act, kCols)));
+  for (auto _ : state) {
+    moe::quant::quantize_activations_isa(isa, act, x.data(), out.data(), kCols);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * kCols * static_cast<int64_t>(sizeof(float)));
+}
+
+// Registration only (no SIMD runs before main): one benchmark per type and ISA.
+const bool kRegistered = [] {
+  const Isa isas[] = {Isa::Scalar, Isa::AVX2, Isa::AVX512};
+  for (GgmlType type : kWeightTypes)
+    for (Isa isa : isas) {
+      const std::string suffix = "/" + moe::type_name(type) + "/" + moe::isa_name(isa);
+      benchmark::RegisterBenchmark(("quant_dot_row" + suffix).c_str(), dot_row, type, isa);
+      benchmark::RegisterBenchmark(("quant_dot_matrix" + suffix).c_str(), dot_matrix, type, isa)
+          ->Unit(benchmark::kMillisecond)
+          ->MinTime(0.5);
+    }
+  for (GgmlType act : {GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K})
+    for (Isa isa : isas)
+      benchmark::RegisterBenchmark(("quant_activations/" + moe::type_name(act) + "/" + moe::isa_name(isa)).c_str(),
+                                   activations, act, isa);
+  return true;
+}();
+
+}  // namespace
