@@ -1,14 +1,23 @@
 // dequant_ref.cpp: the scalar decoders of every supported block format. They are the definition of what
 // a block means, bit-exact with llama.cpp and gguf-py: each value is computed with the same float
 // operations in the same order (for the K-quants the sub-block factors d*sc and dmin*m are rounded to
-// float first, then value = (d*sc)*q - dmin*m). This file is compiled for baseline x86-64, which has no
-// fused multiply-add instruction, so no contraction can change a rounding; the golden test would see it.
+// float first, then value = (d*sc)*q - dmin*m). Those products are exact in float (11-bit halves times
+// small integers), and contraction into fused multiply-adds is disabled below in any case, so no build
+// flag can change a rounding (the golden test would see it).
 #include <cstring>
 
 #include "quant/blocks.h"
 #include "quant/ref.h"
 #include "util/error.h"
 #include "util/fp16.h"
+
+// The reference must round the same whatever the build flags: no fused multiply-add contraction even
+// when compiled for a CPU that has it (-march=native), since GCC contracts by default in C++.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 namespace moe::quant::ref {
 namespace {

@@ -16,6 +16,14 @@
 #include "util/error.h"
 #include "util/fp16.h"
 
+// The reference must round the same whatever the build flags: no fused multiply-add contraction even
+// when compiled for a CPU that has it (-march=native), since GCC contracts by default in C++.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 namespace moe::quant::ref {
 namespace {
 

@@ -3,9 +3,11 @@
 // decoder produced (../shared/golden/tiny-mixtral.<TYPE>.deq.{json,f32}), compared bit for bit.
 //
 // No tolerance is needed for any type: every decoded value is at most two float operations
-// ((d*sc)*q - dmin*m) done in the same order as gguf-py, and the reference is built for baseline x86-64,
-// where no fused multiply-add exists to contract them. (GCC does not turn contraction off for C++ even
-// with -std=c++20, so a build with -march=native/-mfma could fuse them; this test would then fail.)
+// ((d*sc)*q - dmin*m) done in the same order as gguf-py's numpy code, and the products are even exact
+// in float (a half has 11 significant bits, sc and q at most 7 and 6: 24 bits at most), so only the
+// final subtraction rounds. That also makes fused multiply-add contraction harmless here (checked: the
+// reference built with -mfma and contraction on passes too); the reference files switch contraction
+// off anyway, since GCC contracts a*b - c in C++ even with -std=c++20 whenever the target has FMA.
 #include <gtest/gtest.h>
 
 #include <cstring>

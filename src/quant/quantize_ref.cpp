@@ -10,8 +10,13 @@
 // normal equations for the scale and min that best fit those integers, and keep the candidate with the
 // smallest weighted error. A slightly finer grid than the naive one clips the extremes but fits the bulk
 // better, which is why searching beats the one-pass rule. The sub-block scales are then quantized
-// relative to the super-block's largest (6 bits, or 4 for Q2_K, 8 for Q6_K) and every value is rounded
-// again against the scales as they will decode, so the integers match what the decoder sees.
+// relative to the super-block's largest (6 bits, or 4 for Q2_K, 8 for Q6_K), each integer scale (and
+// min) is refined among its neighbours against the grid as it will decode, and every value is rounded
+// against that decoded grid, so the integers match what the decoder sees.
+// Re-quantizing decoded data is stable: the search first tries the data's own grid when the values lie
+// on one, and the refinement puts the min back where it was (see grid_step, fit_affine_superblock).
+// Measured on N(0,1) data, relative RMS error: Q2_K 0.276, Q3_K 0.149, Q4_K 0.072, Q5_K 0.035,
+// Q6_K 0.018 (legacy: Q4_0 0.086, Q4_1 0.078, Q5_0 0.043, Q5_1 0.038, Q8_0 0.0054).
 // Weights: w_i = importance_i * (sigma2 + x_i^2), sigma2 the super-block's mean square (importance 1 when
 // absent): larger weights count more, since their errors move the matmul output most, without letting
 // small ones go unfitted.
@@ -27,6 +32,14 @@
 #include "quant/ref.h"
 #include "util/error.h"
 #include "util/fp16.h"
+
+// The reference must round the same whatever the build flags: no fused multiply-add contraction even
+// when compiled for a CPU that has it (-march=native), since GCC contracts by default in C++.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 namespace moe::quant::ref {
 namespace {
