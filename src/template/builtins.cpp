@@ -68,7 +68,7 @@ std::string lower_str(const std::string& s) {
     return out;
   }
   std::u32string cps;
-  for (char32_t c : decode_utf8(s)) cps.push_back(to_lower(c));
+  for (char32_t c : decode_utf8(s)) append_lower(cps, c);
   return encode_utf8(cps);
 }
 
@@ -80,7 +80,7 @@ std::string upper_str(const std::string& s) {
     return out;
   }
   std::u32string cps;
-  for (char32_t c : decode_utf8(s)) cps.push_back(to_upper(c));
+  for (char32_t c : decode_utf8(s)) append_upper(cps, c);
   return encode_utf8(cps);
 }
 
@@ -178,7 +178,7 @@ Value f_batch(Interpreter& in, const Value& v, CallArgs& args) {
       while (static_cast<int64_t>(cur.size()) < n) cur.push_back(*p.get(1));
     out.push_back(Value::list(std::move(cur)));
   }
-  in.charge(static_cast<int64_t>(out.size()));
+  in.charge_items(out.size());
   return Value::list(std::move(out));
 }
 
@@ -186,8 +186,13 @@ Value f_capitalize(Interpreter& in, const Value& v, CallArgs& args) {
   Params p("capitalize", args, {});
   auto cps = decode_utf8(soft_str(v));
   std::u32string out;
-  for (size_t k = 0; k < cps.size(); ++k) out.push_back(k == 0 ? to_upper(cps[k]) : to_lower(cps[k]));
-  in.charge(static_cast<int64_t>(out.size()));
+  for (size_t k = 0; k < cps.size(); ++k) {
+    if (k == 0)
+      append_title(out, cps[k]);
+    else
+      append_lower(out, cps[k]);
+  }
+  in.charge_items(out.size());
   return Value::string(encode_utf8(out));
 }
 
@@ -242,7 +247,7 @@ std::string html_escape(const std::string& s) {
 Value f_escape(Interpreter& in, const Value& v, CallArgs& args) {
   Params p("escape", args, {});
   std::string out = html_escape(soft_str(v));
-  in.charge(static_cast<int64_t>(out.size()));
+  in.charge_items(out.size());
   return Value::string(std::move(out));
 }
 
@@ -439,7 +444,7 @@ Value f_join(Interpreter& in, const Value& v, CallArgs& args) {
     out += soft_str(x);
     in.charge(static_cast<int64_t>(sep.size()) + 16);
   }
-  in.charge(static_cast<int64_t>(out.size()));
+  in.charge_items(out.size());
   return Value::string(std::move(out));
 }
 
@@ -458,7 +463,7 @@ Value f_length(Interpreter&, const Value& v, CallArgs& args) {
 Value f_list(Interpreter& in, const Value& v, CallArgs& args) {
   Params p("list", args, {});
   auto items = in.iterate(v);
-  in.charge(static_cast<int64_t>(items.size()));
+  in.charge_items(items.size());
   return Value::list(std::move(items));
 }
 
@@ -502,7 +507,7 @@ Value f_map(Interpreter& in, const Value& v, CallArgs& args) {
       out.push_back(in.call_filter(name, item, a));
     }
   }
-  in.charge(static_cast<int64_t>(out.size()));
+  in.charge_items(out.size());
   return Value::list(std::move(out));
 }
 
@@ -545,7 +550,7 @@ Value select_or_reject(Interpreter& in, const Value& v, CallArgs& args, bool sel
     }
     if (ok == select) out.push_back(item);
   }
-  in.charge(static_cast<int64_t>(out.size()));
+  in.charge_items(out.size());
   return Value::list(std::move(out));
 }
 Value f_select(Interpreter& in, const Value& v, CallArgs& a) { return select_or_reject(in, v, a, true, false); }
@@ -569,12 +574,12 @@ Value f_reverse(Interpreter& in, const Value& v, CallArgs& args) {
   if (v.kind == Kind::String) {
     auto cps = decode_utf8(v.s);
     std::u32string out(cps.rbegin(), cps.rend());
-    in.charge(static_cast<int64_t>(out.size()));
+    in.charge_items(out.size());
     return Value::string(encode_utf8(out));
   }
   auto items = in.iterate(v);
   std::reverse(items.begin(), items.end());
-  in.charge(static_cast<int64_t>(items.size()));
+  in.charge_items(items.size());
   return Value::list(std::move(items));
 }
 
@@ -587,6 +592,23 @@ Value f_round(Interpreter&, const Value& v, CallArgs& args) {
   if (!v.is_numeric()) {
     if (v.is_undefined()) fail_undefined(v);
     throw_error("type " + type_name(v) + " doesn't define __round__ method");
+  }
+  if (method == "common" && v.kind != Kind::Float) {
+    // Python's round(int, ndigits) stays an int (half to even for negative ndigits).
+    int64_t x = v.as_int();
+    if (precision >= 0) return Value::integer(x);
+    if (precision < -18) return Value::integer(0);
+    int64_t scale = 1;
+    for (int64_t k = 0; k < -precision; ++k) scale *= 10;
+    int64_t q = x / scale, r = x % scale;
+    if (r < 0) {
+      r += scale;
+      --q;
+    }
+    if (2 * r > scale || (2 * r == scale && (q & 1))) ++q;
+    int64_t rounded = 0;
+    if (__builtin_mul_overflow(q, scale, &rounded)) throw_error("integer overflow");
+    return Value::integer(rounded);
   }
   double x = v.as_double();
   if (method == "common") {
@@ -615,7 +637,7 @@ Value f_sort(Interpreter& in, const Value& v, CallArgs& args) {
   Params p("sort", args, {"reverse", "case_sensitive", "attribute"});
   KeyFn key{in, p.has(1) && truthy(*p.get(1)), p.get(2)};
   auto items = in.iterate(v);
-  in.charge(static_cast<int64_t>(items.size()));
+  in.charge_items(items.size());
   return Value::list(sorted_by_key(items, key, p.has(0) && truthy(*p.get(0))));
 }
 
@@ -648,11 +670,14 @@ Value f_title(Interpreter& in, const Value& v, CallArgs& args) {
       out.push_back(c);
       word_start = true;
     } else {
-      out.push_back(word_start ? to_upper(c) : to_lower(c));
+      if (word_start)
+        append_title(out, c);
+      else
+        append_lower(out, c);
       word_start = false;
     }
   }
-  in.charge(static_cast<int64_t>(out.size()));
+  in.charge_items(out.size());
   return Value::string(encode_utf8(out));
 }
 
@@ -678,7 +703,7 @@ Value f_tojson(Interpreter& in, const Value& v, CallArgs& args) {
   style.sort_keys = p.has(3) && truthy(*p.get(3));
   if (v.is_undefined() && v.s.find("is unsafe") != std::string::npos) fail_undefined(v);
   std::string out = to_json(v, style);
-  in.charge(static_cast<int64_t>(out.size()));
+  in.charge_items(out.size());
   return Value::string(std::move(out));
 }
 
@@ -906,7 +931,7 @@ Value g_range(Interpreter& in, CallArgs& args) {
     throw_error("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
   std::vector<Value> out;
   for (int64_t k = 0; k < static_cast<int64_t>(count); ++k) out.push_back(Value::integer(start + k * step));
-  in.charge(static_cast<int64_t>(out.size()));
+  in.charge_items(out.size());
   return Value::list(std::move(out));
 }
 
@@ -927,7 +952,7 @@ void fill_dict(Interpreter& in, DictObj& d, CallArgs& args, const char* fn) {
     }
   }
   for (const auto& [k, v] : args.keyword) d.set(Value::string(k), v);
-  in.charge(static_cast<int64_t>(d.entries.size()));
+  in.charge_items(d.entries.size());
 }
 
 Value g_dict(Interpreter& in, CallArgs& args) {

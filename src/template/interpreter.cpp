@@ -44,8 +44,8 @@ std::string Interpreter::render(const ast::Body& body, const ScopePtr& scope) {
   return out;
 }
 
-void Interpreter::charge(int64_t units) {
-  work_ += units;
+void Interpreter::charge(int64_t bytes) {
+  work_ += bytes;
   if (work_ > limits_.max_work)
     throw_error("template exceeded its work limit (" + std::to_string(limits_.max_work) + " bytes built)");
 }
@@ -412,20 +412,20 @@ Value Interpreter::eval_slice(const Value& obj, const ast::Expr& sl, const Scope
     if (is_ascii(obj.s)) {
       std::string out;
       take(static_cast<int64_t>(obj.s.size()), [&](int64_t i) { out.push_back(obj.s[static_cast<size_t>(i)]); });
-      charge(static_cast<int64_t>(out.size()));
+      charge_items(out.size());
       return Value::string(std::move(out));
     }
     auto cps = decode_utf8(obj.s);
     std::u32string out;
     take(static_cast<int64_t>(cps.size()), [&](int64_t i) { out.push_back(cps[static_cast<size_t>(i)]); });
-    charge(static_cast<int64_t>(out.size()));
+    charge_items(out.size());
     return Value::string(encode_utf8(out));
   }
   if (obj.kind == Kind::List || obj.kind == Kind::Tuple) {
     const auto& items = obj.items();
     std::vector<Value> out;
     take(static_cast<int64_t>(items.size()), [&](int64_t i) { out.push_back(items[static_cast<size_t>(i)]); });
-    charge(static_cast<int64_t>(out.size()));
+    charge_items(out.size());
     return obj.kind == Kind::List ? Value::list(std::move(out)) : Value::tuple(std::move(out));
   }
   return Value::undefined("'" + type_name(obj) + "' object is not subscriptable");
@@ -496,7 +496,7 @@ Value Interpreter::eval_inner(const ast::Expr& e, const ScopePtr& scope) {
       std::vector<Value> items;
       items.reserve(e.items.size());
       for (const auto& it : e.items) items.push_back(eval(*it, scope));
-      charge(static_cast<int64_t>(items.size()));
+      charge_items(items.size());
       return e.kind == ExprKind::List ? Value::list(std::move(items)) : Value::tuple(std::move(items));
     }
     case ExprKind::Dict: {
@@ -508,7 +508,7 @@ Value Interpreter::eval_inner(const ast::Expr& e, const ScopePtr& scope) {
           throw_error("unhashable type: '" + type_name(key) + "'");
         d->set(std::move(key), eval(*e.items[k + 1], scope));
       }
-      charge(static_cast<int64_t>(d->entries.size()));
+      charge_items(d->entries.size());
       Value v;
       v.kind = Kind::Dict;
       v.obj = std::move(d);
@@ -519,7 +519,7 @@ Value Interpreter::eval_inner(const ast::Expr& e, const ScopePtr& scope) {
       for (const auto& it : e.items) {
         Value v = eval(*it, scope);
         out += v.kind == Kind::String ? v.s : to_str(v);
-        charge(static_cast<int64_t>(out.size()));
+        charge_items(out.size());
       }
       return Value::string(std::move(out));
     }
@@ -691,7 +691,7 @@ std::vector<Value> Interpreter::iterate(const Value& v) {
         append_utf8(s, c);
         chars.push_back(Value::string(std::move(s)));
       }
-      charge(static_cast<int64_t>(chars.size()));
+      charge_items(chars.size());
       return chars;
     }
     default: throw_error("'" + type_name(v) + "' object is not iterable");
@@ -777,7 +777,7 @@ Value binary_op(Interpreter& in, ast::BinOp op, const Value& a, const Value& b) 
       if ((a.kind == Kind::List || a.kind == Kind::Tuple) && a.kind == b.kind) {
         std::vector<Value> items = a.items();
         items.insert(items.end(), b.items().begin(), b.items().end());
-        in.charge(static_cast<int64_t>(items.size()));
+        in.charge_items(items.size());
         return a.kind == Kind::List ? Value::list(std::move(items)) : Value::tuple(std::move(items));
       }
       if (a.kind == Kind::String || a.kind == Kind::List || a.kind == Kind::Tuple)
@@ -799,13 +799,18 @@ Value binary_op(Interpreter& in, ast::BinOp op, const Value& a, const Value& b) 
       if ((a.kind == Kind::List || a.kind == Kind::Tuple) && (b.kind == Kind::Int || b.kind == Kind::Bool)) {
         int64_t n = std::max<int64_t>(0, b.as_int());
         const auto& src = a.items();
-        if (!src.empty() && static_cast<uint64_t>(n) > static_cast<uint64_t>(in.limits().max_work) / src.size())
+        if (!src.empty() &&
+            static_cast<uint64_t>(n) > static_cast<uint64_t>(in.limits().max_work) / (src.size() * sizeof(Value)))
           throw_error("template exceeded its work limit (list repetition too large)");
-        in.charge(static_cast<int64_t>(src.size()) * n);
+        in.charge_items(src.size() * static_cast<size_t>(n));
         std::vector<Value> items;
         for (int64_t k = 0; k < n; ++k) items.insert(items.end(), src.begin(), src.end());
         return a.kind == Kind::List ? Value::list(std::move(items)) : Value::tuple(std::move(items));
       }
+      if (a.kind == Kind::String || a.kind == Kind::List || a.kind == Kind::Tuple)
+        throw_error("can't multiply sequence by non-int of type '" + type_name(b) + "'");
+      if (b.kind == Kind::String || b.kind == Kind::List || b.kind == Kind::Tuple)
+        throw_error("can't multiply sequence by non-int of type '" + type_name(a) + "'");
       unsupported("*", a, b);
     case BinOp::Div:
       if (!numeric) unsupported("/", a, b);
@@ -835,7 +840,7 @@ Value binary_op(Interpreter& in, ast::BinOp op, const Value& a, const Value& b) 
         return Value::number(r);
       } else {
         int64_t x = a.as_int(), y = b.as_int();
-        if (y == 0) throw_error("integer division or modulo by zero");
+        if (y == 0) throw_error("integer modulo by zero");
         if (y == -1) return Value::integer(0);
         int64_t r = x % y;
         if (r != 0 && ((r < 0) != (y < 0))) r += y;

@@ -57,7 +57,8 @@ class Interpreter {
   Value getitem(const Value& obj, const Value& key);
   // Python iter(value) as a list (strings give their characters, dicts their keys).
   std::vector<Value> iterate(const Value& v);
-  void charge(int64_t units);  // expression work (bytes built, elements copied)
+  void charge(int64_t bytes);  // expression work: bytes of strings built
+  void charge_items(size_t n) { charge(static_cast<int64_t>(n * sizeof(Value))); }  // elements copied
   Value new_namespace();
   const RenderOptions& options() const { return options_; }
   const Limits& limits() const { return limits_; }

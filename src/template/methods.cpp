@@ -189,18 +189,27 @@ Value affix_impl(const Value& self, CallArgs& args, bool prefix) {
 Value m_startswith(Interpreter&, const Value& s, CallArgs& a) { return affix_impl(s, a, true); }
 Value m_endswith(Interpreter&, const Value& s, CallArgs& a) { return affix_impl(s, a, false); }
 
-Value map_chars(Interpreter& in, const Value& self, CallArgs& args, const char* fn, char32_t (*f)(char32_t)) {
+Value map_chars(Interpreter& in, const Value& self, CallArgs& args, const char* fn,
+                void (*f)(std::u32string&, char32_t)) {
   Params p(fn, args, {});
   std::u32string out;
-  for (char32_t c : decode_utf8(self.s)) out.push_back(f(c));
-  in.charge(static_cast<int64_t>(out.size()));
+  for (char32_t c : decode_utf8(self.s)) f(out, c);
+  in.charge_items(out.size());
   return Value::string(encode_utf8(out));
 }
-Value m_upper(Interpreter& in, const Value& s, CallArgs& a) { return map_chars(in, s, a, "upper", to_upper); }
-Value m_lower(Interpreter& in, const Value& s, CallArgs& a) { return map_chars(in, s, a, "lower", to_lower); }
-Value m_casefold(Interpreter& in, const Value& s, CallArgs& a) { return map_chars(in, s, a, "casefold", to_lower); }
+Value m_upper(Interpreter& in, const Value& s, CallArgs& a) { return map_chars(in, s, a, "upper", append_upper); }
+Value m_lower(Interpreter& in, const Value& s, CallArgs& a) { return map_chars(in, s, a, "lower", append_lower); }
+Value m_casefold(Interpreter& in, const Value& s, CallArgs& a) {
+  return map_chars(in, s, a, "casefold", [](std::u32string& out, char32_t c) {
+    if (c == 0x00df) out += U"ss";
+    else append_lower(out, c);
+  });
+}
 Value m_swapcase(Interpreter& in, const Value& s, CallArgs& a) {
-  return map_chars(in, s, a, "swapcase", [](char32_t c) { return to_upper(c) != c ? to_upper(c) : to_lower(c); });
+  return map_chars(in, s, a, "swapcase", [](std::u32string& out, char32_t c) {
+    if (to_lower(c) != c) append_lower(out, c);
+    else append_upper(out, c);
+  });
 }
 
 bool is_cased(char32_t c) { return to_upper(c) != c || to_lower(c) != c; }
@@ -210,10 +219,13 @@ Value m_title(Interpreter& in, const Value& self, CallArgs& args) {
   std::u32string out;
   bool prev_cased = false;
   for (char32_t c : decode_utf8(self.s)) {
-    out.push_back(prev_cased ? to_lower(c) : to_upper(c));
+    if (prev_cased)
+      append_lower(out, c);
+    else
+      append_title(out, c);
     prev_cased = is_cased(c);
   }
-  in.charge(static_cast<int64_t>(out.size()));
+  in.charge_items(out.size());
   return Value::string(encode_utf8(out));
 }
 
@@ -222,10 +234,13 @@ Value m_capitalize(Interpreter& in, const Value& self, CallArgs& args) {
   std::u32string out;
   bool first = true;
   for (char32_t c : decode_utf8(self.s)) {
-    out.push_back(first ? to_upper(c) : to_lower(c));
+    if (first)
+      append_title(out, c);
+    else
+      append_lower(out, c);
     first = false;
   }
-  in.charge(static_cast<int64_t>(out.size()));
+  in.charge_items(out.size());
   return Value::string(encode_utf8(out));
 }
 
@@ -263,7 +278,7 @@ Value m_replace(Interpreter& in, const Value& self, CallArgs& args) {
     }
     out.append(s, start, std::string::npos);
   }
-  in.charge(static_cast<int64_t>(out.size()));
+  in.charge_items(out.size());
   return Value::string(std::move(out));
 }
 
@@ -657,7 +672,7 @@ Value m_format(Interpreter& in, const Value& self, CallArgs& args) {
     else if (conv == "s") v = Value::string(soft_str(v));
     else if (!conv.empty()) throw_error("Unknown conversion specifier " + conv);
     out += format_with_spec(v, spec);
-    in.charge(static_cast<int64_t>(out.size()));
+    in.charge_items(out.size());
   }
   return Value::string(std::move(out));
 }
@@ -674,34 +689,34 @@ Value m_items(Interpreter& in, const Value& self, CallArgs& args) {
   Params p("items", args, {});
   std::vector<Value> out;
   for (const auto& [k, v] : self.dict().entries) out.push_back(Value::tuple({k, v}));
-  in.charge(static_cast<int64_t>(out.size()));
+  in.charge_items(out.size());
   return Value::list(std::move(out));
 }
 Value m_keys(Interpreter& in, const Value& self, CallArgs& args) {
   Params p("keys", args, {});
   std::vector<Value> out;
   for (const auto& e : self.dict().entries) out.push_back(e.first);
-  in.charge(static_cast<int64_t>(out.size()));
+  in.charge_items(out.size());
   return Value::list(std::move(out));
 }
 Value m_values(Interpreter& in, const Value& self, CallArgs& args) {
   Params p("values", args, {});
   std::vector<Value> out;
   for (const auto& e : self.dict().entries) out.push_back(e.second);
-  in.charge(static_cast<int64_t>(out.size()));
+  in.charge_items(out.size());
   return Value::list(std::move(out));
 }
 Value m_copy(Interpreter& in, const Value& self, CallArgs& args) {
   Params p("copy", args, {});
   if (self.kind == Kind::Dict) {
     auto d = std::make_shared<DictObj>(self.dict());
-    in.charge(static_cast<int64_t>(d->entries.size()));
+    in.charge_items(d->entries.size());
     Value v;
     v.kind = Kind::Dict;
     v.obj = std::move(d);
     return v;
   }
-  in.charge(static_cast<int64_t>(self.items().size()));
+  in.charge_items(self.items().size());
   return Value::list(self.items());
 }
 Value m_list_index(Interpreter&, const Value& self, CallArgs& args) {

@@ -143,7 +143,7 @@ class Parser {
   [[noreturn]] void fail_unclosed(const std::vector<std::string_view>& end_tokens, const std::string& tag_name) {
     std::string expected;
     for (size_t k = 0; k < end_tokens.size(); ++k)
-      expected += (k ? (k + 1 == end_tokens.size() ? " or '" : ", '") : "'") + std::string(end_tokens[k]) + "'";
+      expected += (k ? " or '" : "'") + std::string(end_tokens[k]) + "'";
     std::string msg = cur().type == TokenType::Eof ? "Unexpected end of template."
                                                     : "Encountered unknown tag '" + tag_name + "'.";
     fail(msg + " Jinja was looking for the following tags: " + expected +
@@ -339,8 +339,7 @@ class Parser {
       for (const auto& item : e.items) t.items.push_back(to_target(*item));
       return t;
     }
-    if (e.kind == ExprKind::Const && !e.value.is_string() && !e.value.is_numeric())
-      fail("can't assign to 'const'", e.line);
+    if (e.kind == ExprKind::Const) fail("can't assign to 'const'", e.line);
     fail("can't assign to this expression", e.line);
   }
 

@@ -206,6 +206,39 @@ char32_t to_lower(char32_t c) {
   if (locale_t l = utf8_locale()) return static_cast<char32_t>(towlower_l(static_cast<wint_t>(c), l));
   return c;
 }
+namespace {
+struct SpecialCase {
+  char32_t c;
+  const char32_t* upper;
+  const char32_t* title;
+};
+// The unconditional multi-character mappings of Unicode's SpecialCasing.txt that templates can meet.
+const SpecialCase kSpecialCases[] = {
+    {0x00df, U"SS", U"Ss"},   {0x0149, U"\u02bcN", U"\u02bcN"}, {0xfb00, U"FF", U"Ff"}, {0xfb01, U"FI", U"Fi"},
+    {0xfb02, U"FL", U"Fl"},   {0xfb03, U"FFI", U"Ffi"},        {0xfb04, U"FFL", U"Ffl"}, {0xfb05, U"ST", U"St"},
+    {0xfb06, U"ST", U"St"},
+};
+const SpecialCase* special_case(char32_t c) {
+  if (c < 0xdf) return nullptr;
+  for (const auto& sc : kSpecialCases)
+    if (sc.c == c) return &sc;
+  return nullptr;
+}
+}  // namespace
+
+void append_upper(std::u32string& out, char32_t c) {
+  if (const SpecialCase* sc = special_case(c)) out += sc->upper;
+  else out.push_back(to_upper(c));
+}
+void append_title(std::u32string& out, char32_t c) {
+  if (const SpecialCase* sc = special_case(c)) out += sc->title;
+  else out.push_back(to_upper(c));
+}
+void append_lower(std::u32string& out, char32_t c) {
+  if (c == 0x0130) out += U"i\u0307";
+  else out.push_back(to_lower(c));
+}
+
 bool is_alpha(char32_t c) {
   if (c < 0x80) return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
   if (locale_t l = utf8_locale()) return iswalpha_l(static_cast<wint_t>(c), l);

@@ -119,6 +119,11 @@ bool is_ascii(std::string_view s);
 bool py_isspace(char32_t c);
 char32_t to_upper(char32_t c);
 char32_t to_lower(char32_t c);
+// Python's full case mappings (str.upper/lower/title), where one character can become several
+// ('ß'.upper() == 'SS').
+void append_upper(std::u32string& out, char32_t c);
+void append_lower(std::u32string& out, char32_t c);
+void append_title(std::u32string& out, char32_t c);
 bool is_alpha(char32_t c);
 bool is_digit(char32_t c);
 bool is_alnum(char32_t c);
