@@ -19,16 +19,17 @@ double dot_double(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-// Rows per parallel chunk: enough multiply-adds per chunk (~32K) that hand-out costs are negligible.
+// Rows per parallel chunk: enough multiply-adds per chunk (~64K, tens of microseconds) that waking a
+// worker costs little next to it; a small matrix then runs on the calling thread alone.
 int64_t row_grain(int64_t cols, int64_t n_tok) {
   int64_t work = std::max<int64_t>(1, cols * n_tok);
-  return std::max<int64_t>(1, 32768 / work);
+  return std::max<int64_t>(1, 65536 / work);
 }
 
 }  // namespace
 
 size_t max_activation_row_bytes(int64_t cols) {
-  size_t best = static_cast<size_t>(cols) * sizeof(float);
+  size_t best = 0;  // float activations are used in place, never copied here
   for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K}) {
     const TypeTraits* tr = type_traits(t);
     uint64_t blocks = (static_cast<uint64_t>(cols) + tr->block_size - 1) / tr->block_size;

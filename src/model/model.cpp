@@ -308,14 +308,22 @@ void Model::attention_block(int64_t l, int64_t n, kv::Cache& cache) {
   // Causal attention: token t attends to positions [0, pos] of its own sequence.
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
   const int64_t group = nh / nkv;
-  pool_->run(n * nh, [&](int64_t task, int thread) {
+  auto head = [&](int64_t task, int thread) {
     const int64_t t = task / nh, h = task % nh;
     kernels::PagedRows K{pool, tables_[t], bb, koff, rb, kv::kBlockTokens, kvt};
     kernels::PagedRows V{pool, tables_[t], bb, voff, rb, kv::kBlockTokens, kvt};
     kernels::attend_head(W.q + t * QD + h * hd, K, V, (h / group) * hd, hd, chunk_pos_[t] + 1, scale,
                          W.att + t * QD + h * hd, W.attn + static_cast<size_t>(thread) * W.L.attn_bytes_per_thread,
                          precision_);
-  });
+  };
+  // Small work (a short context on a tiny model) is not worth waking the workers for.
+  int64_t work = 0;
+  for (int64_t t = 0; t < n; ++t) work += (chunk_pos_[t] + 1) * 2 * QD;
+  if (work < 65536) {
+    for (int64_t task = 0; task < n * nh; ++task) head(task, 0);
+  } else {
+    pool_->run(n * nh, head);
+  }
 
   Activations ao = activations(W.att, n, QD, L.wo);
   matmul(L.wo, ao, W.proj);

@@ -1,0 +1,172 @@
+// matmul_test.cpp: the batched matmul over every supported weight type against float64 references.
+//  - Exact precision equals the float64 dot product of the dequantized row and the float activations up
+//    to the final rounding to float (|err| <= 2^-24 |y| + the double accumulation's n 2^-53 sum|w x|).
+//  - Fast precision is, bit for bit, quant::vec_dot of each row with that token's quantized activations
+//    (the plumbing: right rows, tokens, activation type), and within a derived bound of the float64 dot
+//    product with the dequantized activations: float accumulation, gamma_n sum|w x'|, plus for Q8_1
+//    activations the f16 rounding of the block sums s (|m| |s| 2^-11 per block).
+//  - Results do not depend on the thread count or on the other tokens in the batch.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kernels/matmul.h"
+#include "quant/blocks.h"
+#include "quant/quant.h"
+#include "util/fp16.h"
+
+namespace moe::kernels {
+namespace {
+
+struct Weights {
+  std::vector<uint8_t> bytes;
+  TensorView view;
+};
+
+Weights random_weights(GgmlType type, int64_t rows, int64_t cols, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> vals(static_cast<size_t>(cols));
+  Weights w;
+  const size_t rb = *row_bytes(type, static_cast<uint64_t>(cols));
+  w.bytes.resize(rb * static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (auto& v : vals) v = nd(rng);
+    quant::quantize_row(type, vals.data(), w.bytes.data() + r * rb, cols);
+  }
+  w.view = TensorView{type, w.bytes.data(), cols, rows, 1, rb, rb * static_cast<size_t>(rows)};
+  return w;
+}
+
+std::vector<float> random_x(int64_t n, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (auto& v : x) v = nd(rng);
+  return x;
+}
+
+std::vector<float> deq_row(GgmlType type, const void* row, int64_t n) {
+  std::vector<float> out(static_cast<size_t>(n));
+  quant::dequantize_row(type, row, out.data(), n);
+  return out;
+}
+
+const GgmlType kTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1,
+                           GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K,
+                           GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+
+bool is_float(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
+
+class MatmulTypes : public ::testing::TestWithParam<GgmlType> {};
+
+TEST_P(MatmulTypes, ExactAndFastAgainstFloat64) {
+  const GgmlType type = GetParam();
+  SCOPED_TRACE(type_name(type));
+  std::mt19937 rng(static_cast<uint32_t>(type) + 1);
+  const int64_t rows = 37, cols = 512, n_tok = 3;  // 37 rows: uneven thread chunks
+  Weights w = random_weights(type, rows, cols, rng);
+  std::vector<float> x = random_x(n_tok * cols, rng);
+  ThreadPool pool(3);
+  std::vector<uint8_t> act(static_cast<size_t>(n_tok) * max_activation_row_bytes(cols));
+  std::vector<float> deq(static_cast<size_t>(pool.size() * cols));
+  const double eps = std::ldexp(1.0, -24);
+
+  // Exact.
+  std::vector<float> y(static_cast<size_t>(n_tok * rows));
+  Activations a = prepare_activations(x.data(), n_tok, cols, type, Precision::Exact, act.data(), act.size(), pool);
+  matmul(w.view, a, y.data(), Precision::Exact, pool, deq.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    auto wr = deq_row(type, w.view.row(r), cols);
+    for (int64_t t = 0; t < n_tok; ++t) {
+      double ref = 0, mag = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        ref += static_cast<double>(wr[c]) * x[t * cols + c];
+        mag += std::fabs(static_cast<double>(wr[c]) * x[t * cols + c]);
+      }
+      EXPECT_LE(std::fabs(y[t * rows + r] - ref), eps * std::fabs(ref) + cols * std::ldexp(1.0, -53) * mag + 1e-30)
+          << "exact row " << r << " token " << t;
+    }
+  }
+
+  // Fast: bit-identical to vec_dot per (row, token), and close to the dequantized-activation dot.
+  std::vector<float> yf(static_cast<size_t>(n_tok * rows));
+  Activations af = prepare_activations(x.data(), n_tok, cols, type, Precision::Fast, act.data(), act.size(), pool);
+  matmul(w.view, af, yf.data(), Precision::Fast, pool, nullptr);
+  const GgmlType at = quant::activation_type(type);
+  EXPECT_EQ(af.qtype, is_float(type) ? GgmlType::F32 : at);
+  for (int64_t t = 0; t < n_tok; ++t) {
+    std::vector<uint8_t> q;
+    std::vector<float> xd(x.begin() + t * cols, x.begin() + (t + 1) * cols);
+    const void* xin = x.data() + t * cols;
+    if (!is_float(type)) {
+      q.resize(*row_bytes(at, cols));
+      quant::quantize_activations(at, x.data() + t * cols, q.data(), cols);
+      xd = deq_row(at, q.data(), cols);
+      xin = q.data();
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      EXPECT_EQ(yf[t * rows + r], quant::vec_dot(type, cols, w.view.row(r), xin)) << "fast row " << r << " token " << t;
+      auto wr = deq_row(type, w.view.row(r), cols);
+      double ref = 0, mag = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        ref += static_cast<double>(wr[c]) * xd[c];
+        mag += std::fabs(static_cast<double>(wr[c]) * xd[c]);
+      }
+      // float accumulation (blocks of integer dots scaled and summed in float): gamma_n sum |w x'|
+      double tol = 2 * cols * eps * mag + 1e-30;
+      if (at == GgmlType::Q8_1) {
+        // m * s, with s = d * sum(q) rounded to f16: |m| |s| 2^-11 per block.
+        const auto* xb = reinterpret_cast<const quant::BlockQ8_1*>(q.data());
+        for (int64_t b = 0; b < cols / 32; ++b) {
+          float m;
+          if (type == GgmlType::Q4_1) {
+            m = fp16_to_fp32(reinterpret_cast<const quant::BlockQ4_1*>(w.view.row(r))[b].m);
+          } else {
+            m = fp16_to_fp32(reinterpret_cast<const quant::BlockQ5_1*>(w.view.row(r))[b].m);
+          }
+          tol += std::fabs(m) * std::fabs(fp16_to_fp32(xb[b].s)) * std::ldexp(1.0, -11);
+        }
+      }
+      EXPECT_LE(std::fabs(yf[t * rows + r] - ref), tol) << "fast row " << r << " token " << t;
+    }
+  }
+
+  // Thread count and batch composition change nothing: one thread, one token at a time.
+  ThreadPool one(1);
+  for (Precision p : {Precision::Exact, Precision::Fast}) {
+    const std::vector<float>& want = p == Precision::Exact ? y : yf;
+    for (int64_t t = 0; t < n_tok; ++t) {
+      std::vector<float> yt(static_cast<size_t>(rows));
+      Activations at1 = prepare_activations(x.data() + t * cols, 1, cols, type, p, act.data(), act.size(), one);
+      matmul(w.view, at1, yt.data(), p, one, deq.data());
+      for (int64_t r = 0; r < rows; ++r) EXPECT_EQ(yt[r], want[t * rows + r]);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, MatmulTypes, ::testing::ValuesIn(kTypes),
+                         [](const auto& info) { return type_name(info.param); });
+
+TEST(Matmul, ActivationBufferBoundCoversEveryType) {
+  for (int64_t cols : {32, 256, 4096, 14336})
+    for (GgmlType t : kTypes) {
+      if (is_float(t)) continue;
+      EXPECT_GE(max_activation_row_bytes(cols), *row_bytes(quant::activation_type(t), cols));
+    }
+}
+
+TEST(Matmul, ReusesActivationsOnlyForTheSameBlockType) {
+  ThreadPool pool(1);
+  std::vector<float> x(256, 1.0f);
+  std::vector<uint8_t> buf(max_activation_row_bytes(256));
+  Activations a = prepare_activations(x.data(), 1, 256, GgmlType::Q4_K, Precision::Fast, buf.data(), buf.size(), pool);
+  EXPECT_TRUE(activations_fit(a, GgmlType::Q6_K, Precision::Fast));   // both Q8_K
+  EXPECT_FALSE(activations_fit(a, GgmlType::Q8_0, Precision::Fast));  // Q8_0 blocks
+  EXPECT_TRUE(activations_fit(a, GgmlType::F16, Precision::Fast));     // floats
+  EXPECT_TRUE(activations_fit(a, GgmlType::Q8_0, Precision::Exact));
+}
+
+}  // namespace
+}  // namespace moe::kernels
