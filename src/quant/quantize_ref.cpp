@@ -14,7 +14,7 @@
 // min) is refined among its neighbours against the grid as it will decode, and every value is rounded
 // against that decoded grid, so the integers match what the decoder sees.
 // Re-quantizing decoded data is stable: the search first tries the data's own grid when the values lie
-// on one, and the refinement puts the min back where it was (see grid_step, fit_affine_superblock).
+// on one, and the refinement puts the min back where it was (own_grid_steps, fit_affine_superblock).
 // Measured on N(0,1) data, relative RMS error: Q2_K 0.276, Q3_K 0.149, Q4_K 0.072, Q5_K 0.035,
 // Q6_K 0.018 (legacy: Q4_0 0.086, Q4_1 0.078, Q5_0 0.043, Q5_1 0.038, Q8_0 0.0054).
 // Weights: w_i = importance_i * (sigma2 + x_i^2), sigma2 the super-block's mean square (importance 1 when
@@ -47,9 +47,11 @@ namespace {
 // Nearest integer, ties to even, clamped to [lo, hi]; NaN -> lo. Adding and subtracting 1.5 * 2^23
 // rounds a float of magnitude < 2^22 to an integer in the default rounding mode (ties to even), which
 // is what nearbyint does, without its library call on baseline x86-64 (no SSE4.1 roundss).
+// Written without branches so the compiler can vectorize the loops of the scale search around it.
 int round_clamp(float v, int lo, int hi) {
-  if (!(v >= static_cast<float>(lo))) return lo;
-  if (v >= static_cast<float>(hi)) return hi;
+  const float flo = static_cast<float>(lo), fhi = static_cast<float>(hi);
+  v = v >= flo ? v : flo;  // NaN fails the comparison and becomes lo
+  v = v <= fhi ? v : fhi;
   constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
   return static_cast<int>((v + kMagic) - kMagic);
 }
@@ -162,38 +164,30 @@ void quantize_q5_1(const float* x, BlockQ5_1* y, int64_t nb) {
 
 // The candidate grids of the scale search, as the number of steps the block's range is divided into:
 // nmax + k/10 for k in [-10, 10], around the naive grid (a finer one clips the extremes but fits the
-// bulk better), preceded by the data's own grid when it already lies on one (see grid_step).
+// bulk better), preceded by the data's own grid when it already lies on one (see own_grid_steps).
 constexpr int kFineCandidates = 21;
 float fine_levels(int nmax, int c) {
   return static_cast<float>(nmax) + 0.1f * static_cast<float>(c - kFineCandidates / 2);
 }
 
-// Data decoded from a K-quant sub-block lies on a grid: value = anchor + step * integer. When its scale
-// was rounded up (or its min rounded to zero) the values span fewer steps than nmax, and no candidate
-// near nmax hits that grid, so re-quantizing would move every value. Returns that grid's step if the
-// values lie on one spanning at most nmax steps, else 0: the smallest gap between distinct values is
-// the step or a small multiple of it (2..4 when the adjacent levels are unused), and every value must
-// then sit within 1e-3 of a level (decoding rounds ds*L - dm to float: ~1e-7 relative, far below that;
-// fresh data passes by chance with probability ~(2e-3)^n).
-float grid_step(const float* x, int n, float anchor, float span, int nmax) {
-  float v[kQKK / 8];
-  std::copy(x, x + n, v);
-  std::sort(v, v + n);
-  float gap = 0;
-  for (int i = 1; i < n; ++i) {
-    const float g = v[i] - v[i - 1];
-    if (g > span * 1e-5f && (gap == 0 || g < gap)) gap = g;
-  }
-  if (gap == 0) return 0;
-  for (int m = 1; m <= 4; ++m) {
-    const float step = gap / static_cast<float>(m);
-    if (span / step > static_cast<float>(nmax) + 1e-3f) return 0;
+// Data decoded from a K-quant sub-block lies on a grid: value = anchor + (span / k) * integer for a
+// whole k <= nmax. When its scale was rounded up (or its min rounded to zero) the values span k < nmax
+// steps, no candidate near nmax hits that grid, and re-quantizing would move every value. Returns the
+// smallest such k (the coarsest grid, the data's own unless it also fits a coarser one exactly), or 0.
+// A value is on the grid if it is within 1e-3 of a level (decoding rounds ds*L - dm to float: ~1e-7
+// relative, far below that); fresh data fails at its first or second value for every k, so this costs
+// about nmax multiplications.
+int own_grid_steps(const float* x, int n, float anchor, float span, int nmax) {
+  const float inv_span = 1.0f / span;
+  for (int k = 1; k <= nmax; ++k) {
+    const float per_unit = static_cast<float>(k) * inv_span;
     bool on_grid = true;
     for (int i = 0; i < n && on_grid; ++i) {
-      const float q = (x[i] - anchor) / step;
-      on_grid = std::fabs(q - std::nearbyint(q)) < 1e-3f;
+      const float q = (x[i] - anchor) * per_unit;
+      constexpr float kMagic = 12582912.0f;  // rounds |q| < 2^22 to an integer, see round_clamp
+      on_grid = std::fabs(q - ((q + kMagic) - kMagic)) < 1e-3f;
     }
-    if (on_grid) return step;
+    if (on_grid) return k;
   }
   return 0;
 }
@@ -255,11 +249,11 @@ ScaleMin fit_scale_min(const float* x, const float* w, int n, int nmax) {
   };
   // The data's own grid first, anchored at its smallest value, shifted up by enough whole steps that
   // the min is not negative (the format cannot add).
-  if (const float step = grid_step(x, n, vmin, hi - vmin, nmax); step > 0) {
+  if (const int span = own_grid_steps(x, n, vmin, hi - vmin, nmax); span > 0) {
+    const float step = (hi - vmin) / static_cast<float>(span);
     const int shift = vmin > 0 ? static_cast<int>(std::ceil(vmin / step - 1e-3f)) : 0;
-    const int span = static_cast<int>(std::nearbyint((hi - vmin) / step));
     if (span + shift <= nmax) {
-      for (int i = 0; i < n; ++i) L[i] = static_cast<int>(std::nearbyint((x[i] - vmin) / step)) + shift;
+      for (int i = 0; i < n; ++i) L[i] = round_clamp((x[i] - vmin) / step, 0, span) + shift;
       consider(span);
     }
   }
@@ -284,10 +278,9 @@ SymmetricFit fit_scale_symmetric(const float* x, const float* w, int n, int nmax
   if (amax == 0) return {};
   SymmetricFit best{max / static_cast<float>(-nmax), false};
   double best_score = -1;
-  // The data's own grid (see grid_step; anchored at 0): amax spans `own` steps, so its levels lie in
-  // [-own, own]. Unless own = nmax (only -nmax exists), the mirror image fits exactly as well.
-  const float step = grid_step(x, n, 0.0f, amax, nmax);
-  const int own = step > 0 ? static_cast<int>(std::nearbyint(amax / step)) : 0;
+  // The data's own grid (see own_grid_steps; anchored at 0): amax spans `own` steps, so its levels lie
+  // in [-own, own]. Unless own = nmax (only -nmax exists), the mirror image fits exactly as well.
+  const int own = own_grid_steps(x, n, 0.0f, amax, nmax);
   const bool mirror_fits = own > 0 && own < nmax;
   for (int c = own ? -1 : 0; c < kFineCandidates; ++c) {
     const float iscale = -(c < 0 ? static_cast<float>(own) : fine_levels(nmax, c)) / max;
