@@ -1,0 +1,41 @@
+// backend.h: what the HTTP server needs from the engine, as an interface. The real one wraps
+// engine::Engine (engine_backend.h); tests drive the whole HTTP layer (routing, streaming,
+// cancellation, errors, shutdown) with a scripted fake, without a model.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/engine.h"
+
+namespace moe::server {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // As engine::Engine: submit throws engine::QueueFull or moe::Error; on_finish comes exactly once.
+  virtual uint64_t submit(engine::Request request, engine::Callbacks callbacks) = 0;
+  virtual void cancel(uint64_t id) = 0;
+  virtual std::vector<float> embed(const std::vector<int32_t>& tokens) = 0;
+  virtual void drain() = 0;
+  virtual engine::Stats stats() const = 0;
+
+  // Text to ids with special-token texts parsed; add_bos adds the model's BOS if it wants one.
+  virtual std::vector<int32_t> tokenize(std::string_view text, bool add_bos) const = 0;
+  virtual std::string detokenize(std::span<const int32_t> ids) const = 0;
+  // Messages (normalised by request.h) rendered by the chat template with the generation prompt, and
+  // tokenized with BOS exactly once. Throws moe::Error with the template's message.
+  virtual std::vector<int32_t> chat_prompt(const nlohmann::json& messages) const = 0;
+  // Token ids that end an assistant turn besides EOS (added to each chat request's stop ids).
+  virtual std::vector<int32_t> end_of_turn_ids() const = 0;
+
+  virtual int32_t n_vocab() const = 0;
+  virtual int64_t max_model_len() const = 0;
+};
+
+}  // namespace moe::server

@@ -1,0 +1,34 @@
+// engine_backend.h: the server's Backend over the real engine::Engine. Kept in its own file so that
+// the server's unit tests, which use a fake backend, do not link the model.
+#pragma once
+#include "server/backend.h"
+
+namespace moe::tokenizer { class Tokenizer; }
+
+namespace moe::server {
+
+class EngineBackend : public Backend {
+ public:
+  explicit EngineBackend(engine::Engine& engine) : engine_(engine) {}
+
+  uint64_t submit(engine::Request request, engine::Callbacks callbacks) override;
+  void cancel(uint64_t id) override;
+  std::vector<float> embed(const std::vector<int32_t>& tokens) override;
+  void drain() override;
+  engine::Stats stats() const override;
+  std::vector<int32_t> tokenize(std::string_view text, bool add_bos) const override;
+  std::string detokenize(std::span<const int32_t> ids) const override;
+  std::vector<int32_t> chat_prompt(const nlohmann::json& messages) const override;
+  std::vector<int32_t> end_of_turn_ids() const override;
+  int32_t n_vocab() const override;
+  int64_t max_model_len() const override;
+
+ private:
+  engine::Engine& engine_;
+};
+
+// Tokenizes a rendered chat prompt: special-token texts become their ids, and the result starts with
+// exactly one BOS when the model wants one, whether or not the template wrote it.
+std::vector<int32_t> tokenize_rendered_chat(const tokenizer::Tokenizer& tok, const std::string& rendered);
+
+}  // namespace moe::server

@@ -1,0 +1,382 @@
+// request.cpp: validation of the OpenAI request bodies (see request.h for the bounds table).
+// Each getter treats a JSON null like an absent field (clients send nulls for unset options) and names
+// the field, with its full path, in any error.
+#include "server/request.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "util/error.h"
+
+namespace moe::server {
+
+using nlohmann::json;
+
+ApiError invalid_param(const std::string& param, const std::string& message, const std::string& code) {
+  return ApiError(400, message, param, "invalid_request_error", code);
+}
+
+namespace {
+
+const char* json_type_name(const json& v) {
+  switch (v.type()) {
+    case json::value_t::null: return "null";
+    case json::value_t::boolean: return "a boolean";
+    case json::value_t::number_integer:
+    case json::value_t::number_unsigned: return "an integer";
+    case json::value_t::number_float: return "a number";
+    case json::value_t::string: return "a string";
+    case json::value_t::array: return "an array";
+    case json::value_t::object: return "an object";
+    default: return "an unsupported value";
+  }
+}
+
+ApiError wrong_type(const std::string& param, const char* expected, const json& got) {
+  return invalid_param(param, cat("'", param, "' must be ", expected, ", got ", json_type_name(got)),
+                       "invalid_type");
+}
+
+// The field's value, or nullptr when absent or null.
+const json* field(const json& body, const char* key) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+std::optional<bool> get_bool(const json& body, const char* key, const std::string& param) {
+  const json* v = field(body, key);
+  if (!v) return std::nullopt;
+  if (!v->is_boolean()) throw wrong_type(param, "a boolean", *v);
+  return v->get<bool>();
+}
+
+std::optional<std::string> get_string(const json& body, const char* key, const std::string& param) {
+  const json* v = field(body, key);
+  if (!v) return std::nullopt;
+  if (!v->is_string()) throw wrong_type(param, "a string", *v);
+  return v->get<std::string>();
+}
+
+int64_t as_int(const json& v, const std::string& param, int64_t lo, int64_t hi) {
+  if (!v.is_number_integer()) throw wrong_type(param, "an integer", v);
+  bool too_big = v.is_number_unsigned() &&
+                 v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  int64_t x = too_big ? std::numeric_limits<int64_t>::max() : v.get<int64_t>();
+  if (too_big || x < lo || x > hi) {
+    std::string range = hi == std::numeric_limits<int64_t>::max() ? cat("at least ", lo)
+                                                                   : cat("between ", lo, " and ", hi);
+    throw invalid_param(param, cat("'", param, "' must be ", range, ", got ", v.dump()));
+  }
+  return x;
+}
+
+std::optional<int64_t> get_int(const json& body, const char* key, const std::string& param, int64_t lo,
+                               int64_t hi) {
+  const json* v = field(body, key);
+  if (!v) return std::nullopt;
+  return as_int(*v, param, lo, hi);
+}
+
+// A number in [lo, hi] (or (lo, hi] when lo_open).
+std::optional<double> get_number(const json& body, const char* key, const std::string& param, double lo,
+                                 double hi, bool lo_open = false) {
+  const json* v = field(body, key);
+  if (!v) return std::nullopt;
+  if (!v->is_number()) throw wrong_type(param, "a number", *v);
+  double x = v->get<double>();
+  bool ok = std::isfinite(x) && (lo_open ? x > lo : x >= lo) && x <= hi;
+  if (!ok)
+    throw invalid_param(param, cat("'", param, "' must be in ", lo_open ? "(" : "[", lo, ", ", hi, "], got ",
+                                   v->dump()));
+  return x;
+}
+
+std::optional<std::string> get_model(const json& body) { return get_string(body, "model", "model"); }
+
+std::vector<int32_t> parse_token_ids(const json& arr, const std::string& param, int32_t n_vocab) {
+  std::vector<int32_t> ids;
+  ids.reserve(arr.size());
+  for (size_t i = 0; i < arr.size(); ++i) {
+    const json& v = arr[i];
+    std::string p = cat(param, "[", i, "]");
+    if (!v.is_number_integer()) throw wrong_type(p, "a token id (an integer)", v);
+    ids.push_back(static_cast<int32_t>(as_int(v, p, 0, int64_t(n_vocab) - 1)));
+  }
+  return ids;
+}
+
+// prompt / input: a string, an array of strings, an array of token ids, or an array of such arrays.
+std::vector<PromptInput> parse_prompts(const json& v, const std::string& param, int32_t n_vocab,
+                                       size_t max_count) {
+  std::vector<PromptInput> out;
+  if (v.is_string()) {
+    out.push_back({false, v.get<std::string>(), {}});
+    return out;
+  }
+  const char* shapes = "a string, an array of strings, an array of token ids or an array of arrays of token ids";
+  if (!v.is_array()) throw wrong_type(param, shapes, v);
+  if (v.empty()) throw invalid_param(param, cat("'", param, "' must not be empty"));
+  const json& first = v[0];
+  if (first.is_number_integer()) {
+    out.push_back({true, {}, parse_token_ids(v, param, n_vocab)});
+    return out;
+  }
+  if (v.size() > max_count)
+    throw invalid_param(param, cat("'", param, "' has ", v.size(), " entries; at most ", max_count, " are allowed"));
+  for (size_t i = 0; i < v.size(); ++i) {
+    const json& e = v[i];
+    std::string p = cat(param, "[", i, "]");
+    if (first.is_string() && e.is_string()) {
+      out.push_back({false, e.get<std::string>(), {}});
+    } else if (first.is_array() && e.is_array()) {
+      if (e.empty()) throw invalid_param(p, cat("'", p, "' must not be empty"));
+      out.push_back({true, {}, parse_token_ids(e, p, n_vocab)});
+    } else {
+      throw wrong_type(param, shapes, v);
+    }
+  }
+  return out;
+}
+
+json normalise_messages(const json& body) {
+  const json* msgs = field(body, "messages");
+  if (!msgs) throw invalid_param("messages", "'messages' is required", "missing_required_parameter");
+  if (!msgs->is_array()) throw wrong_type("messages", "an array", *msgs);
+  if (msgs->empty()) throw invalid_param("messages", "'messages' must contain at least one message");
+  if (msgs->size() > bounds::kMaxMessages)
+    throw invalid_param("messages", cat("'messages' has ", msgs->size(), " messages; at most ",
+                                        bounds::kMaxMessages, " are allowed"));
+  json out = json::array();
+  for (size_t i = 0; i < msgs->size(); ++i) {
+    const json& m = (*msgs)[i];
+    std::string p = cat("messages[", i, "]");
+    if (!m.is_object()) throw wrong_type(p, "an object", m);
+    auto role = get_string(m, "role", p + ".role");
+    if (!role) throw invalid_param(p + ".role", cat("'", p, ".role' is required"), "missing_required_parameter");
+    if (*role == "developer") role = "system";
+    if (*role != "system" && *role != "user" && *role != "assistant" && *role != "tool")
+      throw invalid_param(p + ".role", cat("'", p, ".role' must be one of system, developer, user, assistant, tool; got '",
+                                           *role, "'"));
+    std::string content;
+    const json* c = field(m, "content");
+    if (!c) {
+      if (*role != "assistant")
+        throw invalid_param(p + ".content", cat("'", p, ".content' is required"), "missing_required_parameter");
+    } else if (c->is_string()) {
+      content = c->get<std::string>();
+    } else if (c->is_array()) {
+      // OpenAI content parts: only text parts carry meaning for a text model; they are joined.
+      for (size_t j = 0; j < c->size(); ++j) {
+        const json& part = (*c)[j];
+        std::string pp = cat(p, ".content[", j, "]");
+        if (!part.is_object()) throw wrong_type(pp, "an object", part);
+        auto type = get_string(part, "type", pp + ".type");
+        if (!type || *type != "text")
+          throw invalid_param(pp + ".type", cat("'", pp, ".type' must be 'text' (this model reads text only)"));
+        auto text = get_string(part, "text", pp + ".text");
+        if (!text) throw invalid_param(pp + ".text", cat("'", pp, ".text' is required"), "missing_required_parameter");
+        if (j > 0) content += "\n";
+        content += *text;
+      }
+    } else {
+      throw wrong_type(p + ".content", "a string or an array of text parts", *c);
+    }
+    json nm = {{"role", *role}, {"content", content}};
+    if (auto name = get_string(m, "name", p + ".name")) nm["name"] = *name;
+    out.push_back(std::move(nm));
+  }
+  return out;
+}
+
+void refuse_unsupported(const json& body, bool chat) {
+  if (const json* v = field(body, "logit_bias")) {
+    if (!v->is_object()) throw wrong_type("logit_bias", "an object", *v);
+    if (!v->empty()) throw invalid_param("logit_bias", "'logit_bias' is not supported", "unsupported_parameter");
+  }
+  if (chat) {
+    for (const char* key : {"tools", "functions"}) {
+      if (const json* v = field(body, key)) {
+        if (!v->is_array()) throw wrong_type(key, "an array", *v);
+        if (!v->empty())
+          throw invalid_param(key, cat("'", key, "' (tool calling) is not supported"), "unsupported_parameter");
+      }
+    }
+  } else {
+    if (get_bool(body, "echo", "echo").value_or(false))
+      throw invalid_param("echo", "'echo' is not supported", "unsupported_parameter");
+    if (!get_string(body, "suffix", "suffix").value_or("").empty())
+      throw invalid_param("suffix", "'suffix' is not supported", "unsupported_parameter");
+  }
+}
+
+GenerationParams parse_generation(const json& body, bool chat) {
+  refuse_unsupported(body, chat);
+  GenerationParams g;
+  g.model = get_model(body);
+  constexpr int64_t kIntMax = std::numeric_limits<int64_t>::max();
+  auto max_tokens = get_int(body, "max_tokens", "max_tokens", 1, kIntMax);
+  if (chat) {
+    if (auto mct = get_int(body, "max_completion_tokens", "max_completion_tokens", 1, kIntMax)) max_tokens = mct;
+  }
+  g.max_tokens = max_tokens;
+
+  auto& s = g.sampling;
+  if (auto t = get_number(body, "temperature", "temperature", 0.0, bounds::kMaxTemperature)) s.temperature = float(*t);
+  if (auto v = get_number(body, "top_p", "top_p", 0.0, 1.0, /*lo_open=*/true)) s.top_p = float(*v);
+  if (auto v = get_int(body, "top_k", "top_k", -1, std::numeric_limits<int32_t>::max())) s.top_k = int32_t(std::max<int64_t>(*v, 0));
+  if (auto v = get_number(body, "min_p", "min_p", 0.0, 1.0)) s.min_p = float(*v);
+  if (auto v = get_number(body, "presence_penalty", "presence_penalty", -bounds::kMaxPenalty, bounds::kMaxPenalty))
+    s.presence_penalty = float(*v);
+  if (auto v = get_number(body, "frequency_penalty", "frequency_penalty", -bounds::kMaxPenalty, bounds::kMaxPenalty))
+    s.frequency_penalty = float(*v);
+  if (auto v = get_number(body, "repetition_penalty", "repetition_penalty", 0.0, bounds::kMaxRepetitionPenalty, true))
+    s.repetition_penalty = float(*v);
+  if (const json* v = field(body, "seed")) {
+    if (!v->is_number_integer()) throw wrong_type("seed", "an integer", *v);
+    s.seed = v->is_number_unsigned() ? v->get<uint64_t>() : static_cast<uint64_t>(v->get<int64_t>());
+  }
+
+  if (const json* v = field(body, "stop")) {
+    if (v->is_string()) {
+      g.stop.push_back(v->get<std::string>());
+    } else if (v->is_array()) {
+      if (v->size() > bounds::kMaxStop)
+        throw invalid_param("stop", cat("'stop' has ", v->size(), " entries; at most ", bounds::kMaxStop, " are allowed"));
+      for (size_t i = 0; i < v->size(); ++i) {
+        const json& e = (*v)[i];
+        if (!e.is_string()) throw wrong_type(cat("stop[", i, "]"), "a string", e);
+        g.stop.push_back(e.get<std::string>());
+      }
+    } else {
+      throw wrong_type("stop", "a string or an array of strings", *v);
+    }
+    for (const auto& st : g.stop)
+      if (st.empty() || st.size() > bounds::kMaxStopBytes)
+        throw invalid_param("stop", cat("each stop sequence must be 1 to ", bounds::kMaxStopBytes, " bytes long"));
+  }
+
+  g.n = int(get_int(body, "n", "n", 1, bounds::kMaxN).value_or(1));
+  if (!chat) {
+    if (auto best_of = get_int(body, "best_of", "best_of", 1, bounds::kMaxN); best_of && *best_of > g.n)
+      throw invalid_param("best_of", "'best_of' greater than 'n' is not supported", "unsupported_parameter");
+  }
+  g.stream = get_bool(body, "stream", "stream").value_or(false);
+  if (const json* so = field(body, "stream_options")) {
+    if (!so->is_object()) throw wrong_type("stream_options", "an object", *so);
+    g.include_usage = get_bool(*so, "include_usage", "stream_options.include_usage").value_or(false);
+  }
+
+  if (chat) {
+    g.logprobs = get_bool(body, "logprobs", "logprobs").value_or(false);
+    auto top = get_int(body, "top_logprobs", "top_logprobs", 0, bounds::kMaxChatTopLogprobs);
+    if (top && *top > 0 && !g.logprobs)
+      throw invalid_param("top_logprobs", "'top_logprobs' needs 'logprobs' to be true");
+    g.top_logprobs = int(top.value_or(0));
+  } else {
+    // Completions: logprobs is the number of alternatives, 0 for the chosen token's alone.
+    if (const json* v = field(body, "logprobs")) {
+      if (v->is_boolean()) throw wrong_type("logprobs", "an integer", *v);
+      g.logprobs = true;
+      g.top_logprobs = int(as_int(*v, "logprobs", 0, bounds::kMaxCompletionLogprobs));
+    }
+  }
+  s.top_logprobs = g.logprobs ? g.top_logprobs : -1;
+
+  if (const json* rf = field(body, "response_format")) {
+    if (!rf->is_object()) throw wrong_type("response_format", "an object", *rf);
+    auto type = get_string(*rf, "type", "response_format.type");
+    if (!type)
+      throw invalid_param("response_format.type", "'response_format.type' is required", "missing_required_parameter");
+    if (*type == "json_object") {
+      s.json_object = true;
+    } else if (*type != "text") {
+      throw invalid_param("response_format.type",
+                          cat("'response_format.type' must be 'text' or 'json_object', got '", *type, "'"));
+    }
+  }
+  g.ignore_eos = get_bool(body, "ignore_eos", "ignore_eos").value_or(false);
+  return g;
+}
+
+}  // namespace
+
+json parse_body(std::string_view body) {
+  json j;
+  try {
+    j = json::parse(body.begin(), body.end());
+  } catch (const json::exception& e) {
+    throw ApiError(400, cat("the request body is not valid JSON: ", e.what()), "", "invalid_request_error",
+                   "invalid_json");
+  }
+  if (!j.is_object())
+    throw ApiError(400, cat("the request body must be a JSON object, got ", json_type_name(j)), "",
+                   "invalid_request_error", "invalid_json");
+  return j;
+}
+
+ChatRequest parse_chat_request(const json& body) {
+  ChatRequest r;
+  r.messages = normalise_messages(body);
+  r.gen = parse_generation(body, /*chat=*/true);
+  return r;
+}
+
+CompletionRequest parse_completion_request(const json& body, int32_t n_vocab) {
+  CompletionRequest r;
+  const json* p = field(body, "prompt");
+  if (!p) throw invalid_param("prompt", "'prompt' is required", "missing_required_parameter");
+  r.prompts = parse_prompts(*p, "prompt", n_vocab, bounds::kMaxPrompts);
+  r.gen = parse_generation(body, /*chat=*/false);
+  if (r.prompts.size() * size_t(r.gen.n) > bounds::kMaxChoices)
+    throw invalid_param("n", cat(r.prompts.size(), " prompts × n = ", r.gen.n, " asks for ",
+                                 r.prompts.size() * size_t(r.gen.n), " choices; at most ", bounds::kMaxChoices,
+                                 " are allowed"));
+  return r;
+}
+
+EmbeddingRequest parse_embedding_request(const json& body, int32_t n_vocab) {
+  EmbeddingRequest r;
+  r.model = get_model(body);
+  const json* in = field(body, "input");
+  if (!in) throw invalid_param("input", "'input' is required", "missing_required_parameter");
+  r.inputs = parse_prompts(*in, "input", n_vocab, bounds::kMaxEmbeddingInputs);
+  if (auto fmt = get_string(body, "encoding_format", "encoding_format")) {
+    if (*fmt == "base64") r.base64 = true;
+    else if (*fmt != "float")
+      throw invalid_param("encoding_format", cat("'encoding_format' must be 'float' or 'base64', got '", *fmt, "'"));
+  }
+  r.dimensions = get_int(body, "dimensions", "dimensions", 1, std::numeric_limits<int64_t>::max());
+  return r;
+}
+
+TokenizeRequest parse_tokenize_request(const json& body) {
+  TokenizeRequest r;
+  r.model = get_model(body);
+  r.add_special_tokens = get_bool(body, "add_special_tokens", "add_special_tokens").value_or(true);
+  if (field(body, "messages")) {
+    r.is_chat = true;
+    r.messages = normalise_messages(body);
+    return r;
+  }
+  for (const char* key : {"prompt", "content"}) {
+    if (auto text = get_string(body, key, key)) {
+      r.text = *text;
+      return r;
+    }
+  }
+  throw invalid_param("prompt", "'prompt' (or 'content', or 'messages') is required", "missing_required_parameter");
+}
+
+DetokenizeRequest parse_detokenize_request(const json& body, int32_t n_vocab) {
+  DetokenizeRequest r;
+  r.model = get_model(body);
+  const json* t = field(body, "tokens");
+  if (!t) throw invalid_param("tokens", "'tokens' is required", "missing_required_parameter");
+  if (!t->is_array()) throw wrong_type("tokens", "an array of token ids", *t);
+  r.tokens = parse_token_ids(*t, "tokens", n_vocab);
+  return r;
+}
+
+}  // namespace moe::server

@@ -1,0 +1,301 @@
+// request_test.cpp: validation of the OpenAI request bodies: every field's type and bounds, the param
+// named in each error, defaults, and hostile bodies (deep nesting, huge numbers) that must not crash.
+#include "server/request.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace moe::server {
+namespace {
+
+using nlohmann::json;
+
+json chat_body(json extra = json::object()) {
+  json b = {{"model", "m"}, {"messages", {{{"role", "user"}, {"content", "hi"}}}}};
+  for (auto& [k, v] : extra.items()) b[k] = v;
+  return b;
+}
+
+// Expects a 400 naming `param`.
+template <typename F>
+void expect_param(F&& f, const std::string& param, const std::string& why = "") {
+  try {
+    f();
+    ADD_FAILURE() << "no error for " << param << " " << why;
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status, 400) << e.what();
+    EXPECT_EQ(e.param, param) << e.what() << " " << why;
+    EXPECT_EQ(e.type, "invalid_request_error");
+  }
+}
+
+TEST(ServerRequest, ParseBodyRejectsNonJsonAndNonObjects) {
+  for (const char* bad : {"", "{", "nope", "[1,2]", "42", "\"s\"", "{\"a\":1}x"}) {
+    try {
+      parse_body(bad);
+      ADD_FAILURE() << bad;
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status, 400);
+      EXPECT_EQ(e.code, "invalid_json");
+    }
+  }
+  EXPECT_TRUE(parse_body("{\"a\":1}").is_object());
+}
+
+TEST(ServerRequest, DeeplyNestedBodyIsHandledWithoutCrashing) {
+  std::string deep(200000, '[');
+  deep += std::string(200000, ']');
+  std::string body = "{\"model\":\"m\",\"messages\":" + deep + "}";
+  json j = parse_body(body);
+  expect_param([&] { parse_chat_request(j); }, "messages[0]");
+}
+
+TEST(ServerRequest, ChatDefaults) {
+  ChatRequest r = parse_chat_request(chat_body());
+  EXPECT_EQ(r.gen.model, "m");
+  EXPECT_FALSE(r.gen.max_tokens.has_value());
+  EXPECT_EQ(r.gen.n, 1);
+  EXPECT_FALSE(r.gen.stream);
+  EXPECT_FALSE(r.gen.logprobs);
+  EXPECT_EQ(r.gen.sampling.top_logprobs, -1);
+  EXPECT_FLOAT_EQ(r.gen.sampling.temperature, 1.0f);
+  EXPECT_FALSE(r.gen.sampling.seed.has_value());
+  EXPECT_FALSE(r.gen.sampling.json_object);
+  ASSERT_EQ(r.messages.size(), 1u);
+  EXPECT_EQ(r.messages[0]["role"], "user");
+  EXPECT_EQ(r.messages[0]["content"], "hi");
+}
+
+TEST(ServerRequest, ChatAllFieldsInRange) {
+  ChatRequest r = parse_chat_request(chat_body({{"max_tokens", 10},
+                                                {"temperature", 0.5},
+                                                {"top_p", 0.9},
+                                                {"top_k", 40},
+                                                {"min_p", 0.05},
+                                                {"presence_penalty", -1.5},
+                                                {"frequency_penalty", 2},
+                                                {"repetition_penalty", 1.1},
+                                                {"seed", 7},
+                                                {"stop", {"a", "bb"}},
+                                                {"n", 3},
+                                                {"logprobs", true},
+                                                {"top_logprobs", 5},
+                                                {"stream", true},
+                                                {"stream_options", {{"include_usage", true}}},
+                                                {"response_format", {{"type", "json_object"}}},
+                                                {"user", {{"anything", "goes"}}},
+                                                {"unknown_extra", 1}}));
+  EXPECT_EQ(r.gen.max_tokens, 10);
+  EXPECT_FLOAT_EQ(r.gen.sampling.temperature, 0.5f);
+  EXPECT_FLOAT_EQ(r.gen.sampling.top_p, 0.9f);
+  EXPECT_EQ(r.gen.sampling.top_k, 40);
+  EXPECT_FLOAT_EQ(r.gen.sampling.min_p, 0.05f);
+  EXPECT_FLOAT_EQ(r.gen.sampling.presence_penalty, -1.5f);
+  EXPECT_FLOAT_EQ(r.gen.sampling.frequency_penalty, 2.0f);
+  EXPECT_FLOAT_EQ(r.gen.sampling.repetition_penalty, 1.1f);
+  EXPECT_EQ(r.gen.sampling.seed, 7u);
+  EXPECT_EQ(r.gen.stop, (std::vector<std::string>{"a", "bb"}));
+  EXPECT_EQ(r.gen.n, 3);
+  EXPECT_TRUE(r.gen.logprobs);
+  EXPECT_EQ(r.gen.top_logprobs, 5);
+  EXPECT_EQ(r.gen.sampling.top_logprobs, 5);
+  EXPECT_TRUE(r.gen.stream);
+  EXPECT_TRUE(r.gen.include_usage);
+  EXPECT_TRUE(r.gen.sampling.json_object);
+}
+
+TEST(ServerRequest, MaxCompletionTokensWinsAndNullsAreAbsent) {
+  ChatRequest r = parse_chat_request(chat_body({{"max_tokens", 10}, {"max_completion_tokens", 20}}));
+  EXPECT_EQ(r.gen.max_tokens, 20);
+  r = parse_chat_request(chat_body({{"temperature", nullptr}, {"stop", nullptr}, {"seed", nullptr}, {"n", nullptr}}));
+  EXPECT_FLOAT_EQ(r.gen.sampling.temperature, 1.0f);
+  EXPECT_TRUE(r.gen.stop.empty());
+  EXPECT_EQ(r.gen.n, 1);
+}
+
+TEST(ServerRequest, EveryBoundedFieldRejectsOutOfRangeAndWrongTypes) {
+  struct Case {
+    const char* field;
+    json value;
+  };
+  const Case cases[] = {
+      {"max_tokens", 0},           {"max_tokens", -1},         {"max_tokens", 1.5},
+      {"max_tokens", "10"},        {"max_completion_tokens", 0}, {"temperature", -0.1},
+      {"temperature", 2.01},       {"temperature", "hot"},     {"top_p", 0},
+      {"top_p", 1.01},             {"top_k", -2},              {"top_k", 1.5},
+      {"min_p", -0.01},            {"min_p", 1.5},             {"presence_penalty", -2.5},
+      {"presence_penalty", 2.5},   {"frequency_penalty", 3},   {"repetition_penalty", 0},
+      {"repetition_penalty", 10.5}, {"seed", 1.5},             {"seed", "7"},
+      {"n", 0},                    {"n", 17},                  {"n", true},
+      {"stop", 5},                 {"stop", json::array({"a", "b", "c", "d", "e"})},
+      {"stop", ""},                {"stop", std::string(257, 'x')},
+      {"logprobs", 1},             {"top_logprobs", 21},       {"top_logprobs", -1},
+      {"stream", "yes"},           {"stream_options", true},   {"response_format", "json"},
+      {"model", 5},                {"logit_bias", {{"5", 1}}}, {"tools", json::array({{{"type", "function"}}})},
+      {"max_tokens", json::parse("99999999999999999999999")},
+  };
+  for (const auto& c : cases) {
+    std::string param = c.field;
+    expect_param([&] { parse_chat_request(chat_body({{c.field, c.value}})); }, param, c.value.dump());
+  }
+  expect_param([&] { parse_chat_request(chat_body({{"stop", json::array({"a", 3})}})); }, "stop[1]");
+  expect_param([&] { parse_chat_request(chat_body({{"stream_options", {{"include_usage", 1}}}})); },
+               "stream_options.include_usage");
+  expect_param([&] { parse_chat_request(chat_body({{"response_format", {{"type", "json_schema"}}}})); },
+               "response_format.type");
+  expect_param([&] { parse_chat_request(chat_body({{"top_logprobs", 3}})); }, "top_logprobs",
+               "top_logprobs without logprobs");
+}
+
+TEST(ServerRequest, BoundariesAreInclusive) {
+  auto r = parse_chat_request(chat_body({{"temperature", 0}, {"top_p", 1}, {"n", 16}, {"top_logprobs", 20},
+                                         {"logprobs", true}, {"presence_penalty", -2}, {"top_k", -1},
+                                         {"repetition_penalty", 10}, {"min_p", 1}}));
+  EXPECT_EQ(r.gen.n, 16);
+  EXPECT_EQ(r.gen.sampling.top_k, 0);  // -1 means off, as 0
+  EXPECT_FLOAT_EQ(r.gen.sampling.temperature, 0.0f);
+  r = parse_chat_request(chat_body({{"temperature", 2}, {"stop", std::string(256, 'x')}}));
+  EXPECT_EQ(r.gen.stop.size(), 1u);
+}
+
+TEST(ServerRequest, SeedAcceptsNegativeAndFullUnsignedRange) {
+  auto r = parse_chat_request(chat_body({{"seed", -1}}));
+  EXPECT_EQ(r.gen.sampling.seed, ~uint64_t(0));
+  r = parse_chat_request(chat_body({{"seed", json::parse("18446744073709551615")}}));
+  EXPECT_EQ(r.gen.sampling.seed, ~uint64_t(0));
+}
+
+TEST(ServerRequest, MessagesAreValidatedAndNormalised) {
+  expect_param([&] { parse_chat_request({{"model", "m"}}); }, "messages");
+  expect_param([&] { parse_chat_request({{"messages", "hi"}}); }, "messages");
+  expect_param([&] { parse_chat_request({{"messages", json::array()}}); }, "messages");
+  expect_param([&] { parse_chat_request({{"messages", {"hi"}}}); }, "messages[0]");
+  expect_param([&] { parse_chat_request({{"messages", {{{"content", "x"}}}}}); }, "messages[0].role");
+  expect_param([&] { parse_chat_request({{"messages", {{{"role", "wizard"}, {"content", "x"}}}}}); },
+               "messages[0].role");
+  expect_param([&] { parse_chat_request({{"messages", {{{"role", "user"}}}}}); }, "messages[0].content");
+  expect_param([&] { parse_chat_request({{"messages", {{{"role", "user"}, {"content", 5}}}}}); },
+               "messages[0].content");
+  expect_param(
+      [&] {
+        parse_chat_request({{"messages",
+                             {{{"role", "user"}, {"content", "a"}},
+                              {{"role", "user"},
+                               {"content", {{{"type", "image_url"}, {"image_url", {{"url", "x"}}}}}}}}}});
+      },
+      "messages[1].content[0].type");
+  json many = json::array();
+  for (size_t i = 0; i <= bounds::kMaxMessages; ++i) many.push_back({{"role", "user"}, {"content", "x"}});
+  expect_param([&] { parse_chat_request({{"messages", many}}); }, "messages");
+
+  auto r = parse_chat_request({{"messages",
+                                {{{"role", "developer"}, {"content", "be brief"}},
+                                 {{"role", "user"},
+                                  {"content", {{{"type", "text"}, {"text", "a"}}, {{"type", "text"}, {"text", "b"}}}},
+                                  {"name", "ann"}},
+                                 {{"role", "assistant"}, {"content", nullptr}}}}});
+  ASSERT_EQ(r.messages.size(), 3u);
+  EXPECT_EQ(r.messages[0]["role"], "system");
+  EXPECT_EQ(r.messages[1]["content"], "a\nb");
+  EXPECT_EQ(r.messages[1]["name"], "ann");
+  EXPECT_EQ(r.messages[2]["content"], "");
+}
+
+TEST(ServerRequest, CompletionPromptShapes) {
+  const int32_t vocab = 512;
+  auto r = parse_completion_request({{"prompt", "once"}}, vocab);
+  ASSERT_EQ(r.prompts.size(), 1u);
+  EXPECT_FALSE(r.prompts[0].is_tokens);
+  EXPECT_EQ(r.prompts[0].text, "once");
+  r = parse_completion_request({{"prompt", {"a", "b"}}}, vocab);
+  ASSERT_EQ(r.prompts.size(), 2u);
+  EXPECT_EQ(r.prompts[1].text, "b");
+  r = parse_completion_request({{"prompt", {1, 2, 511}}}, vocab);
+  ASSERT_EQ(r.prompts.size(), 1u);
+  EXPECT_TRUE(r.prompts[0].is_tokens);
+  EXPECT_EQ(r.prompts[0].tokens, (std::vector<int32_t>{1, 2, 511}));
+  r = parse_completion_request({{"prompt", {{1, 2}, {3}}}}, vocab);
+  ASSERT_EQ(r.prompts.size(), 2u);
+  EXPECT_EQ(r.prompts[1].tokens, (std::vector<int32_t>{3}));
+
+  expect_param([&] { parse_completion_request(json::object(), vocab); }, "prompt");
+  expect_param([&] { parse_completion_request({{"prompt", 5}}, vocab); }, "prompt");
+  expect_param([&] { parse_completion_request({{"prompt", json::array()}}, vocab); }, "prompt");
+  expect_param([&] { parse_completion_request({{"prompt", {1, 512}}}, vocab); }, "prompt[1]");
+  expect_param([&] { parse_completion_request({{"prompt", {1, -1}}}, vocab); }, "prompt[1]");
+  expect_param([&] { parse_completion_request({{"prompt", {1, "a"}}}, vocab); }, "prompt[1]");
+  expect_param([&] { parse_completion_request({{"prompt", {"a", 1}}}, vocab); }, "prompt");
+  expect_param([&] { parse_completion_request({{"prompt", {{1}, json::array()}}}, vocab); }, "prompt[1]");
+  expect_param([&] { parse_completion_request({{"prompt", {{1}, {1000}}}}, vocab); }, "prompt[1][0]");
+  json many = json::array();
+  for (size_t i = 0; i <= bounds::kMaxPrompts; ++i) many.push_back("x");
+  expect_param([&] { parse_completion_request({{"prompt", many}}, vocab); }, "prompt");
+  // 16 prompts × n=16 = 256 choices > 64.
+  json sixteen = json::array();
+  for (size_t i = 0; i < bounds::kMaxPrompts; ++i) sixteen.push_back("x");
+  expect_param([&] { parse_completion_request({{"prompt", sixteen}, {"n", 16}}, vocab); }, "n");
+}
+
+TEST(ServerRequest, CompletionLogprobsAndUnsupportedFields) {
+  auto r = parse_completion_request({{"prompt", "x"}, {"logprobs", 0}}, 512);
+  EXPECT_TRUE(r.gen.logprobs);
+  EXPECT_EQ(r.gen.sampling.top_logprobs, 0);
+  r = parse_completion_request({{"prompt", "x"}, {"logprobs", 5}}, 512);
+  EXPECT_EQ(r.gen.sampling.top_logprobs, 5);
+  r = parse_completion_request({{"prompt", "x"}, {"echo", false}, {"suffix", ""}, {"best_of", 1}}, 512);
+  EXPECT_FALSE(r.gen.logprobs);
+  expect_param([&] { parse_completion_request({{"prompt", "x"}, {"logprobs", 6}}, 512); }, "logprobs");
+  expect_param([&] { parse_completion_request({{"prompt", "x"}, {"logprobs", true}}, 512); }, "logprobs");
+  expect_param([&] { parse_completion_request({{"prompt", "x"}, {"echo", true}}, 512); }, "echo");
+  expect_param([&] { parse_completion_request({{"prompt", "x"}, {"suffix", "end"}}, 512); }, "suffix");
+  expect_param([&] { parse_completion_request({{"prompt", "x"}, {"best_of", 3}}, 512); }, "best_of");
+  expect_param([&] { parse_completion_request({{"prompt", "x"}, {"ignore_eos", 1}}, 512); }, "ignore_eos");
+}
+
+TEST(ServerRequest, Embeddings) {
+  auto r = parse_embedding_request({{"input", "hello"}, {"encoding_format", "base64"}}, 512);
+  ASSERT_EQ(r.inputs.size(), 1u);
+  EXPECT_TRUE(r.base64);
+  r = parse_embedding_request({{"input", {"a", "b", "c"}}}, 512);
+  EXPECT_EQ(r.inputs.size(), 3u);
+  EXPECT_FALSE(r.base64);
+  expect_param([&] { parse_embedding_request(json::object(), 512); }, "input");
+  expect_param([&] { parse_embedding_request({{"input", "a"}, {"encoding_format", "hex"}}, 512); }, "encoding_format");
+  expect_param([&] { parse_embedding_request({{"input", "a"}, {"dimensions", 0}}, 512); }, "dimensions");
+  json many = json::array();
+  for (size_t i = 0; i <= bounds::kMaxEmbeddingInputs; ++i) many.push_back("x");
+  expect_param([&] { parse_embedding_request({{"input", many}}, 512); }, "input");
+}
+
+TEST(ServerRequest, TokenizeAndDetokenize) {
+  auto t = parse_tokenize_request({{"prompt", "abc"}});
+  EXPECT_EQ(t.text, "abc");
+  EXPECT_TRUE(t.add_special_tokens);
+  t = parse_tokenize_request({{"content", "x"}, {"add_special_tokens", false}});
+  EXPECT_EQ(t.text, "x");
+  EXPECT_FALSE(t.add_special_tokens);
+  t = parse_tokenize_request({{"messages", {{{"role", "user"}, {"content", "q"}}}}});
+  EXPECT_TRUE(t.is_chat);
+  expect_param([&] { parse_tokenize_request(json::object()); }, "prompt");
+  expect_param([&] { parse_tokenize_request({{"prompt", 1}}); }, "prompt");
+
+  auto d = parse_detokenize_request({{"tokens", {1, 2, 3}}}, 512);
+  EXPECT_EQ(d.tokens, (std::vector<int32_t>{1, 2, 3}));
+  expect_param([&] { parse_detokenize_request(json::object(), 512); }, "tokens");
+  expect_param([&] { parse_detokenize_request({{"tokens", "1 2"}}, 512); }, "tokens");
+  expect_param([&] { parse_detokenize_request({{"tokens", {1, 9999}}}, 512); }, "tokens[1]");
+}
+
+TEST(ServerRequest, ErrorMessagesSayWhatIsAllowed) {
+  try {
+    parse_chat_request(chat_body({{"n", 17}}));
+    FAIL();
+  } catch (const ApiError& e) {
+    EXPECT_NE(std::string(e.what()).find("between 1 and 16"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("17"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace moe::server

@@ -1,0 +1,59 @@
+// server.h: the OpenAI-compatible HTTP server of `moe serve` (cpp-httplib underneath).
+//
+// Routes: POST /v1/chat/completions, /v1/completions, /v1/embeddings, /tokenize, /detokenize;
+// GET /v1/models, /v1/models/{id}, /health, /metrics. Each generation request becomes n engine
+// requests whose callbacks push into a per-request queue; a non-streamed answer is assembled from it,
+// a streamed one is written as SSE chunks by httplib's chunked content provider, which also watches
+// the socket and cancels the engine requests the moment the client goes away.
+//
+// No request can take the server down: bodies are bounded (413), every field is validated
+// (request.h), and every handler turns any exception into an OpenAI error JSON. shutdown() (on
+// SIGTERM) answers new requests with 503, lets the engine finish what is in flight, waits for those
+// answers to be written, then stops.
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "server/backend.h"
+#include "server/metrics.h"
+#include "server/request.h"
+
+namespace moe::server {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;                          // 0: any free port (bind() says which)
+  std::string api_key;                      // empty: no key needed
+  std::string served_model_name = "moe";
+  std::vector<std::string> model_aliases;   // other names accepted in "model" (the file name, the path)
+  size_t max_body_bytes = bounds::kMaxBodyBytes;
+  int http_threads = 128;                   // connections served at once (streams hold one each)
+  double shutdown_grace_s = 60;             // after the engine drained, how long to wait for writes
+};
+
+class Server {
+ public:
+  Server(Backend& backend, ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds the listening socket; returns the port. Throws moe::Error when it cannot.
+  int bind();
+  // Serves until shutdown() has finished. Call after bind().
+  void run();
+  // Graceful stop, from any thread (idempotent): 503 for new requests, Backend::drain(), wait for the
+  // in-flight answers to be written (at most shutdown_grace_s), then stop listening so run() returns.
+  void shutdown();
+
+  const Metrics& metrics() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace moe::server
