@@ -18,6 +18,7 @@
 
 #include "quant/quant.h"
 #include "util/cpu.h"
+#include "util/error.h"
 
 namespace {
 
@@ -97,7 +98,7 @@ void dot_matrix(benchmark::State& state, GgmlType type, Isa isa) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
-  state.SetLabel(std::to_string(experts) + " x 14336x4096");
+  state.SetLabel(moe::cat(experts, " x 14336x4096"));
 }
 
 void activations(benchmark::State& state, GgmlType act, Isa isa) {
@@ -116,15 +117,15 @@ const bool kRegistered = [] {
   const Isa isas[] = {Isa::Scalar, Isa::AVX2, Isa::AVX512};
   for (GgmlType type : kWeightTypes)
     for (Isa isa : isas) {
-      const std::string suffix = "/" + moe::type_name(type) + "/" + moe::isa_name(isa);
-      benchmark::RegisterBenchmark(("quant_dot_row" + suffix).c_str(), dot_row, type, isa);
-      benchmark::RegisterBenchmark(("quant_dot_matrix" + suffix).c_str(), dot_matrix, type, isa)
+      const std::string suffix = moe::cat("/", moe::type_name(type), "/", moe::isa_name(isa));
+      benchmark::RegisterBenchmark(moe::cat("quant_dot_row", suffix).c_str(), dot_row, type, isa);
+      benchmark::RegisterBenchmark(moe::cat("quant_dot_matrix", suffix).c_str(), dot_matrix, type, isa)
           ->Unit(benchmark::kMillisecond)
           ->MinTime(0.5);
     }
   for (GgmlType act : {GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K})
     for (Isa isa : isas)
-      benchmark::RegisterBenchmark(("quant_activations/" + moe::type_name(act) + "/" + moe::isa_name(isa)).c_str(),
+      benchmark::RegisterBenchmark(moe::cat("quant_activations/", moe::type_name(act), "/", moe::isa_name(isa)).c_str(),
                                    activations, act, isa);
   return true;
 }();
