@@ -114,11 +114,13 @@ Subject subject_for(const PlanOpts& o, const gguf::File* file, const model::HPar
       s.weights = plan::layout_of_file(*file);
     }
   } else {
+    // Exactly what `moe synth --shape <preset> --type <mix>` writes (same name, synthetic vocabulary).
+    const std::string& name = plan::find_preset(o.preset).name;
     const plan::Vocab vocab = plan::synthetic_vocab(hp.n_vocab);
-    s.label = cat(o.preset, o.layers ? cat(" (", hp.n_layer, " layers)") : std::string(), " (preset)");
+    s.label = cat(name, o.layers ? cat(" (", hp.n_layer, " layers)") : std::string(), " (preset)");
     s.type = mix->name;
-    s.metadata = plan::synth_metadata(hp, *mix, o.preset, vocab);
-    s.weights = plan::layout_of_synth(hp, *mix, vocab, o.preset);
+    s.metadata = plan::synth_metadata(hp, *mix, name, vocab);
+    s.weights = plan::layout_of_synth(hp, *mix, vocab, name);
   }
   return s;
 }
