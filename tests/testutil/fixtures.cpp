@@ -1,6 +1,9 @@
 // fixtures.cpp: fixture lookup for the tests.
 #include "testutil/fixtures.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -45,6 +48,28 @@ std::string read_file(const std::string& path) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("moe-test-" + std::to_string(::getpid()) + "-" + name)).string();
+}
+
+CommandResult run_moe(const std::string& args, const std::string& stdin_text) {
+  const std::string in = temp_path("stdin"), out = temp_path("stdout"), err = temp_path("stderr");
+  {
+    std::ofstream f(in, std::ios::binary);
+    f << stdin_text;
+  }
+  const std::string cmd = "'" + moe_binary() + "' " + args + " <'" + in + "' >'" + out + "' 2>'" + err + "'";
+  const int st = std::system(cmd.c_str());
+  CommandResult r;
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+  r.out = read_file(out);
+  r.err = read_file(err);
+  std::filesystem::remove(in);
+  std::filesystem::remove(out);
+  std::filesystem::remove(err);
+  return r;
 }
 
 }  // namespace moe::testing

@@ -20,6 +20,16 @@ std::string moe_binary();
 // Reads a whole file (throws on failure).
 std::string read_file(const std::string& path);
 
+// Runs the built `moe` binary with `args` (shell words, quoted by the caller), feeding `stdin_text` to
+// its standard input, and captures its exit status and output.
+struct CommandResult {
+  int status = -1;  // exit code, or 128 + signal
+  std::string out, err;
+};
+CommandResult run_moe(const std::string& args, const std::string& stdin_text = "");
+// A path in the temp directory unique to this process and name.
+std::string temp_path(const std::string& name);
+
 }  // namespace moe::testing
 
 // Skips the test (or fails it in CI) when the fixture file is absent.
