@@ -93,8 +93,10 @@ void dot_matrix(benchmark::State& state, GgmlType type, Isa isa) {
   std::vector<float> y(static_cast<size_t>(rows));
   const size_t rb = row_size(type);
   for (auto _ : state) {
-    for (int64_t r = 0; r < rows; ++r)
-      y[static_cast<size_t>(r)] = moe::quant::vec_dot_isa(isa, type, kCols, w.data() + rb * static_cast<size_t>(r), x.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* row = w.data() + rb * static_cast<size_t>(r);
+      y[static_cast<size_t>(r)] = moe::quant::vec_dot_isa(isa, type, kCols, row, x.data());
+    }
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));

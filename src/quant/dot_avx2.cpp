@@ -374,7 +374,9 @@ float dot_float(const void* wv, const float* x, int64_t n) {
 }
 
 inline __m256 load_f32(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline __m256 load_f16(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
 inline __m256 load_bf16(const uint16_t* p) {
   const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
@@ -468,7 +470,8 @@ void quantize_q8_K(const float* x, void* dst, int64_t n) {
     }
     int first = 0;  // the first index with |x| == amax (the reference keeps the first on ties)
     for (int k = 0; k < kQKK; k += 8) {
-      const int hit = _mm256_movemask_ps(_mm256_cmp_ps(abs_ps(_mm256_loadu_ps(x + k)), _mm256_set1_ps(amax), _CMP_EQ_OQ));
+      const __m256 magnitude = abs_ps(_mm256_loadu_ps(x + k));
+      const int hit = _mm256_movemask_ps(_mm256_cmp_ps(magnitude, _mm256_set1_ps(amax), _CMP_EQ_OQ));
       if (hit) {
         first = k + __builtin_ctz(static_cast<unsigned>(hit));
         break;

@@ -8,7 +8,8 @@
 //   (Q4_0's q - 8, Q6_K's q - 32, ...) become "- offset * sum(y)", with sum(y) from a second dpbusd
 //   (legacy formats) or the activation block's bsums (K-quants). Exact for every input byte.
 // - Legacy formats (32 values per block) are done two blocks per 512-bit register, and two such pairs
-//   per loop step into separate accumulators, so no multiply-add waits on the previous one.
+//   per loop step into separate accumulators, so no multiply-add waits on the previous one; the four
+//   blocks' fp16 scales come out of two word permutes rather than sixteen scalar loads.
 // - K-quants: each dpbusd lane holds 4 products of one 16- or 32-value sub-block, at most
 //   4 * 63 * 128 = 32256 in magnitude, so it fits int16 and the sub-block scale is applied by VNNI
 //   _mm512_dpwssd_epi32 against int32 lanes holding the scale in their low 16 bits (high half zero).
@@ -64,7 +65,8 @@ inline float hsum(__m512 v) {
 // The nibbles of two legacy blocks, 128-bit lanes [low nibbles 0, high nibbles 0, low 1, high 1]: the
 // element order of the activations of the two blocks side by side.
 inline __m512i nibble_pair(const uint8_t* qs0, const uint8_t* qs1) {
-  const __m512i both = _mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(load128(qs0)), load128(qs1), 1));
+  const __m256i qs = _mm256_inserti128_si256(_mm256_castsi128_si256(load128(qs0)), load128(qs1), 1);
+  const __m512i both = _mm512_castsi256_si512(qs);
   __m512i dup = _mm512_shuffle_i64x2(both, both, _MM_SHUFFLE(1, 1, 0, 0));  // [qs0, qs0, qs1, qs1]
   dup = _mm512_mask_srli_epi16(dup, 0xFF00FF00u, dup, 4);                      // lanes 1 and 3 >> 4
   return _mm512_and_si512(dup, _mm512_set1_epi8(0x0F));
