@@ -51,7 +51,9 @@ std::string read_file(const std::string& path) {
 }
 
 std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("moe-test-" + std::to_string(::getpid()) + "-" + name)).string();
+  std::ostringstream file;
+  file << "moe-test-" << ::getpid() << "-" << name;
+  return (std::filesystem::temp_directory_path() / file.str()).string();
 }
 
 CommandResult run_moe(const std::string& args, const std::string& stdin_text) {
@@ -60,7 +62,10 @@ CommandResult run_moe(const std::string& args, const std::string& stdin_text) {
     std::ofstream f(in, std::ios::binary);
     f << stdin_text;
   }
-  const std::string cmd = "'" + moe_binary() + "' " + args + " <'" + in + "' >'" + out + "' 2>'" + err + "'";
+  // Built with a stream: GCC 12 reports a false -Wrestrict on long chains of std::string operator+.
+  std::ostringstream cmd_stream;
+  cmd_stream << "'" << moe_binary() << "' " << args << " <'" << in << "' >'" << out << "' 2>'" << err << "'";
+  const std::string cmd = cmd_stream.str();
   const int st = std::system(cmd.c_str());
   CommandResult r;
   r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
