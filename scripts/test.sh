@@ -7,3 +7,4 @@ cd "$(dirname "$0")/.."
 bash scripts/build.sh
 (cd build && ctest --output-on-failure -j "$(nproc)" --timeout 900)
 bash scripts/test-asan.sh
+bash scripts/test-server.sh
