@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 namespace moe::server {
 
@@ -15,7 +16,15 @@ std::string number(double v) {
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
   if (std::isnan(v)) return "NaN";
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
+  if (v == std::floor(v) && std::fabs(v) < 9007199254740992.0) {  // integers as integers, not 1e+02
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+    return buf;
+  }
+  // Else the shortest form that reads back as the same double ("0.1", not "0.10000000000000001").
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
   return buf;
 }
 
