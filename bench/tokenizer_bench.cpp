@@ -1,7 +1,8 @@
-// tokenizer_bench.cpp: tokenizer throughput on ~1 MB of mixed multilingual text (English, French, German,
-// Italian, Spanish prose, some Chinese/Japanese, code and emoji) with the real Mixtral vocabulary, plus
-// decoding the result. Reports bytes/s of input text. The vocabulary is ../shared/models/
-// mixtral-tokenizer.model (or $MOE_FIXTURES/models/...); without it the benchmarks report an error.
+// tokenizer_bench.cpp: tokenizer throughput with the real Mixtral vocabulary on ~1 MB of mixed
+// multilingual text (English, French, German, Italian, Spanish prose, some Chinese/Japanese, code and
+// emoji): encoding it whole, encoding it cut into 200-byte texts one by one (the engine's usual case), and
+// decoding it. Reports bytes/s of input text. The vocabulary is ../shared/models/mixtral-tokenizer.model
+// (or $MOE_FIXTURES/models/...); without it the benchmarks report an error.
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -76,6 +77,25 @@ void BM_TokenizerEncode1MB(benchmark::State& state) {
   state.counters["bytes/token"] = static_cast<double>(text.size()) / static_cast<double>(n_tokens);
 }
 BENCHMARK(BM_TokenizerEncode1MB)->Unit(benchmark::kMillisecond);
+
+// The engine's usual case: many short texts (prompts, chat turns), each encoded on its own.
+void BM_TokenizerEncodeShortTexts(benchmark::State& state) {
+  const auto* tok = mixtral();
+  if (!tok) {
+    state.SkipWithError("models/mixtral-tokenizer.model not found (set MOE_FIXTURES)");
+    return;
+  }
+  const std::string text = mixed_text(1 << 20);
+  std::vector<std::string_view> pieces;
+  for (size_t at = 0; at + 200 <= text.size(); at += 200) pieces.emplace_back(text.data() + at, 200);
+  for (auto _ : state)
+    for (std::string_view p : pieces) {
+      auto ids = tok->encode(p, true);
+      benchmark::DoNotOptimize(ids.data());
+    }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * pieces.size() * 200));
+}
+BENCHMARK(BM_TokenizerEncodeShortTexts)->Unit(benchmark::kMillisecond);
 
 void BM_TokenizerDecode1MB(benchmark::State& state) {
   const auto* tok = mixtral();

@@ -204,6 +204,8 @@ struct Tokenizer::Impl {
   PrefixTrie user_defined;
   PrefixTrie control;  // for parse_special
   std::vector<int32_t> resolved;  // mergeable id → the id SentencePiece reports for its text
+  std::vector<uint64_t> score_key;  // per id: the score as an order-preserving integer, in the high half
+  std::vector<uint32_t> piece_size;  // per id: bytes of the piece
   std::array<int32_t, 256> byte_id{};
   std::vector<int16_t> byte_value;  // per id: the byte of a Byte piece, else -1
   int32_t unk = -1;
@@ -252,6 +254,8 @@ void Tokenizer::Impl::build() {
   byte_id.fill(-1);
   byte_value.assign(count, -1);
   resolved.assign(count, -1);
+  score_key.assign(count, 0);
+  piece_size.assign(count, 0);
   bool any_byte = false;
   int32_t first_unknown = -1;
   for (size_t i = 0; i < count; ++i) {
@@ -260,6 +264,15 @@ void Tokenizer::Impl::build() {
     const auto t = static_cast<int32_t>(vocab.types[i]);
     if (t < 1 || t > 6) fail(src, ": piece ", i, " ('", printable(piece), "') has invalid token type ", t, " (1..6)");
     if (std::isnan(vocab.scores[i])) fail(src, ": piece ", i, " ('", printable(piece), "') has a NaN score");
+    piece_size[i] = static_cast<uint32_t>(std::min<size_t>(piece.size(), UINT32_MAX));
+    {
+      // Float order as unsigned integer order (negative values reversed); -0 and +0 tie as floats do.
+      const float f = vocab.scores[i] == 0.0f ? 0.0f : vocab.scores[i];
+      uint32_t bits;
+      std::memcpy(&bits, &f, sizeof bits);
+      bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+      score_key[i] = static_cast<uint64_t>(bits) << 32;
+    }
     if (piece.empty()) {
       if (vocab.strict) fail(src, ": piece ", i, " is empty");
       continue;  // cannot be produced by encoding; decodes to nothing
@@ -401,11 +414,14 @@ struct Workspace {
     int32_t id;  // mergeable id once merged or matched as user-defined; -1 for a plain character
     bool frozen;
   };
+  // A pair that may merge. `key` orders the heap: the score's bits made monotonic in the high half, the
+  // complement of the left index in the low half, so a larger key is a higher score, then a pair further
+  // left, as in SentencePiece. Whether the pair is still current is checked by length when it is popped.
   struct Candidate {
-    float score;
-    int32_t left, right;
-    uint32_t size;
+    uint64_t key;
+    int32_t right;
     int32_t id;
+    int32_t left() const { return static_cast<int32_t>(~static_cast<uint32_t>(key)); }
   };
   std::vector<Symbol> symbols;
   std::vector<Candidate> heap;
@@ -455,10 +471,8 @@ void Tokenizer::Impl::bpe(std::string_view seg, std::vector<int32_t>& out, Works
   if (sym.empty()) return;
   sym.back().next = -1;
 
-  // Max-heap order: higher score first, then the leftmost pair.
-  auto worse = [](const Workspace::Candidate& a, const Workspace::Candidate& b) {
-    return a.score < b.score || (a.score == b.score && a.left > b.left);
-  };
+  auto worse = [](const Workspace::Candidate& a, const Workspace::Candidate& b) { return a.key < b.key; };
+  bool heap_built = false;  // the first pairs are collected, then heapified at once (linear time)
   auto consider = [&](int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
     const auto& l = sym[static_cast<size_t>(left)];
@@ -467,27 +481,30 @@ void Tokenizer::Impl::bpe(std::string_view seg, std::vector<int32_t>& out, Works
     const std::string_view merged = seg.substr(l.begin, l.len + r.len);
     const int32_t id = mergeable.find(merged);
     if (id < 0) return;
-    heap.push_back({vocab.scores[static_cast<size_t>(id)], left, right, l.len + r.len, id});
-    std::push_heap(heap.begin(), heap.end(), worse);
+    heap.push_back({score_key[static_cast<size_t>(id)] | static_cast<uint32_t>(~static_cast<uint32_t>(left)), right, id});
+    if (heap_built) std::push_heap(heap.begin(), heap.end(), worse);
     if (has_unused && type(id) == TokenType::Unused)
       ws.unmerge[merged] = {seg.substr(l.begin, l.len), seg.substr(r.begin, r.len)};
   };
   for (size_t i = 1; i < sym.size(); ++i) consider(static_cast<int32_t>(i - 1), static_cast<int32_t>(i));
+  std::make_heap(heap.begin(), heap.end(), worse);
+  heap_built = true;
 
   while (!heap.empty()) {
     std::pop_heap(heap.begin(), heap.end(), worse);
     const Workspace::Candidate top = heap.back();
     heap.pop_back();
-    auto& l = sym[static_cast<size_t>(top.left)];
+    const int32_t left = top.left();
+    auto& l = sym[static_cast<size_t>(left)];
     auto& r = sym[static_cast<size_t>(top.right)];
-    if (l.len == 0 || r.len == 0 || l.len + r.len != top.size) continue;  // stale
+    if (l.len == 0 || r.len == 0 || l.len + r.len != piece_size[static_cast<size_t>(top.id)]) continue;  // stale
     l.len += r.len;
     l.id = top.id;
     l.next = r.next;
-    if (r.next >= 0) sym[static_cast<size_t>(r.next)].prev = top.left;
+    if (r.next >= 0) sym[static_cast<size_t>(r.next)].prev = left;
     r.len = 0;
-    consider(l.prev, top.left);
-    consider(top.left, l.next);
+    consider(l.prev, left);
+    consider(left, l.next);
   }
 
   // Output, splitting Unused pieces back into their parts (recursively).

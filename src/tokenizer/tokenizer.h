@@ -63,11 +63,16 @@ class Tokenizer {
   Tokenizer(const Tokenizer&);
   Tokenizer& operator=(const Tokenizer&);
 
-  // Text to ids. add_bos prepends bos_id(); parse_special lets control/user-defined token texts in
-  // `text` (e.g. "<s>", "[INST]", "<|im_end|>") become their ids; otherwise they are plain text.
+  // Text to ids. add_bos prepends bos_id() (nothing when there is none). User-defined pieces are always
+  // matched as whole tokens (as libsentencepiece does). parse_special lets control-token texts in `text`
+  // (e.g. "<s>", "</s>", "<|im_end|>", "[INST]" where it is a control token) become their ids: they split
+  // the text (longest match first), and each fragment between them is encoded as a text of its own, with
+  // its own dummy prefix, as llama.cpp does. Otherwise they are plain text, and the ids equal
+  // libsentencepiece's EncodeAsIds.
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special = false) const;
-  // Ids to text as libsentencepiece decodes them (control tokens produce no text; the dummy-prefix
-  // space of the first piece is removed). Ids out of range throw moe::Error.
+  // Ids to text as libsentencepiece decodes them: control tokens produce no text, the unknown token reads
+  // as Vocabulary::unk_surface, runs of byte tokens are reassembled (invalid UTF-8 becomes U+FFFD byte by
+  // byte), and the dummy-prefix space of the first text piece is removed. Ids out of range throw.
   std::string decode(std::span<const int32_t> ids) const;
   // Ids that continue earlier text (a completion after its prompt): like decode() but the first piece
   // keeps its leading space. Equal to what StreamDecoder(tok, true) produces.
