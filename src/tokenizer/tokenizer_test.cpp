@@ -323,6 +323,10 @@ const Variant kVariants[] = {
      [](Vocabulary& v) {
        for (size_t i = 0; i < v.scores.size(); ++i) v.scores[i] = static_cast<float>(-static_cast<int>(i / 4));
      }},
+    {"signed-zero-scores",  // -0 and +0 are equal scores: the leftmost pair merges first
+     [](Vocabulary& v) {
+       for (size_t i = 0; i < v.scores.size(); ++i) v.scores[i] = i % 2 ? -0.0f : 0.0f;
+     }},
     {"unk-surface", [](Vocabulary& v) { v.unk_surface = "<?>"; }},
 };
 
