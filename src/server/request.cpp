@@ -224,15 +224,22 @@ GenerationParams parse_generation(const json& body, bool chat) {
 
   auto& s = g.sampling;
   if (auto t = get_number(body, "temperature", "temperature", 0.0, bounds::kMaxTemperature)) s.temperature = float(*t);
-  if (auto v = get_number(body, "top_p", "top_p", 0.0, 1.0, /*lo_open=*/true)) s.top_p = float(*v);
+  // (0, x] bounds are checked again after the conversion to float, where a tiny positive double is 0.
+  if (auto v = get_number(body, "top_p", "top_p", 0.0, 1.0, /*lo_open=*/true)) {
+    s.top_p = float(*v);
+    if (s.top_p <= 0.0f) throw invalid_param("top_p", cat("'top_p' must be in (0, 1], got ", *v));
+  }
   if (auto v = get_int(body, "top_k", "top_k", -1, std::numeric_limits<int32_t>::max())) s.top_k = int32_t(std::max<int64_t>(*v, 0));
   if (auto v = get_number(body, "min_p", "min_p", 0.0, 1.0)) s.min_p = float(*v);
   if (auto v = get_number(body, "presence_penalty", "presence_penalty", -bounds::kMaxPenalty, bounds::kMaxPenalty))
     s.presence_penalty = float(*v);
   if (auto v = get_number(body, "frequency_penalty", "frequency_penalty", -bounds::kMaxPenalty, bounds::kMaxPenalty))
     s.frequency_penalty = float(*v);
-  if (auto v = get_number(body, "repetition_penalty", "repetition_penalty", 0.0, bounds::kMaxRepetitionPenalty, true))
+  if (auto v = get_number(body, "repetition_penalty", "repetition_penalty", 0.0, bounds::kMaxRepetitionPenalty, true)) {
     s.repetition_penalty = float(*v);
+    if (s.repetition_penalty <= 0.0f)
+      throw invalid_param("repetition_penalty", cat("'repetition_penalty' must be in (0, 10], got ", *v));
+  }
   if (const json* v = field(body, "seed")) {
     if (!v->is_number_integer()) throw wrong_type("seed", "an integer", *v);
     s.seed = v->is_number_unsigned() ? v->get<uint64_t>() : static_cast<uint64_t>(v->get<int64_t>());

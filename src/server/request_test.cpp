@@ -134,6 +134,7 @@ TEST(ServerRequest, EveryBoundedFieldRejectsOutOfRangeAndWrongTypes) {
       {"stream", "yes"},           {"stream_options", true},   {"response_format", "json"},
       {"model", 5},                {"logit_bias", {{"5", 1}}}, {"tools", json::array({{{"type", "function"}}})},
       {"max_tokens", json::parse("99999999999999999999999")},
+      {"top_p", 1e-300},           {"repetition_penalty", 1e-300},
   };
   for (const auto& c : cases) {
     std::string param = c.field;

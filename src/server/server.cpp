@@ -7,6 +7,7 @@
 // that disconnects is cancelled within about that time even while its prompt is still queued.
 #include "server/server.h"
 
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include <httplib.h>
@@ -20,6 +21,7 @@
 #include <mutex>
 #include <new>
 #include <random>
+#include <thread>
 
 #include "server/auth.h"
 #include "server/response.h"
@@ -41,6 +43,78 @@ class HttpServer : public httplib::Server {
     socket_t s = svr_sock_;
     if (s != INVALID_SOCKET) ::listen(s, backlog);
   }
+};
+
+// httplib's connection threads, created with a fixed stack size: httplib matches routes and parses
+// some headers (Range) with std::regex, whose matcher recurses once per character, so an 8 KiB header
+// needs megabytes of stack. Default thread stacks follow `ulimit -s` and may be far smaller; a fixed
+// 32 MiB (address space only: pages are touched on demand) keeps any request within httplib's header
+// and URI limits from overflowing it.
+class ConnectionPool : public httplib::TaskQueue {
+ public:
+  static constexpr size_t kStackBytes = size_t(32) << 20;
+
+  explicit ConnectionPool(size_t n_threads) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, kStackBytes);
+    for (size_t i = 0; i < n_threads; ++i) {
+      pthread_t t;
+      if (pthread_create(&t, &attr, &ConnectionPool::entry, this) == 0) threads_.push_back(t);
+    }
+    pthread_attr_destroy(&attr);
+    if (threads_.empty()) fail("cannot start the HTTP connection threads");
+  }
+  ~ConnectionPool() override { shutdown(); }
+
+  void enqueue(std::function<void()> fn) override {
+    {
+      std::lock_guard lock(mu_);
+      jobs_.push_back(std::move(fn));
+    }
+    cv_.notify_one();
+  }
+  // Runs what is queued, then joins the threads.
+  void shutdown() override {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (pthread_t t : threads_) pthread_join(t, nullptr);
+  }
+
+ private:
+  static void* entry(void* self) {
+    static_cast<ConnectionPool*>(self)->work();
+    return nullptr;
+  }
+  void work() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+        if (jobs_.empty()) return;
+        fn = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      try {
+        fn();
+      } catch (const std::exception& e) {
+        log_error("moe serve: connection thread: ", e.what());
+      } catch (...) {
+        log_error("moe serve: connection thread: unknown exception");
+      }
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  std::vector<pthread_t> threads_;
+  bool stopping_ = false;
 };
 
 // One engine callback's worth of news for one choice.
@@ -172,6 +246,7 @@ struct Server::Impl {
   int64_t created = unix_now();
 
   std::atomic<bool> shutting_down{false};
+  std::atomic<bool> run_active{false};  // inside Server::run()
   std::mutex active_mu;
   std::condition_variable active_cv;
   int64_t active = 0;  // handlers running plus streams being written
@@ -306,10 +381,23 @@ struct Server::Impl {
     post("/tokenize", &Impl::tokenize);
     post("/detokenize", &Impl::detokenize);
     get("/v1/models", &Impl::list_models, true);
-    get(R"(/v1/models/(.+))", &Impl::get_model, true);
     get("/health", &Impl::health, false);
     get("/metrics", &Impl::metrics_text, true);
 
+    // GET /v1/models/{id}, answered before routing: a route pattern with a wildcard would run
+    // std::regex over the whole path, which recurses once per character.
+    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      constexpr std::string_view kPrefix = "/v1/models/";
+      if (req.method != "GET" || !req.path.starts_with(kPrefix)) return httplib::Server::HandlerResponse::Unhandled;
+      ActiveGuard guard(*this);
+      try {
+        admit(req, true);
+        get_model(req.path.substr(kPrefix.size()), res);
+      } catch (...) {
+        respond_error(res, translate(std::current_exception()));
+      }
+      return httplib::Server::HandlerResponse::Handled;
+    });
     // Unknown routes (404), bodies over the limit caught by httplib (413), malformed HTTP (400): fill in
     // OpenAI's error JSON. Answers our handlers wrote already have a body and pass through.
     httplib::Server::HandlerWithResponse on_error = [this](const httplib::Request& req, httplib::Response& res) {
@@ -342,7 +430,7 @@ struct Server::Impl {
     http.set_payload_max_length(opts.max_body_bytes);
     http.set_keep_alive_max_count(1000);
     int threads = std::max(8, opts.http_threads);
-    http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
+    http.new_task_queue = [threads] { return new ConnectionPool(size_t(threads)); };
   }
 
   // ---- generation --------------------------------------------------------------------------------
@@ -616,8 +704,8 @@ struct Server::Impl {
     respond_json(res, 200, models_json(opts.served_model_name, created, backend.max_model_len()));
   }
 
-  void get_model(const httplib::Request& req, httplib::Response& res) {
-    check_model(req.matches.size() > 1 ? std::optional<std::string>(req.matches[1].str()) : std::nullopt);
+  void get_model(const std::string& id, httplib::Response& res) {
+    check_model(id);
     respond_json(res, 200, model_json(opts.served_model_name, created, backend.max_model_len()));
   }
 
@@ -650,7 +738,11 @@ int Server::bind() {
 }
 
 void Server::run() {
-  if (!impl_->http.listen_after_bind() && !impl_->shutting_down) fail("the HTTP server stopped unexpectedly");
+  Impl& s = *impl_;
+  s.run_active = true;
+  bool ok = s.shutting_down || s.http.listen_after_bind();
+  s.run_active = false;
+  if (!ok && !s.shutting_down) fail("the HTTP server stopped unexpectedly");
 }
 
 void Server::shutdown() {
@@ -662,7 +754,13 @@ void Server::shutdown() {
     std::unique_lock lock(s.active_mu);
     s.active_cv.wait_for(lock, std::chrono::duration<double>(s.opts.shutdown_grace_s), [&] { return s.active == 0; });
   }
+  // httplib's stop() does nothing until listening has begun; run() may be just starting, so repeat it
+  // until run() is out (a run() that starts after this sees shutting_down and returns at once).
   s.http.stop();
+  while (s.run_active) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    s.http.stop();
+  }
 }
 
 const Metrics& Server::metrics() const { return *impl_->metrics; }

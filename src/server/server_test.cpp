@@ -304,6 +304,14 @@ TEST(Server, HealthModelsAndUnknownRoutes) {
   r = c.Get("/v1/models/fake");
   EXPECT_EQ(r->status, 200);
   expect_error(c.Get("/v1/models/other"), 404, "model");
+  // Long paths and headers (near httplib's 8 KiB limits) must not exhaust a connection thread's stack.
+  expect_error(c.Get(("/v1/models/" + std::string(8000, 'a')).c_str()), 404, "model");
+  expect_error(c.Get(("/v1/" + std::string(8000, 'b')).c_str()), 404);
+  std::string ranges = "bytes=0-1";
+  for (int i = 0; i < 1500; ++i) ranges += ",1-2";
+  r = c.Get("/health", {{"Range", ranges}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(c.Get("/health")->status, 200);
   expect_error(c.Get("/v1/nothing"), 404);
   expect_error(c.Post("/v1/nothing", "{}", "application/json"), 404);
   expect_error(c.Get("/v1/chat/completions"), 404);
@@ -690,6 +698,19 @@ TEST(Server, ShutdownFinishesInFlightStreamsAndRefusesNewRequests) {
   stopper.join();
   EXPECT_TRUE(h->backend.cancelled().empty());
   h.reset();  // run() has returned; the harness joins it
+}
+
+TEST(Server, ShutdownRightAfterBindDoesNotHang) {
+  for (int i = 0; i < 20; ++i) {
+    FakeBackend backend({});
+    ServerOptions so;
+    so.port = 0;
+    Server server(backend, so);
+    server.bind();
+    std::thread stopper([&] { server.shutdown(); });
+    server.run();  // returns whether shutdown() came before, during or after its start
+    stopper.join();
+  }
 }
 
 TEST(Server, ManyConcurrentStreamsAllComplete) {
