@@ -62,9 +62,7 @@ Value split_impl(Interpreter& in, const Value& self, CallArgs& args, bool from_r
         while (i < cps.size() && py_isspace(cps[i])) ++i;
         if (i >= cps.size()) break;
         if (maxsplit >= 0 && static_cast<int64_t>(parts.size()) == maxsplit) {
-          size_t e = cps.size();
-          while (e > i && py_isspace(cps[e - 1])) --e;
-          parts.emplace_back(cps.begin() + static_cast<long>(i), cps.begin() + static_cast<long>(e));
+          parts.emplace_back(cps.begin() + static_cast<long>(i), cps.end());  // the rest, as is
           break;
         }
         size_t j = i;
@@ -78,9 +76,7 @@ Value split_impl(Interpreter& in, const Value& self, CallArgs& args, bool from_r
         while (i > 0 && py_isspace(cps[i - 1])) --i;
         if (i == 0) break;
         if (maxsplit >= 0 && static_cast<int64_t>(parts.size()) == maxsplit) {
-          size_t b = 0;
-          while (b < i && py_isspace(cps[b])) ++b;
-          parts.emplace_back(cps.begin() + static_cast<long>(b), cps.begin() + static_cast<long>(i));
+          parts.emplace_back(cps.begin(), cps.begin() + static_cast<long>(i));  // the rest, as is
           break;
         }
         size_t j = i;
@@ -356,6 +352,23 @@ Value case_check(const Value& self, CallArgs& args, const char* fn, bool upper) 
     if (upper ? to_upper(c) != c : to_lower(c) != c) return Value::boolean(false);
   }
   return Value::boolean(any_cased);
+}
+Value m_istitle(Interpreter&, const Value& self, CallArgs& args) {
+  Params p("istitle", args, {});
+  bool cased_before = false, any = false;
+  for (char32_t c : decode_utf8(self.s)) {
+    bool upper = to_lower(c) != c, lower = to_upper(c) != c;
+    if (upper) {
+      if (cased_before) return Value::boolean(false);
+      cased_before = any = true;
+    } else if (lower) {
+      if (!cased_before) return Value::boolean(false);
+      cased_before = any = true;
+    } else {
+      cased_before = false;
+    }
+  }
+  return Value::boolean(any);
 }
 Value m_islower(Interpreter&, const Value& s, CallArgs& a) { return case_check(s, a, "islower", false); }
 Value m_isupper(Interpreter&, const Value& s, CallArgs& a) { return case_check(s, a, "isupper", true); }
@@ -745,7 +758,7 @@ const std::unordered_map<std::string, Method>& str_methods() {
       {"find", m_find}, {"rfind", m_rfind}, {"index", m_index}, {"rindex", m_rindex}, {"count", m_count},
       {"join", m_join}, {"isdigit", m_isdigit}, {"isdecimal", m_isdecimal}, {"isnumeric", m_isnumeric},
       {"isalpha", m_isalpha}, {"isalnum", m_isalnum}, {"isspace", m_isspace}, {"islower", m_islower},
-      {"isupper", m_isupper}, {"center", m_center}, {"ljust", m_ljust}, {"rjust", m_rjust},
+      {"isupper", m_isupper}, {"istitle", m_istitle}, {"center", m_center}, {"ljust", m_ljust}, {"rjust", m_rjust},
       {"zfill", m_zfill}, {"partition", m_partition}, {"rpartition", m_rpartition},
       {"removeprefix", m_removeprefix}, {"removesuffix", m_removesuffix}, {"format", m_format},
   };
