@@ -249,8 +249,10 @@ void Tokenizer::Impl::build() {
   if (vocab.types.size() != count)
     fail(src, ": ", count, " pieces but ", vocab.types.size(), " token types; the lengths must be equal");
 
-  mergeable.init(&vocab.pieces, count);
-  reserved.init(&vocab.pieces, 512);
+  const auto n_mergeable = static_cast<size_t>(
+      std::count_if(vocab.types.begin(), vocab.types.end(), [](TokenType t) { return is_mergeable(t); }));
+  mergeable.init(&vocab.pieces, n_mergeable);
+  reserved.init(&vocab.pieces, count - n_mergeable);
   byte_id.fill(-1);
   byte_value.assign(count, -1);
   resolved.assign(count, -1);
