@@ -748,7 +748,7 @@ void Server::run() {
 void Server::shutdown() {
   Impl& s = *impl_;
   if (s.shutting_down.exchange(true)) return;
-  log_info("moe serve: shutting down: finishing in-flight requests");
+  log_debug("server: shutting down: 503 for new requests, draining the engine");
   s.backend.drain();
   {
     std::unique_lock lock(s.active_mu);
