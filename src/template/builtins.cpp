@@ -306,6 +306,7 @@ std::optional<double> to_float(const Value& v) {
 
 Value f_float(Interpreter&, const Value& v, CallArgs& args) {
   Params p("float", args, {"default"});
+  if (v.is_undefined()) fail_undefined(v);  // Undefined.__float__ raises
   if (auto d = to_float(v)) return Value::number(*d);
   return p.value_or(0, Value::number(0.0));
 }
@@ -364,6 +365,7 @@ Value f_int(Interpreter&, const Value& v, CallArgs& args) {
   Params p("int", args, {"default", "base"});
   Value fallback = p.value_or(0, Value::integer(0));
   int64_t base = p.has(1) ? require_int(*p.get(1), "int") : 10;
+  if (v.is_undefined()) fail_undefined(v);  // Undefined.__int__ raises
   switch (v.kind) {
     case Kind::Int:
     case Kind::Bool: return Value::integer(v.as_int());
@@ -391,7 +393,10 @@ Value f_indent(Interpreter& in, const Value& v, CallArgs& args) {
     indention = std::string(static_cast<size_t>(std::max<int64_t>(0, require_int(p.value_or(0, Value::integer(4)), "indent"))), ' ');
   bool first = p.has(1) && truthy(*p.get(1));
   bool blank = p.has(2) && truthy(*p.get(2));
-  std::string s = soft_str(v) + "\n";
+  // Jinja2 appends "\n" to the value itself, which only works for strings.
+  if (v.is_undefined()) fail_undefined(v);
+  if (!v.is_string()) throw_error("unsupported operand type(s) for +=: '" + type_name(v) + "' and 'str'");
+  std::string s = v.s + "\n";
   // str.splitlines boundaries.
   std::vector<std::string> lines;
   {
@@ -482,6 +487,7 @@ Value f_upper(Interpreter& in, const Value& v, CallArgs& args) {
 }
 
 Value f_map(Interpreter& in, const Value& v, CallArgs& args) {
+  if (!truthy(v)) return Value::list({});  // Jinja2 does not even look at a falsy input
   std::vector<Value> out;
   const Value* attribute = nullptr;
   const Value* fallback = nullptr;
@@ -531,6 +537,7 @@ Value f_max(Interpreter& in, const Value& v, CallArgs& args) { return min_max(in
 Value f_min(Interpreter& in, const Value& v, CallArgs& args) { return min_max(in, v, args, false); }
 
 Value select_or_reject(Interpreter& in, const Value& v, CallArgs& args, bool select, bool by_attr) {
+  if (!truthy(v)) return Value::list({});  // Jinja2 does not even look at a falsy input
   size_t off = by_attr ? 1 : 0;
   if (by_attr && args.positional.empty()) throw_error("Missing parameter for attribute name");
   std::vector<Value> out;
@@ -865,12 +872,9 @@ bool t_upper(Interpreter&, const Value& v, CallArgs&) {
   std::string s = soft_str(v);
   return s == upper_str(s) && s != lower_str(s);
 }
-int64_t mod2(Interpreter& in, const Value& v) {
-  Value r = binary_op(in, ast::BinOp::Mod, v, Value::integer(2));
-  return r.kind == Kind::Float ? static_cast<int64_t>(r.f) : r.as_int();
-}
-bool t_odd(Interpreter& in, const Value& v, CallArgs&) { return mod2(in, v) == 1; }
-bool t_even(Interpreter& in, const Value& v, CallArgs&) { return mod2(in, v) == 0; }
+Value mod2(Interpreter& in, const Value& v) { return binary_op(in, ast::BinOp::Mod, v, Value::integer(2)); }
+bool t_odd(Interpreter& in, const Value& v, CallArgs&) { return py_equal(mod2(in, v), Value::integer(1)); }
+bool t_even(Interpreter& in, const Value& v, CallArgs&) { return py_equal(mod2(in, v), Value::integer(0)); }
 bool t_divisibleby(Interpreter& in, const Value& v, CallArgs& a) {
   Value r = binary_op(in, ast::BinOp::Mod, v, test_arg(a, "divisibleby"));
   return py_equal(r, Value::integer(0));

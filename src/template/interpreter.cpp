@@ -399,7 +399,7 @@ Value Interpreter::eval_slice(const Value& obj, const ast::Expr& sl, const Scope
     else
       bad = true;
   }
-  if (bad) return Value::undefined("slice indices must be integers or None");
+  if (bad) throw_error("slice indices must be integers or None or have an __index__ method");
   int64_t step = bounds[2].value_or(1);
   if (step == 0) throw_error("slice step cannot be zero");
   auto take = [&](int64_t length, auto&& push) {
@@ -430,7 +430,9 @@ Value Interpreter::eval_slice(const Value& obj, const ast::Expr& sl, const Scope
     charge_items(out.size());
     return obj.kind == Kind::List ? Value::list(std::move(out)) : Value::tuple(std::move(out));
   }
-  return Value::undefined("'" + type_name(obj) + "' object is not subscriptable");
+  // Jinja2 compiles a slice to a plain Python subscript (not its forgiving getitem), so this raises.
+  if (obj.kind == Kind::Dict) throw_error("unhashable type: 'slice'");
+  throw_error("'" + type_name(obj) + "' object is not subscriptable");
 }
 
 Value Interpreter::eval_inner(const ast::Expr& e, const ScopePtr& scope) {
@@ -715,7 +717,10 @@ bool contains(const Value& container, const Value& item) {
       for (const auto& x : container.items())
         if (py_equal(x, item)) return true;
       return false;
-    case Kind::Dict: return container.dict().find(item) != nullptr;
+    case Kind::Dict:
+      if (item.kind == Kind::List || item.kind == Kind::Dict || item.kind == Kind::Namespace)
+        throw_error("unhashable type: '" + type_name(item) + "'");
+      return container.dict().find(item) != nullptr;
     default: throw_error("argument of type '" + type_name(container) + "' is not iterable");
   }
 }
@@ -798,16 +803,18 @@ Value binary_op(Interpreter& in, ast::BinOp op, const Value& a, const Value& b) 
         return Value::string(repeat(in, a.s, b.as_int()));
       if (b.kind == Kind::String && (a.kind == Kind::Int || a.kind == Kind::Bool))
         return Value::string(repeat(in, b.s, a.as_int()));
-      if ((a.kind == Kind::List || a.kind == Kind::Tuple) && (b.kind == Kind::Int || b.kind == Kind::Bool)) {
-        int64_t n = std::max<int64_t>(0, b.as_int());
-        const auto& src = a.items();
+      if (((a.kind == Kind::List || a.kind == Kind::Tuple) && (b.kind == Kind::Int || b.kind == Kind::Bool)) ||
+          ((b.kind == Kind::List || b.kind == Kind::Tuple) && (a.kind == Kind::Int || a.kind == Kind::Bool))) {
+        const Value& seq = a.is_sequence() ? a : b;
+        int64_t n = std::max<int64_t>(0, (a.is_sequence() ? b : a).as_int());
+        const auto& src = seq.items();
         if (!src.empty() &&
             static_cast<uint64_t>(n) > static_cast<uint64_t>(in.limits().max_work) / (src.size() * sizeof(Value)))
           throw_error("template exceeded its work limit (list repetition too large)");
         in.charge_items(src.size() * static_cast<size_t>(n));
         std::vector<Value> items;
         for (int64_t k = 0; k < n; ++k) items.insert(items.end(), src.begin(), src.end());
-        return a.kind == Kind::List ? Value::list(std::move(items)) : Value::tuple(std::move(items));
+        return seq.kind == Kind::List ? Value::list(std::move(items)) : Value::tuple(std::move(items));
       }
       if (a.kind == Kind::String || a.kind == Kind::List || a.kind == Kind::Tuple)
         throw_error("can't multiply sequence by non-int of type '" + type_name(b) + "'");
@@ -821,8 +828,20 @@ Value binary_op(Interpreter& in, ast::BinOp op, const Value& a, const Value& b) 
     case BinOp::FloorDiv:
       if (!numeric) unsupported("//", a, b);
       if (as_float) {
-        if (b.as_double() == 0.0) throw_error("float floor division by zero");
-        return Value::number(std::floor(a.as_double() / b.as_double()));
+        // CPython's float_floor_div: floor((a - fmod(a, b)) / b), corrected, so 1 // 0.1 == 9.0.
+        double x = a.as_double(), y = b.as_double();
+        if (y == 0.0) throw_error("float floor division by zero");
+        double mod = std::fmod(x, y);
+        double div = (x - mod) / y;
+        if (mod != 0.0 && ((y < 0) != (mod < 0))) div -= 1.0;
+        double floordiv;
+        if (div != 0.0) {
+          floordiv = std::floor(div);
+          if (div - floordiv > 0.5) floordiv += 1.0;
+        } else {
+          floordiv = std::copysign(0.0, x / y);
+        }
+        return Value::number(floordiv);
       } else {
         int64_t x = a.as_int(), y = b.as_int();
         if (y == 0) throw_error("integer division or modulo by zero");
