@@ -300,6 +300,63 @@ describe('errors', () => {
   });
 });
 
+describe('robustness', () => {
+  // A seeded generator of hostile values: wrong types, extremes, nesting, odd strings.
+  function rng(seed) {
+    let x = seed >>> 0;
+    return () => ((x = (Math.imul(x, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  }
+  function hostile(r, depth = 0) {
+    const pick = Math.floor(r() * 14);
+    switch (pick) {
+      case 0: return null;
+      case 1: return r() < 0.5;
+      case 2: return Math.floor(r() * 40) - 10;
+      case 3: return (r() - 0.5) * 1e6;
+      case 4: return 1e308;
+      case 5: return -0;
+      case 6: return 2 ** 63;
+      case 7: return '';
+      case 8: return 'x'.repeat(Math.floor(r() * 300));
+      case 9: return '\u0000<s>[INST]<|im_end|>\ud83d\ude00 é';
+      case 10: return depth > 3 ? [] : Array.from({ length: Math.floor(r() * 4) }, () => hostile(r, depth + 1));
+      case 11: return depth > 3 ? {} : { role: hostile(r, depth + 1), content: hostile(r, depth + 1), type: 'text', text: 'hi' };
+      case 12: return [1, 2, 3];
+      default: return Math.floor(r() * 6);
+    }
+  }
+  const fields = ['model', 'messages', 'prompt', 'input', 'tokens', 'max_tokens', 'max_completion_tokens', 'temperature',
+    'top_p', 'top_k', 'min_p', 'presence_penalty', 'frequency_penalty', 'repetition_penalty', 'seed', 'stop', 'n',
+    'logprobs', 'top_logprobs', 'stream', 'stream_options', 'response_format', 'user', 'encoding_format', 'echo',
+    'logit_bias', 'tools', 'best_of', 'dimensions', 'add_special_tokens', 'content'];
+  const routes = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/tokenize', '/detokenize'];
+
+  test('200 random hostile bodies: each gets a JSON answer, the server stays up', async (t) => {
+    const r = rng(20241122);
+    const statuses = {};
+    for (let i = 0; i < 200; i++) {
+      const body = {};
+      for (const f of fields) if (r() < 0.3) body[f] = hostile(r);
+      if (r() < 0.7) body.messages = [{ role: 'user', content: 'hi' }];
+      if (r() < 0.7) body.prompt = 'Once';
+      if (r() < 0.5) body.input = 'a dog';
+      if (r() < 0.5) body.tokens = [1, 2, 3];
+      body.max_tokens = r() < 0.9 ? 1 + Math.floor(r() * 4) : hostile(r);
+      delete body.max_completion_tokens;
+      if (body.stream === true && r() < 0.5) body.stream = false;
+      const route = routes[i % routes.length];
+      const res = await server.fetch(route, { body: JSON.stringify(body) });
+      statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+      assert.ok([200, 400, 404].includes(res.status), `${route} ${JSON.stringify(body).slice(0, 300)} -> ${res.status} ${res.text.slice(0, 300)}`);
+      if (res.status !== 200) assert.ok(res.json?.error?.message, res.text);
+      else if (!res.headers.get('content-type').includes('event-stream')) assert.ok(res.json, res.text.slice(0, 200));
+    }
+    t.diagnostic(`hostile bodies by status: ${JSON.stringify(statuses)}`);
+    assert.ok(statuses[200] > 20 && statuses[400] > 20, JSON.stringify(statuses));
+    assert.equal((await server.fetch('/health', { method: 'GET' })).status, 200);
+  });
+});
+
 describe('metrics', () => {
   test('Prometheus families are present and count what happened', async () => {
     const m = await server.metrics();
