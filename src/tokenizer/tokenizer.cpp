@@ -23,7 +23,6 @@
 #include <array>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <unordered_map>
 #include <utility>
@@ -453,11 +452,18 @@ void Tokenizer::Impl::emit(std::string_view w, int32_t id, std::vector<int32_t>&
 void Tokenizer::Impl::bpe(std::string_view seg, std::vector<int32_t>& out, Workspace& ws) const {
   auto& sym = ws.symbols;
   auto& heap = ws.heap;
-  sym.clear();
   heap.clear();
-  for (size_t pos = 0; pos < seg.size();) {
-    Workspace::Symbol s{static_cast<int32_t>(sym.size()) - 1, static_cast<int32_t>(sym.size()) + 1,
-                        static_cast<uint32_t>(pos), 0, -1, false};
+  if (seg.empty()) return;
+  // Characters (or whole user-defined pieces), written in place: at most one symbol per byte.
+  sym.resize(seg.size());
+  size_t n_sym = 0;
+  for (size_t pos = 0; pos < seg.size(); ++n_sym) {
+    Workspace::Symbol& s = sym[n_sym];
+    s.prev = static_cast<int32_t>(n_sym) - 1;
+    s.next = static_cast<int32_t>(n_sym) + 1;
+    s.begin = static_cast<uint32_t>(pos);
+    s.id = -1;
+    s.frozen = false;
     if (!user_defined.empty()) {
       const auto [len, id] = user_defined.longest(seg.substr(pos));
       if (len > 0) {
@@ -468,9 +474,8 @@ void Tokenizer::Impl::bpe(std::string_view seg, std::vector<int32_t>& out, Works
     }
     if (!s.frozen) s.len = static_cast<uint32_t>(std::min(seg.size() - pos, utf8::lead_length(static_cast<uint8_t>(seg[pos]))));
     pos += s.len;
-    sym.push_back(s);
   }
-  if (sym.empty()) return;
+  sym.resize(n_sym);
   sym.back().next = -1;
 
   auto worse = [](const Workspace::Candidate& a, const Workspace::Candidate& b) { return a.key < b.key; };
