@@ -1,0 +1,387 @@
+// bench.cpp: `moe bench [MODEL] [-t N] [-p 512] [-n 128] [--batch 1,4,8,16] [--reps 5] [--json]`: how fast
+// this machine runs a model, next to how fast it could (the decode roofline).
+//
+// What one repetition measures (all through Model::forward, the path the engine uses; no tokenizer, no
+// HTTP; next tokens picked by argmax of the logits, so sampling cost is included as in a real decode):
+//  - pp: one sequence's prompt of -p random valid token ids in one batched forward (chunked at 512
+//    tokens, like the engine's max_num_batched_tokens), logits for the last token only;
+//  - ttft: the prompt pass plus the argmax that picks the first generated token;
+//  - tg: -n more forward passes of one token each after the prompt, each followed by its argmax;
+//  - with --batch B1,B2..: B sequences, each prefilled with --batch-prompt (128) random tokens in one
+//    batch, then --batch-gen (32) steps that each decode one token for all B sequences together;
+//    aggregate tokens/s = B * steps / time of the steps (llama-batched-bench's S_TG with pp128, tg32).
+// Each figure is the median of --reps repetitions, with min and max. Before the timed repetitions an
+// untimed warm-up pass touches every expert, so page faults on the memory-mapped weights are not timed.
+//
+// The roofline: decode reads every active weight byte once per token, so tokens/s cannot exceed the
+// machine's read bandwidth (util/bandwidth.h, measured with the model's own thread pool, after the
+// model runs so its buffer does not count in peak RSS) divided by the active weight bytes per token:
+// all tensors but the token embedding (one row of it is read) and the unused experts (a token runs
+// expert_used of n_expert), from the tensors' byte sizes in the file. An output head tied to the
+// embedding is read whole.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli/command.h"
+#include "gguf/gguf.h"
+#include "kv/cache.h"
+#include "model/model.h"
+#include "util/bandwidth.h"
+#include "util/checked.h"
+#include "util/cpu.h"
+#include "util/error.h"
+
+namespace moe::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct BenchOpts {
+  std::string model;
+  int threads = 0;
+  int64_t n_prompt = 512;
+  int64_t n_gen = 128;
+  std::vector<int64_t> batches;
+  int64_t batch_prompt = 128;
+  int64_t batch_gen = 32;
+  int reps = 5;
+  bool json = false;
+  std::string kv_type = "f16";
+  uint64_t seed = 42;
+};
+
+// Limits that keep a mistyped flag from asking for unbounded memory or time.
+constexpr int64_t kMaxTokens = 1 << 20;  // per sequence, prompt + generated
+constexpr int64_t kMaxBatch = 4096;
+constexpr int kMaxReps = 1000;
+
+// Weight bytes one decoded token reads (see the file comment).
+struct ActiveBytes {
+  double total = 0;
+  uint64_t experts_all = 0;   // every expert tensor's bytes
+  double experts_used = 0;    // the share a token runs
+  uint64_t other = 0;         // attention, norms, routers, output norm and head
+  uint64_t embedding_row = 0;
+};
+
+ActiveBytes active_bytes_per_token(const model::Model& m) {
+  const model::HParams& hp = m.hparams();
+  const model::Weights& w = m.weights();
+  uint64_t all = 0;
+  for (const auto& t : m.file().tensors()) all = checked_add(all, t.n_bytes, "model bytes");
+  ActiveBytes a;
+  if (hp.is_moe())
+    for (const auto& L : w.layers)
+      for (const auto* group : {&L.ffn_gate, &L.ffn_up, &L.ffn_down})
+        for (const auto& e : *group) a.experts_all += e.matrix_bytes;
+  const uint64_t embedding = w.output_tied ? 0 : w.token_embd.matrix_bytes;
+  a.embedding_row = w.output_tied ? 0 : w.token_embd.row_bytes;
+  a.other = all - a.experts_all - embedding;
+  const double used = hp.is_moe() ? static_cast<double>(hp.n_expert_used) / static_cast<double>(hp.n_expert) : 1.0;
+  a.experts_used = used * static_cast<double>(a.experts_all);
+  a.total = static_cast<double>(a.other) + a.experts_used + static_cast<double>(a.embedding_row);
+  return a;
+}
+
+// Peak resident set size of this process: VmHWM from /proc, else getrusage.
+uint64_t peak_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) {
+      std::istringstream in(line.substr(6));
+      uint64_t kb = 0;
+      if (in >> kb) return kb * 1024;
+    }
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return static_cast<uint64_t>(ru.ru_maxrss) * 1024;
+}
+
+// Greedy choice over one row of logits (ties to the lower id).
+int32_t argmax(const float* logits, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (logits[i] > logits[best]) best = i;
+  return static_cast<int32_t>(best);
+}
+
+struct Stat {
+  double median = 0, min = 0, max = 0;
+};
+Stat summarize(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t mid = v.size() / 2;
+  return {v.size() % 2 ? v[mid] : 0.5 * (v[mid - 1] + v[mid]), v.front(), v.back()};
+}
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+class Runner {
+ public:
+  Runner(model::Model& m, kv::Cache& cache, uint64_t seed) : m_(m), cache_(cache), rng_(seed) {
+    const int64_t v = m.hparams().n_vocab;
+    // Skip the usual control ids (unk, bos, eos) when the vocabulary is large enough to have others.
+    lo_ = v > 3 ? 3 : 0;
+    hi_ = v - 1;
+  }
+
+  int32_t random_token() { return std::uniform_int_distribution<int32_t>(static_cast<int32_t>(lo_), static_cast<int32_t>(hi_))(rng_); }
+
+  struct Single {
+    double pp_tokens_per_s, ttft_s, tg_tokens_per_s;
+  };
+  // One sequence: prompt of n_prompt tokens in one forward, then n_gen single-token steps.
+  Single single(int64_t n_prompt, int64_t n_gen) {
+    cache_.clear();
+    batch_.clear();
+    for (int64_t i = 0; i < n_prompt; ++i) batch_.add(random_token(), static_cast<int32_t>(i), 0, i + 1 == n_prompt);
+    const int64_t vocab = m_.hparams().n_vocab;
+    const auto t0 = Clock::now();
+    m_.forward(batch_, cache_, res_);
+    const double t_prompt = seconds_since(t0);
+    int32_t next = argmax(res_.logits.data(), vocab);
+    const double t_first = seconds_since(t0);
+    const auto t1 = Clock::now();
+    for (int64_t i = 0; i < n_gen; ++i) {
+      batch_.clear();
+      batch_.add(next, static_cast<int32_t>(n_prompt + i), 0, true);
+      m_.forward(batch_, cache_, res_);
+      next = argmax(res_.logits.data(), vocab);
+    }
+    const double t_gen = seconds_since(t1);
+    return {static_cast<double>(n_prompt) / t_prompt, t_first, static_cast<double>(n_gen) / t_gen};
+  }
+
+  struct Batched {
+    double prefill_tokens_per_s, aggregate_tokens_per_s;
+  };
+  // n_seq sequences: all prompts in one batch (the model chunks it), then n_gen steps of one token for
+  // every sequence.
+  Batched batched(int64_t n_seq, int64_t n_prompt, int64_t n_gen) {
+    cache_.clear();
+    batch_.clear();
+    for (int64_t s = 0; s < n_seq; ++s)
+      for (int64_t i = 0; i < n_prompt; ++i)
+        batch_.add(random_token(), static_cast<int32_t>(i), static_cast<int32_t>(s), i + 1 == n_prompt);
+    const int64_t vocab = m_.hparams().n_vocab;
+    const auto t0 = Clock::now();
+    m_.forward(batch_, cache_, res_);
+    std::vector<int32_t> next(static_cast<size_t>(n_seq));
+    for (int64_t s = 0; s < n_seq; ++s) next[s] = argmax(res_.logits.data() + s * vocab, vocab);
+    const double t_prefill = seconds_since(t0);
+    const auto t1 = Clock::now();
+    for (int64_t step = 0; step < n_gen; ++step) {
+      batch_.clear();
+      for (int64_t s = 0; s < n_seq; ++s) batch_.add(next[s], static_cast<int32_t>(n_prompt + step), static_cast<int32_t>(s), true);
+      m_.forward(batch_, cache_, res_);
+      for (int64_t s = 0; s < n_seq; ++s) next[s] = argmax(res_.logits.data() + s * vocab, vocab);
+    }
+    const double t_gen = seconds_since(t1);
+    return {static_cast<double>(n_seq * n_prompt) / t_prefill, static_cast<double>(n_seq * n_gen) / t_gen};
+  }
+
+ private:
+  model::Model& m_;
+  kv::Cache& cache_;
+  std::mt19937_64 rng_;
+  int64_t lo_ = 0, hi_ = 0;
+  model::Batch batch_;
+  model::ForwardResult res_;
+};
+
+std::string gb(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f GB", bytes / 1e9);
+  return buf;
+}
+
+std::string rate(const Stat& s) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%10.2f %10.2f %10.2f", s.median, s.min, s.max);
+  return buf;
+}
+
+void put_stat(nlohmann::json& j, const std::string& key, const Stat& s) {
+  j[key] = s.median;
+  j[key + "_min"] = s.min;
+  j[key + "_max"] = s.max;
+}
+
+void validate(const BenchOpts& o) {
+  if (o.threads < 0) fail("-t must be >= 0 (0: physical cores), got ", o.threads);
+  if (o.n_prompt < 1 || o.n_prompt > kMaxTokens) fail("-p must be in [1, ", kMaxTokens, "], got ", o.n_prompt);
+  if (o.n_gen < 1 || o.n_gen > kMaxTokens) fail("-n must be in [1, ", kMaxTokens, "], got ", o.n_gen);
+  if (o.n_prompt + o.n_gen > kMaxTokens) fail("-p + -n must be at most ", kMaxTokens, " tokens");
+  if (o.reps < 1 || o.reps > kMaxReps) fail("--reps must be in [1, ", kMaxReps, "], got ", o.reps);
+  for (int64_t b : o.batches)
+    if (b < 1 || b > kMaxBatch) fail("--batch sizes must be in [1, ", kMaxBatch, "], got ", b);
+  if (o.batch_prompt < 1 || o.batch_prompt > kMaxTokens)
+    fail("--batch-prompt must be in [1, ", kMaxTokens, "], got ", o.batch_prompt);
+  if (o.batch_gen < 1 || o.batch_gen > kMaxTokens) fail("--batch-gen must be in [1, ", kMaxTokens, "], got ", o.batch_gen);
+  if (o.batch_prompt + o.batch_gen > kMaxTokens) fail("--batch-prompt + --batch-gen must be at most ", kMaxTokens, " tokens");
+}
+
+int run_bench(const BenchOpts& o) {
+  validate(o);
+  auto kv_type = kv::parse_kv_type(o.kv_type);
+  if (!kv_type) fail("unknown --kv-cache-dtype '", o.kv_type, "' (f32, f16, bf16, q8_0)");
+
+  const std::string path = model_or_default(o.model);
+  model::ModelOptions mo;
+  mo.n_threads = o.threads;
+  mo.max_batch_tokens = 512;  // the engine's default max_num_batched_tokens: prompts run in such chunks
+  std::unique_ptr<model::Model> m = model::Model::load(path, mo);
+  const model::HParams& hp = m->hparams();
+  const ActiveBytes active = active_bytes_per_token(*m);
+
+  // One KV pool large enough for the single sequence and for the largest batch.
+  int64_t blocks = kv::Cache::blocks_for_tokens(o.n_prompt + o.n_gen);
+  const int64_t max_batch = o.batches.empty() ? 0 : *std::max_element(o.batches.begin(), o.batches.end());
+  if (max_batch > 0)
+    blocks = std::max<int64_t>(
+        blocks, static_cast<int64_t>(checked_mul(static_cast<uint64_t>(max_batch),
+                                                 static_cast<uint64_t>(kv::Cache::blocks_for_tokens(o.batch_prompt + o.batch_gen)),
+                                                 "KV blocks for --batch")));
+  const kv::Geometry geom = m->kv_geometry(*kv_type);
+  checked_mul(static_cast<uint64_t>(blocks), kv::Cache::bytes_per_block(geom), "KV cache bytes");
+  kv::Cache cache(geom, blocks);
+  Runner runner(*m, cache, o.seed);
+
+  // Warm-up (untimed): enough tokens that every expert of every layer is routed to and paged in.
+  runner.single(std::min<int64_t>(o.n_prompt, 64), 2);
+  if (max_batch > 0) runner.batched(std::min<int64_t>(max_batch, 2), std::min<int64_t>(o.batch_prompt, 16), 2);
+
+  std::vector<double> pp, ttft, tg;
+  std::vector<std::vector<double>> agg(o.batches.size()), prefill(o.batches.size());
+  for (int rep = 0; rep < o.reps; ++rep) {
+    const Runner::Single s = runner.single(o.n_prompt, o.n_gen);
+    pp.push_back(s.pp_tokens_per_s);
+    ttft.push_back(s.ttft_s * 1e3);
+    tg.push_back(s.tg_tokens_per_s);
+    if (!o.json)
+      std::fprintf(stderr, "rep %d/%d: pp%lld %.2f t/s, tg%lld %.2f t/s", rep + 1, o.reps, (long long)o.n_prompt,
+                   s.pp_tokens_per_s, (long long)o.n_gen, s.tg_tokens_per_s);
+    for (size_t i = 0; i < o.batches.size(); ++i) {
+      const Runner::Batched b = runner.batched(o.batches[i], o.batch_prompt, o.batch_gen);
+      agg[i].push_back(b.aggregate_tokens_per_s);
+      prefill[i].push_back(b.prefill_tokens_per_s);
+      if (!o.json) std::fprintf(stderr, ", B=%lld %.2f t/s", (long long)o.batches[i], b.aggregate_tokens_per_s);
+    }
+    if (!o.json) std::fprintf(stderr, "\n");
+  }
+  const uint64_t rss = peak_rss_bytes();  // before the bandwidth buffer exists
+
+  BandwidthResult bw = measure_read_bandwidth(m->pool());
+  const double roofline = bw.best_bytes_per_s / active.total;
+  const Stat pp_s = summarize(pp), ttft_s = summarize(ttft), tg_s = summarize(tg);
+  const double fraction = tg_s.median / roofline;
+  const int n_threads = m->pool().size();
+
+  if (o.json) {
+    nlohmann::json j;
+    j["model"] = path;
+    j["file_bytes"] = m->file().file_size();
+    j["threads"] = n_threads;
+    j["isa"] = isa_name(active_isa());
+    j["kv_cache_dtype"] = kv::kv_type_name(*kv_type);
+    j["reps"] = o.reps;
+    j["n_prompt"] = o.n_prompt;
+    j["n_gen"] = o.n_gen;
+    put_stat(j, "pp_tokens_per_s", pp_s);
+    put_stat(j, "tg_tokens_per_s", tg_s);
+    put_stat(j, "ttft_ms", ttft_s);
+    j["peak_rss_bytes"] = rss;
+    j["active_bytes_per_token"] = active.total;
+    j["expert_bytes"] = active.experts_all;
+    j["bandwidth_bytes_per_s"] = bw.best_bytes_per_s;
+    j["bandwidth_median_bytes_per_s"] = bw.median_bytes_per_s;
+    j["bandwidth_checksum"] = bw.checksum;
+    j["last_level_cache_bytes"] = last_level_cache_bytes();
+    j["roofline_tokens_per_s"] = roofline;
+    j["roofline_fraction"] = fraction;
+    std::printf("%s\n", j.dump().c_str());
+    for (size_t i = 0; i < o.batches.size(); ++i) {
+      nlohmann::json b;
+      b["batch"] = o.batches[i];
+      b["prompt_tokens"] = o.batch_prompt;
+      b["gen_tokens"] = o.batch_gen;
+      b["reps"] = o.reps;
+      const Stat a = summarize(agg[i]);
+      put_stat(b, "aggregate_tokens_per_s", a);
+      b["per_sequence_tokens_per_s"] = a.median / static_cast<double>(o.batches[i]);
+      put_stat(b, "prefill_tokens_per_s", summarize(prefill[i]));
+      std::printf("%s\n", b.dump().c_str());
+    }
+    return 0;
+  }
+
+  std::printf("model:     %s (%s file; %lld layers", path.c_str(), gb(static_cast<double>(m->file().file_size())).c_str(),
+              (long long)hp.n_layer);
+  if (hp.is_moe()) std::printf(", %lld experts, %lld used", (long long)hp.n_expert, (long long)hp.n_expert_used);
+  std::printf(")\n");
+  std::printf("setup:     %d threads, %s kernels, KV %s, median of %d reps (min, max)\n", n_threads,
+              isa_name(active_isa()), kv::kv_type_name(*kv_type), o.reps);
+  std::printf("active weight bytes per token: %s (other %s + experts %s of %s)\n", gb(active.total).c_str(),
+              gb(static_cast<double>(active.other + active.embedding_row)).c_str(), gb(active.experts_used).c_str(),
+              gb(static_cast<double>(active.experts_all)).c_str());
+  std::printf("read bandwidth:                %.2f GB/s (best of %d passes over %llu MiB, %d threads; median %.2f)\n",
+              bw.best_bytes_per_s / 1e9, bw.passes, (unsigned long long)(bw.buffer_bytes >> 20), bw.n_threads,
+              bw.median_bytes_per_s / 1e9);
+  std::printf("decode roofline:               %.2f tokens/s\n", roofline);
+  const uint64_t llc = last_level_cache_bytes();
+  if (llc > 0 && static_cast<double>(llc) >= 2 * active.total)
+    std::printf("(the active weights fit in the %llu MiB last-level cache: the DRAM roofline does not bound this model)\n",
+                (unsigned long long)(llc >> 20));
+  std::printf("\n");
+  std::printf("%-22s %10s %10s %10s\n", "test", "median", "min", "max");
+  std::printf("%-22s %s\n", cat("pp", o.n_prompt, " (tokens/s)").c_str(), rate(pp_s).c_str());
+  std::printf("%-22s %s   %.0f %% of roofline\n", cat("tg", o.n_gen, " (tokens/s)").c_str(), rate(tg_s).c_str(),
+              100 * fraction);
+  std::printf("%-22s %s\n", "ttft (ms)", rate(ttft_s).c_str());
+  std::printf("%-22s %10.3f GB\n", "peak RSS", static_cast<double>(rss) / 1e9);
+  if (!o.batches.empty()) {
+    std::printf("\nbatched decode: B sequences, each prefilled with %lld tokens, then %lld steps together\n",
+                (long long)o.batch_prompt, (long long)o.batch_gen);
+    std::printf("%6s %12s %10s %10s %14s %14s\n", "B", "aggregate", "min", "max", "per sequence", "prefill t/s");
+    for (size_t i = 0; i < o.batches.size(); ++i) {
+      const Stat a = summarize(agg[i]), p = summarize(prefill[i]);
+      std::printf("%6lld %12.2f %10.2f %10.2f %14.2f %14.2f\n", (long long)o.batches[i], a.median, a.min, a.max,
+                  a.median / static_cast<double>(o.batches[i]), p.median);
+    }
+  }
+  return 0;
+}
+
+const Registrar reg("bench", "Measure prompt, decode and batched-decode speed against the memory-bandwidth roofline",
+                    [](CLI::App& sub) {
+  auto o = std::make_shared<BenchOpts>();
+  sub.add_option("model", o->model, "GGUF model file (default: the bundled model)");
+  sub.add_option("-t,--threads", o->threads, "threads (0: physical cores)")->capture_default_str();
+  sub.add_option("-p,--n-prompt", o->n_prompt, "prompt tokens (one sequence, one batched pass)")->capture_default_str();
+  sub.add_option("-n,--n-gen", o->n_gen, "tokens decoded one at a time after the prompt")->capture_default_str();
+  sub.add_option("--batch", o->batches, "batched decode with these numbers of sequences, e.g. 1,4,8,16")
+      ->delimiter(',');
+  sub.add_option("--batch-prompt", o->batch_prompt, "prompt tokens of each sequence in batched decode")
+      ->capture_default_str();
+  sub.add_option("--batch-gen", o->batch_gen, "batched decode steps (one token per sequence each)")->capture_default_str();
+  sub.add_option("--reps", o->reps, "repetitions (the median is reported)")->capture_default_str();
+  sub.add_flag("--json", o->json, "one JSON object per line instead of the table");
+  sub.add_option("--kv-cache-dtype", o->kv_type, "KV cache element type: f16, bf16, q8_0, f32")->capture_default_str();
+  sub.add_option("--seed", o->seed, "seed of the random prompt tokens")->capture_default_str();
+  return [o] { return run_bench(*o); };
+});
+
+}  // namespace
+}  // namespace moe::cli

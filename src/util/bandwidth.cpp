@@ -1,0 +1,142 @@
+// bandwidth.cpp: memory read bandwidth measurement (see bandwidth.h). The buffer is first written by the
+// threads that will read it (so each page is touched by its reader), then read once untimed, then timed
+// passes. Work is handed out in chunks of 4 MiB so a thread delayed by another process does not hold a
+// whole pass back; the best pass is the machine's ceiling.
+#include "util/bandwidth.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "util/error.h"
+
+namespace moe {
+
+namespace detail {
+
+uint64_t sum_words_scalar(const uint64_t* words, size_t n_words) {
+  // Four independent sums so that the additions do not serialise; the compiler vectorises this with
+  // the baseline's SSE2 as well.
+  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  size_t i = 0;
+  for (; i + 4 <= n_words; i += 4) {
+    s0 += words[i];
+    s1 += words[i + 1];
+    s2 += words[i + 2];
+    s3 += words[i + 3];
+  }
+  for (; i < n_words; ++i) s0 += words[i];
+  return s0 + s1 + s2 + s3;
+}
+
+}  // namespace detail
+
+uint64_t sum_words(const uint64_t* words, size_t n_words, Isa isa) {
+  if (isa > detected_isa()) isa = detected_isa();
+  switch (isa) {
+    case Isa::AVX512: return detail::sum_words_avx512(words, n_words);
+    case Isa::AVX2: return detail::sum_words_avx2(words, n_words);
+    case Isa::Scalar: break;
+  }
+  return detail::sum_words_scalar(words, n_words);
+}
+
+uint64_t last_level_cache_bytes() {
+  uint64_t best = 0;
+  int best_level = 0;
+  for (int index = 0; index < 16; ++index) {
+    const std::string dir = cat("/sys/devices/system/cpu/cpu0/cache/index", index, "/");
+    std::ifstream level_in(dir + "level"), type_in(dir + "type"), size_in(dir + "size");
+    if (!level_in || !size_in) break;
+    int level = 0;
+    std::string type, size;
+    level_in >> level;
+    type_in >> type;
+    size_in >> size;
+    if (type == "Instruction" || size.empty()) continue;
+    // "32768K", "1M" or plain bytes.
+    char* end = nullptr;
+    const unsigned long long value = std::strtoull(size.c_str(), &end, 10);
+    uint64_t bytes = value;
+    if (*end == 'K') bytes = value << 10;
+    else if (*end == 'M') bytes = value << 20;
+    else if (*end == 'G') bytes = value << 30;
+    if (level > best_level || (level == best_level && bytes > best)) {
+      best_level = level;
+      best = bytes;
+    }
+  }
+  return best;
+}
+
+uint64_t default_bandwidth_buffer_bytes() {
+  constexpr uint64_t kMin = 256ull << 20, kMax = 1ull << 30;
+  return std::clamp<uint64_t>(8 * last_level_cache_bytes(), kMin, kMax);
+}
+
+BandwidthResult measure_read_bandwidth(ThreadPool& pool, const BandwidthOptions& options) {
+  const int n_threads = pool.size();
+  const uint64_t bytes = options.buffer_bytes ? options.buffer_bytes : default_bandwidth_buffer_bytes();
+  if (bytes < 4096ull * static_cast<uint64_t>(n_threads) || bytes > (64ull << 30))
+    fail("bandwidth buffer of ", bytes, " bytes is outside [4 KiB per thread, 64 GiB]");
+  if (options.passes < 1 || options.passes > 1000) fail("bandwidth passes ", options.passes, " outside [1, 1000]");
+
+  constexpr size_t kAlign = 4096;
+  const size_t n_words = static_cast<size_t>(bytes / 8);
+  const size_t alloc_bytes = (n_words * 8 + kAlign - 1) / kAlign * kAlign;
+  std::unique_ptr<uint64_t, decltype(&std::free)> buffer(static_cast<uint64_t*>(std::aligned_alloc(kAlign, alloc_bytes)),
+                                                         &std::free);
+  if (!buffer) fail("cannot allocate ", alloc_bytes, " bytes for the bandwidth measurement");
+  uint64_t* words = buffer.get();
+
+  // 4 MiB chunks (at least one per thread, so small test buffers still split).
+  constexpr size_t kChunkWords = (4u << 20) / 8;
+  const size_t n_chunks = std::max<size_t>((n_words + kChunkWords - 1) / kChunkWords, static_cast<size_t>(n_threads));
+  const size_t chunk_words = (n_words + n_chunks - 1) / n_chunks;
+  auto chunk_range = [&](int64_t chunk) {
+    const size_t begin = std::min(n_words, static_cast<size_t>(chunk) * chunk_words);
+    return std::pair{begin, std::min(n_words, begin + chunk_words)};
+  };
+
+  // Word i holds i (so the checksum is checkable: passes * n(n-1)/2 mod 2^64).
+  pool.run(static_cast<int64_t>(n_chunks), [&](int64_t chunk, int) {
+    auto [begin, end] = chunk_range(chunk);
+    for (size_t i = begin; i < end; ++i) words[i] = i;
+  });
+
+  const Isa isa = active_isa();
+  struct alignas(64) Partial { uint64_t sum = 0; };
+  std::vector<Partial> partial(static_cast<size_t>(n_threads));
+  auto read_pass = [&] {
+    pool.run(static_cast<int64_t>(n_chunks), [&](int64_t chunk, int thread) {
+      auto [begin, end] = chunk_range(chunk);
+      partial[static_cast<size_t>(thread)].sum += sum_words(words + begin, end - begin, isa);
+    });
+  };
+  read_pass();  // warm-up: TLB, pool threads awake
+  for (auto& p : partial) p.sum = 0;
+
+  std::vector<double> rates;
+  for (int pass = 0; pass < options.passes; ++pass) {
+    const auto t0 = std::chrono::steady_clock::now();
+    read_pass();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    rates.push_back(static_cast<double>(n_words * 8) / std::max(secs, 1e-9));
+  }
+  BandwidthResult r;
+  for (const auto& p : partial) r.checksum += p.sum;
+  std::sort(rates.begin(), rates.end());
+  r.best_bytes_per_s = rates.back();
+  const size_t mid = rates.size() / 2;
+  r.median_bytes_per_s = rates.size() % 2 ? rates[mid] : 0.5 * (rates[mid - 1] + rates[mid]);
+  r.buffer_bytes = n_words * 8;
+  r.n_threads = n_threads;
+  r.passes = options.passes;
+  return r;
+}
+
+}  // namespace moe

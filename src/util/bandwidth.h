@@ -1,0 +1,51 @@
+// bandwidth.h: the machine's memory READ bandwidth, measured. Decode speed is bounded by how fast the
+// active weights stream from DRAM, so `moe bench` divides this by the active weight bytes per token to
+// get the roofline. The measurement streams a buffer several times larger than the last-level cache
+// with wide loads on every thread of a pool (each thread its own contiguous slice, as the matmul splits
+// weight rows), reduces what it read into a checksum that is returned (so no load can be dropped), and
+// keeps the best of several passes: the figure is the machine's ceiling, not its typical weather.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "util/cpu.h"
+#include "util/thread_pool.h"
+
+namespace moe {
+
+struct BandwidthOptions {
+  uint64_t buffer_bytes = 0;  // 0: default_bandwidth_buffer_bytes()
+  int passes = 8;             // timed passes over the whole buffer (after one untimed warm-up pass)
+};
+
+struct BandwidthResult {
+  double best_bytes_per_s = 0;    // the fastest pass
+  double median_bytes_per_s = 0;  // the median pass
+  uint64_t buffer_bytes = 0;      // bytes read per pass
+  int n_threads = 0;
+  int passes = 0;
+  uint64_t checksum = 0;          // sum of every 64-bit word read, all passes (keeps the loads alive)
+};
+
+// Size of the last-level data cache of CPU 0 from /sys (bytes), or 0 when it cannot be read.
+uint64_t last_level_cache_bytes();
+
+// 8x the last-level cache, at least 256 MiB and at most 1 GiB: large enough that the caches hold a
+// negligible part of it.
+uint64_t default_bandwidth_buffer_bytes();
+
+// Measures with all of pool's threads. Throws moe::Error when the buffer cannot be allocated or the
+// options are out of range (buffer < 4 KiB per thread or > 64 GiB, passes outside [1, 1000]).
+BandwidthResult measure_read_bandwidth(ThreadPool& pool, const BandwidthOptions& options = {});
+
+// The streaming kernel: the sum (mod 2^64) of n_words 64-bit words, read with the widest loads of
+// `isa` (capped at what the CPU has). Exposed for tests: every ISA must give the same sum.
+uint64_t sum_words(const uint64_t* words, size_t n_words, Isa isa = active_isa());
+
+namespace detail {
+uint64_t sum_words_scalar(const uint64_t* words, size_t n_words);
+uint64_t sum_words_avx2(const uint64_t* words, size_t n_words);
+uint64_t sum_words_avx512(const uint64_t* words, size_t n_words);
+}  // namespace detail
+
+}  // namespace moe
