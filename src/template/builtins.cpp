@@ -1023,6 +1023,14 @@ TestFn find_test(const std::string& name) {
   return it == tests().end() ? nullptr : it->second;
 }
 
+int test_arity(const std::string& name) {
+  static const char* const one_argument[] = {"divisibleby", "eq", "equalto", "==", "ne", "!=", "lt", "<", "le", "<=",
+                                             "gt", ">", "ge", ">=", "greaterthan", "lessthan", "in", "sameas"};
+  for (const char* n : one_argument)
+    if (name == n) return 1;
+  return 0;
+}
+
 void install_globals(Scope& scope) {
   scope.vars["range"] = make_function("range", g_range);
   scope.vars["dict"] = make_function("dict", g_dict);

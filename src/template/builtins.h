@@ -18,6 +18,7 @@ using TestFn = bool (*)(Interpreter&, const Value& value, CallArgs& args);
 
 FilterFn find_filter(const std::string& name);
 TestFn find_test(const std::string& name);
+int test_arity(const std::string& name);  // arguments a test takes besides its subject (0 or 1)
 
 // The bound method `obj.name` of a str, dict, list or tuple; nullopt when the type has no such method.
 // A method the sandbox refuses (list.append, dict.update, ...) gives an Undefined whose use raises

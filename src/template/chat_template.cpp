@@ -12,6 +12,77 @@
 
 namespace moe::tmpl {
 
+namespace {
+
+using detail::ast::Expr;
+using detail::ast::ExprKind;
+using detail::ast::Stmt;
+using detail::ast::StmtKind;
+
+// Jinja2 rejects an unknown filter or test when it compiles the template, unless the use sits inside
+// an if-statement or an inline if ("soft" frames: there it fails only if that branch runs). A loop,
+// macro, call, filter, set or with body starts a new frame that is not soft again.
+void check_expr(const Expr* e, bool soft) {
+  if (!e) return;
+  if (!soft) {
+    if (e->kind == ExprKind::Filter && !detail::find_filter(e->name))
+      throw detail::TemplateError{"No filter named '" + e->name + "'.", e->line};
+    if (e->kind == ExprKind::Test && !detail::find_test(e->name))
+      throw detail::TemplateError{"No test named '" + e->name + "'.", e->line};
+  }
+  const bool inner_soft = soft || e->kind == ExprKind::CondExpr;
+  check_expr(e->a.get(), inner_soft);
+  check_expr(e->b.get(), inner_soft);
+  check_expr(e->c.get(), inner_soft);
+  check_expr(e->dyn_args.get(), inner_soft);
+  check_expr(e->dyn_kwargs.get(), inner_soft);
+  for (const auto& item : e->items) check_expr(item.get(), inner_soft);
+  for (const auto& kw : e->kwargs) check_expr(kw.second.get(), inner_soft);
+}
+
+void check_body(const detail::ast::Body& body, bool soft);
+
+void check_stmt(const Stmt& s, bool soft) {
+  switch (s.kind) {
+    case StmtKind::If:
+      for (const auto& [test, body] : s.branches) {
+        check_expr(test.get(), true);
+        check_body(body, true);
+      }
+      check_body(s.else_body, true);
+      return;
+    case StmtKind::For:
+      check_expr(s.expr.get(), soft);
+      check_expr(s.test.get(), false);
+      check_body(s.body, false);
+      check_body(s.else_body, false);
+      return;
+    case StmtKind::Macro:
+    case StmtKind::CallBlock:
+      for (const auto& d : s.defaults) check_expr(d.get(), false);
+      check_expr(s.expr.get(), soft);
+      check_body(s.body, false);
+      return;
+    case StmtKind::With:
+      for (const auto& a : s.assignments) check_expr(a.second.get(), soft);
+      check_body(s.body, false);
+      return;
+    case StmtKind::SetBlock:
+    case StmtKind::FilterBlock:
+      check_expr(s.filter.get(), soft);
+      check_body(s.body, false);
+      return;
+    case StmtKind::Scope: check_body(s.body, false); return;
+    default: check_expr(s.expr.get(), soft); return;
+  }
+}
+
+void check_body(const detail::ast::Body& body, bool soft) {
+  for (const auto& s : body) check_stmt(*s, soft);
+}
+
+}  // namespace
+
 struct ChatTemplate::Impl {
   detail::ast::Body body;
   Limits limits;
@@ -21,6 +92,7 @@ ChatTemplate::ChatTemplate(const std::string& source, const Limits& limits) : im
   impl_->limits = limits;
   try {
     impl_->body = detail::ast::parse(source);
+    check_body(impl_->body, false);
   } catch (const detail::TemplateError& e) {
     fail("chat template syntax error at line ", e.line, ": ", e.message);
   }

@@ -672,6 +672,11 @@ Value Interpreter::call_filter(const std::string& name, const Value& input, Call
 bool Interpreter::call_test(const std::string& name, const Value& value, CallArgs& args) {
   TestFn t = find_test(name);
   if (!t) throw_error("No test named '" + name + "'.");
+  const size_t given = args.positional.size() + args.keyword.size();
+  const int arity = test_arity(name);
+  if (given != static_cast<size_t>(arity))
+    throw_error("test '" + name + "' takes " + std::to_string(arity) + " argument(s), " + std::to_string(given) +
+                " given");
   return t(*this, value, args);
 }
 

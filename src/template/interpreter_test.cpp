@@ -162,6 +162,19 @@ TEST(Interpreter, ErrorsNameTheLine) {
   EXPECT_EQ(error_of("\n\n{{ raise_exception('Roles must alternate') }}"), "Roles must alternate");
 }
 
+TEST(Interpreter, UnknownFiltersFailAtParseTimeOutsideConditionals) {
+  // As Jinja2 3.x: a compile error, except inside an if (or inline if), where only running it fails.
+  EXPECT_THROW(ChatTemplate("{% macro m() %}{{ x|nosuch }}{% endmacro %}"), Error);
+  EXPECT_THROW(ChatTemplate("{% for i in [] %}{{ i is nosuch }}{% endfor %}"), Error);
+  EXPECT_EQ(render("{% if false %}{{ x|nosuch }}{% endif %}ok"), "ok");
+  EXPECT_EQ(render("{{ 'ok' if true else x|nosuch }}"), "ok");
+  EXPECT_NE(error_of("{% if true %}{{ x|nosuch }}{% endif %}").find("No filter named 'nosuch'"), std::string::npos);
+  // Tests check their argument count.
+  EXPECT_NE(error_of("{{ [{'r': 1}]|selectattr('r', 'equalto', 1, 2)|list }}").find("takes 1 argument"),
+            std::string::npos);
+  EXPECT_NE(error_of("{{ 1 is odd(3) }}").find("takes 0 argument"), std::string::npos);
+}
+
 TEST(Interpreter, SandboxRefusesMutation) {
   EXPECT_NE(error_of("{% set l = [1] %}{{ l.append(2) }}").find("unsafe"), std::string::npos);
   EXPECT_NE(error_of("{% set d = {} %}{{ d.update({'a': 1}) }}").find("unsafe"), std::string::npos);
