@@ -9,10 +9,12 @@
 //     the highest score merges (ties: the leftmost), using a max-heap of candidate pairs over a doubly
 //     linked list of symbols. Candidates made stale by an earlier merge are recognised by their length.
 //     Merged pieces of type Unused are split back into the pieces they were made from.
-//  3. Pieces not in the vocabulary become <0xNN> byte pieces (byte fallback) or the unknown id.
+//  3. Pieces not in the vocabulary become <0xNN> byte pieces (byte fallback) or the unknown id (a run of
+//     unknown pieces gives one unknown id).
 // Speed: when no vocabulary piece contains the space symbol after a non-space character (true of Llama
-// and Mistral vocabularies), no merge can cross the start of a word, so each word is merged on its own:
-// the heap stays tiny and the result is provably the same as merging the whole text at once.
+// and Mistral vocabularies) and none is Unused, no merge can cross the start of a word, so each word is
+// merged on its own: the heap stays tiny and the result is provably the same as merging the whole text at
+// once. Long texts then also reuse the ids of words already seen in the same call.
 //
 // Decoding: pieces are concatenated with "▁" turned into spaces, runs of byte pieces are reassembled and
 // their invalid sequences become U+FFFD byte by byte, control pieces vanish, the unknown piece reads as
