@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "quant/blocks.h"
 #include "quant/quant.h"
@@ -18,7 +19,35 @@ constexpr int64_t kChunk = 16;  // positions scored before each rescale of the a
 
 size_t align64(size_t n) { return (n + 63) & ~size_t{63}; }
 
-template <typename Acc>
+// Every half as a float (256 KiB, built once): the software conversion's branches cost more than
+// the attention arithmetic around it.
+const float* half_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (uint32_t h = 0; h < 65536; ++h) t[h] = fp16_to_fp32(static_cast<uint16_t>(h));
+    return t;
+  }();
+  return table.data();
+}
+
+// Decodes values [first, first + n) of a row; inlined per element type so the hot loop has no
+// per-row dispatch (the Q8_0 case, rarer, goes through load_kv_values).
+template <GgmlType T>
+inline void load_values(const uint8_t* row, int64_t first, int64_t n, float* dst, const float* halves) {
+  if constexpr (T == GgmlType::F32) {
+    std::memcpy(dst, row + first * 4, static_cast<size_t>(n) * 4);
+  } else if constexpr (T == GgmlType::F16 || T == GgmlType::BF16) {
+    for (int64_t i = 0; i < n; ++i) {
+      uint16_t h;
+      std::memcpy(&h, row + 2 * (first + i), 2);
+      dst[i] = T == GgmlType::F16 ? halves[h] : bf16_to_fp32(h);
+    }
+  } else {
+    load_kv_values(T, row, first, n, dst);
+  }
+}
+
+template <typename Acc, GgmlType T>
 void attend(const float* q, const PagedRows& k, const PagedRows& v, int64_t first, int64_t hd, int64_t n_ctx,
             float scale, float* out, void* scratch) {
   auto* base = static_cast<uint8_t*>(scratch);
@@ -27,11 +56,12 @@ void attend(const float* q, const PagedRows& k, const PagedRows& v, int64_t firs
   Acc s[kChunk];
   for (int64_t i = 0; i < hd; ++i) acc[i] = 0;
   Acc m = -std::numeric_limits<Acc>::infinity(), l = 0;
+  const float* halves = half_table();
   for (int64_t j0 = 0; j0 < n_ctx; j0 += kChunk) {
     const int64_t n = std::min(kChunk, n_ctx - j0);
     Acc cmax = -std::numeric_limits<Acc>::infinity();
     for (int64_t j = 0; j < n; ++j) {
-      load_kv_values(k.type, k.row(j0 + j), first, hd, row);
+      load_values<T>(k.row(j0 + j), first, hd, row, halves);
       Acc d = 0;
       for (int64_t i = 0; i < hd; ++i) d += static_cast<Acc>(q[i]) * static_cast<Acc>(row[i]);
       s[j] = d * static_cast<Acc>(scale);
@@ -44,13 +74,26 @@ void attend(const float* q, const PagedRows& k, const PagedRows& v, int64_t firs
     for (int64_t j = 0; j < n; ++j) {
       const Acc pj = std::exp(s[j] - m_new);
       l += pj;
-      load_kv_values(v.type, v.row(j0 + j), first, hd, row);
+      load_values<T>(v.row(j0 + j), first, hd, row, halves);
       for (int64_t i = 0; i < hd; ++i) acc[i] += pj * static_cast<Acc>(row[i]);
     }
     m = m_new;
   }
   const Acc inv = l > 0 ? Acc(1) / l : Acc(0);
   for (int64_t i = 0; i < hd; ++i) out[i] = static_cast<float>(acc[i] * inv);
+}
+
+template <typename Acc>
+void attend_typed(const float* q, const PagedRows& k, const PagedRows& v, int64_t first, int64_t hd, int64_t n_ctx,
+                  float scale, float* out, void* scratch) {
+  if (k.type != v.type) fail("internal: K and V rows of different types");
+  switch (k.type) {
+    case GgmlType::F32: return attend<Acc, GgmlType::F32>(q, k, v, first, hd, n_ctx, scale, out, scratch);
+    case GgmlType::F16: return attend<Acc, GgmlType::F16>(q, k, v, first, hd, n_ctx, scale, out, scratch);
+    case GgmlType::BF16: return attend<Acc, GgmlType::BF16>(q, k, v, first, hd, n_ctx, scale, out, scratch);
+    case GgmlType::Q8_0: return attend<Acc, GgmlType::Q8_0>(q, k, v, first, hd, n_ctx, scale, out, scratch);
+    default: fail("KV cache element type ", type_name(k.type), " is not supported");
+  }
 }
 
 }  // namespace
@@ -139,9 +182,9 @@ size_t attention_scratch_bytes(int64_t head_dim) {
 void attend_head(const float* q, const PagedRows& k, const PagedRows& v, int64_t kv_first, int64_t head_dim,
                  int64_t n_ctx, float scale, float* out, void* scratch, Precision p) {
   if (p == Precision::Exact)
-    attend<double>(q, k, v, kv_first, head_dim, n_ctx, scale, out, scratch);
+    attend_typed<double>(q, k, v, kv_first, head_dim, n_ctx, scale, out, scratch);
   else
-    attend<float>(q, k, v, kv_first, head_dim, n_ctx, scale, out, scratch);
+    attend_typed<float>(q, k, v, kv_first, head_dim, n_ctx, scale, out, scratch);
 }
 
 }  // namespace moe::kernels
