@@ -141,6 +141,10 @@ nlohmann::json plan_json(const Subject& s, const plan::MemoryPlan& p, const plan
   nlohmann::json j;
   j["model"] = s.label;
   j["type"] = s.type;
+  j["n_vocab"] = s.hp.n_vocab;
+  j["n_layer"] = s.hp.n_layer;
+  j["n_embd"] = s.hp.n_embd;
+  j["n_expert"] = s.hp.n_expert;
   j["params"] = plan::parameter_count(s.hp);
   j["active_params"] = plan::active_parameter_count(s.hp);
   j["ctx"] = p.ctx;
@@ -150,6 +154,7 @@ nlohmann::json plan_json(const Subject& s, const plan::MemoryPlan& p, const plan
   j["threads"] = mo.n_threads;
   j["weights_bytes"] = p.weights_bytes;
   j["file_bytes"] = p.file_bytes;
+  j["token_embd_bytes"] = p.token_embd_bytes;
   j["kv_bytes_per_token"] = p.kv_bytes_per_token;
   j["kv_blocks"] = p.kv_blocks;
   j["kv_bytes"] = p.kv_bytes;

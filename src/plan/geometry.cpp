@@ -53,6 +53,8 @@ const std::vector<ShapePreset>& shape_presets() {
        make(128256, 8192, 4096, 32, 14336, 32, 8, 0, 0, 500000.0f)},
       {"tiny-mixtral", "the test fixture's geometry: n_embd 256, 2 layers, 8 experts top-2, vocab 512",
        make(512, 4096, 256, 2, 256, 4, 2, 8, 2, 1e6f)},
+      {"mini-mixtral", "a small Mixtral for quick checks: n_embd 512, 4 layers, 8 experts top-2, vocab 32000",
+       make(32000, 4096, 512, 4, 1024, 8, 2, 8, 2, 1e6f)},
   };
   return kPresets;
 }

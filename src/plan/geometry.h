@@ -18,8 +18,9 @@ struct ShapePreset {
   model::HParams hp;
 };
 
-// All presets: mixtral-8x7b, mixtral-8x22b, mistral-7b, llama-3-8b, and tiny-mixtral (the geometry of
-// ../shared/models/tiny-mixtral, for tests).
+// All presets: mixtral-8x7b, mixtral-8x22b, mistral-7b, llama-3-8b, tiny-mixtral (the geometry of
+// ../shared/models/tiny-mixtral) and mini-mixtral (86M parameters with the Mixtral vocabulary: big
+// enough that weights dominate memory, small enough to synthesize in seconds for tests).
 const std::vector<ShapePreset>& shape_presets();
 // The preset with that name (case-insensitive); moe::Error listing the known names otherwise.
 const ShapePreset& find_preset(std::string_view name);

@@ -9,8 +9,11 @@
 // been routed to it. The plan counts every expert as resident, which is the steady state of a server
 // and of any prompt longer than a few dozen tokens (with random or trained routers, every expert of
 // every layer is chosen within the first tokens); a process that has only run a very short prompt can
-// sit below it. KV blocks and workspace pages likewise become resident as they are first written, so
-// the plan is the peak at full context and a full batch.
+// sit below it. The token embedding is read one row per token, so only the rows of tokens seen are
+// resident (a short run on a model with a large vocabulary sits below the plan by up to its size,
+// reported as token_embd_bytes; a server sees most of the vocabulary). KV blocks and workspace pages
+// likewise become resident as they are first written, so the plan is the peak at full context and a
+// full batch.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -47,6 +50,8 @@ struct MemoryPlan {
   int64_t ctx = 0, seqs = 0;
   uint64_t weights_bytes = 0;       // tensor data
   uint64_t file_bytes = 0;          // the mmap'd GGUF (header + padded data): the resident weights
+  uint64_t token_embd_bytes = 0;    // of which the token embedding: read one row per token, so only the
+                                    // rows (pages) of tokens seen so far are resident
   uint64_t kv_bytes_per_token = 0;  // kv::kv_bytes_per_token for the model and KV type
   int64_t kv_blocks = 0;            // whole blocks for ctx tokens, times seqs
   uint64_t kv_bytes = 0;
