@@ -473,14 +473,24 @@ bool Engine::Impl::step() {
     if (s.json) {
       // Constrained decoding: only tokens that keep the output a prefix of one JSON object; once the
       // object is complete, only end-of-sequence.
+      // When the tokens left are no more than the characters needed to close the object, only
+      // tokens that spell a prefix of the closing text are allowed (one character per token at worst).
       masked.assign(logits, logits + n_vocab);
       const float ninf = -std::numeric_limits<float>::infinity();
-      bool complete = s.json->complete();
+      const bool complete = s.json->complete();
+      const int64_t left = std::min(s.req.max_tokens - s.n_generated, max_len - static_cast<int64_t>(s.tokens.size()));
+      const std::string closing = complete ? std::string() : s.json->closing_suffix();
+      const bool force_close = !complete && left <= static_cast<int64_t>(closing.size());
+      bool any = false;
       for (int64_t id = 0; id < n_vocab; ++id) {
         const std::string& t = token_text[static_cast<size_t>(id)];
-        bool ok = complete ? id == tok.eos_id() : (!t.empty() && s.json->accepts(t));
+        bool ok = complete      ? id == tok.eos_id()
+                  : force_close ? !t.empty() && closing.compare(0, t.size(), t) == 0
+                                : !t.empty() && s.json->accepts(t);
         if (!ok) masked[static_cast<size_t>(id)] = ninf;
+        any = any || ok;
       }
+      if (!any) masked.assign(logits, logits + n_vocab);  // a vocabulary without the needed characters
       row = std::span<const float>(masked.data(), masked.size());
     }
     sampling::Sampled sampled = s.sampler->sample(row, s.tokens);

@@ -85,6 +85,26 @@ TEST(JsonConstraint, AcceptsObjectsRejectsOthers) {
   EXPECT_FALSE(j.accepts(" "));  // nothing after the object
 }
 
+// From every reachable state, the closing suffix is accepted and completes the object.
+TEST(JsonConstraint, ClosingSuffixAlwaysCompletes) {
+  const std::vector<std::string> prefixes = {
+      "", "{", "{\"", "{\"k", "{\"k\\", "{\"k\\u00", "{\"k\"", "{\"k\":", "{\"k\":-", "{\"k\":0", "{\"k\":12.",
+      "{\"k\":1.5", "{\"k\":1e", "{\"k\":1e+", "{\"k\":1e5", "{\"k\":tr", "{\"k\":n", "{\"k\":\"v", "{\"k\":\"v\\",
+      "{\"k\":[", "{\"k\":[1", "{\"k\":[1,", "{\"k\":[{\"a\":[[", "{\"k\":1,", "{\"k\":{}", "{\"k\":\"\\u1"};
+  for (const auto& p : prefixes) {
+    JsonConstraint j;
+    ASSERT_TRUE(j.advance(p)) << p;
+    std::string close = j.closing_suffix();
+    ASSERT_TRUE(j.advance(close)) << p << " + " << close;
+    ASSERT_TRUE(j.complete()) << p << " + " << close;
+    auto parsed = nlohmann::json::parse(p + close, nullptr, false);
+    EXPECT_TRUE(parsed.is_object()) << p + close;
+  }
+  JsonConstraint done;
+  ASSERT_TRUE(done.advance("{}"));
+  EXPECT_EQ(done.closing_suffix(), "");
+}
+
 TEST(JsonConstraint, BoundsWhitespaceAndDepth) {
   JsonConstraint j;
   EXPECT_TRUE(j.advance("{"));

@@ -160,4 +160,33 @@ bool JsonConstraint::step(unsigned char c) {
   return false;
 }
 
+std::string JsonConstraint::closing_suffix() const {
+  std::string s;
+  switch (state_) {
+    case State::Start: return "{}";
+    case State::Done: return "";
+    case State::Value: s = "0"; break;
+    case State::ObjKey: s = "\"\":0"; break;
+    case State::ObjColon: s = ":0"; break;
+    case State::ObjKeyOrEnd:
+    case State::ObjCommaOrEnd:
+    case State::ArrValueOrEnd:
+    case State::ArrCommaOrEnd: break;
+    case State::String: s = string_is_key_ ? "\":0" : "\""; break;
+    case State::StringEscape: s = string_is_key_ ? "n\":0" : "n\""; break;
+    case State::StringUnicode: s = std::string(unicode_left_, '0') + (string_is_key_ ? "\":0" : "\""); break;
+    case State::NumMinus:
+    case State::NumDot:
+    case State::NumExp:
+    case State::NumExpSign: s = "0"; break;
+    case State::NumZero:
+    case State::NumInt:
+    case State::NumFrac:
+    case State::NumExpDigits: break;
+    case State::Literal: s = literal_ + literal_pos_; break;
+  }
+  for (int d = depth_ - 1; d >= 0; --d) s += stack_[d] == '{' ? '}' : ']';
+  return s;
+}
+
 }  // namespace moe::engine

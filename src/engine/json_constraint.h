@@ -4,6 +4,7 @@
 // state is a small fixed-size value, so testing a token copies ~100 bytes and never allocates.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace moe::engine {
@@ -21,6 +22,11 @@ class JsonConstraint {
   bool advance(std::string_view text);
   // The top-level object is closed.
   bool complete() const { return state_ == State::Done; }
+  // The shortest text that closes the object from here (finishing the open string, number, literal or
+  // key/value, then every open container). The engine forces it, one allowed token at a time, when the
+  // token budget left is no longer than it, so json_object output is complete JSON even when the model
+  // would never close it.
+  std::string closing_suffix() const;
 
  private:
   enum class State : uint8_t {
