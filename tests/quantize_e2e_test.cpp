@@ -2,14 +2,19 @@
 // (../shared/models/tiny-mixtral): for every type, the same per-tensor types, a file within 3 % of the
 // reference size that our validating reader accepts, dequantized values within a bound derived from the
 // bits of each tensor's type, and logits no farther from the F16 model's than llama.cpp's file's are.
-// Plus the block-size fallback on stories260K (rows of 64 and 172), requantization, and bad input.
+// Plus the block-size fallback on stories260K (rows of 64 and 172), requantization, and bad input; and
+// `moe perplexity`, the tool that judges a quantization: finite and stable, KL of a model against
+// itself exactly 0, and KL growing as bits are taken away at the rate theory says.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "gguf/gguf.h"
 #include "plan_run_util.h"
@@ -184,6 +189,99 @@ TEST(Quantize, BadInput) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("is the input file"), std::string::npos) << r.err;
   EXPECT_FALSE(std::filesystem::exists(tmp.file("x.gguf")));  // nothing half-written
+}
+
+// --- perplexity ------------------------------------------------------------------------------------
+
+// A text the stories260K model writes itself (greedy), so its perplexity is low and meaningful;
+// generated once per test process.
+std::string story_text() {
+  static TempDir dir;
+  static const std::string path = [] {
+    auto r = run_moe({"run", testing::fixture("models/stories260K.gguf"), "-p", "Once upon a time", "-n", "400",
+                      "--temp", "0", "-t", "2"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    const std::string p = dir.file("story.txt");
+    std::ofstream(p) << r.out;
+    return p;
+  }();
+  return path;
+}
+
+nlohmann::json perplexity(const std::vector<std::string>& args) {
+  std::vector<std::string> a = {"perplexity"};
+  a.insert(a.end(), args.begin(), args.end());
+  a.insert(a.end(), {"--json", "-q", "-t", "2"});
+  auto r = run_moe(a);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return nlohmann::json::parse(r.out);
+}
+
+TEST(Perplexity, FiniteStableAndSelfKlZero) {
+  MOE_REQUIRE_FIXTURE("models/stories260K.gguf");
+  MOE_REQUIRE_FIXTURE("models/stories260K-moe.gguf");
+  const std::string text = story_text();
+  const std::string dense = testing::fixture("models/stories260K.gguf"), moe = testing::fixture("models/stories260K-moe.gguf");
+  const auto a = perplexity({dense, "-f", text, "--ctx", "64"});
+  const auto b = perplexity({dense, "-f", text, "--ctx", "64"});
+  EXPECT_EQ(a.dump(), b.dump());  // bit-identical across runs
+  const double ppl = a["ppl"];
+  EXPECT_TRUE(std::isfinite(ppl));
+  // Above 1 (no model is certain of every token), far below the 512 of a uniform guess: the text is
+  // the model's own greedy output.
+  EXPECT_GT(ppl, 1.0);
+  EXPECT_LT(ppl, 512.0 / 16);
+  EXPECT_GT(a["tokens_scored"].get<int64_t>(), 100);
+  EXPECT_EQ(a["tokens_scored"], a["chunks"].get<int64_t>() * 31);  // tokens 33..63 of each 64-token chunk
+
+  // Against itself: KL exactly 0, every top-1 the same, the base's perplexity its own.
+  const auto self = perplexity({moe, "-f", text, "--ctx", "64", "--kl-base", moe});
+  EXPECT_EQ(self["kl_mean"].get<double>(), 0.0);
+  EXPECT_EQ(self["top1_agreement"].get<double>(), 1.0);
+  EXPECT_EQ(self["base_ppl"], self["ppl"]);
+  // The upcycled MoE against the dense model it came from: close, not equal; the base's perplexity is
+  // the dense model's own number.
+  const auto cross = perplexity({moe, "-f", text, "--ctx", "64", "--kl-base", dense});
+  EXPECT_GT(cross["kl_mean"].get<double>(), 0.0);
+  EXPECT_LT(cross["top1_agreement"].get<double>(), 1.0);
+  EXPECT_GT(cross["top1_agreement"].get<double>(), 0.5);
+  EXPECT_EQ(cross["base_ppl"], a["ppl"]);
+}
+
+TEST(Perplexity, KlGrowsAsBitsAreRemoved) {
+  MOE_REQUIRE_FIXTURE("models/stories260K-moe.gguf");
+  TempDir tmp;
+  const std::string text = story_text();
+  const std::string base = testing::fixture("models/stories260K-moe.gguf");
+  std::map<std::string, double> kl;
+  for (const char* type : {"Q8_0", "Q5_0", "Q4_0"}) {
+    const std::string q = tmp.file(std::string(type) + ".gguf");
+    ASSERT_EQ(run_moe({"quantize", base, q, type, "-q"}).exit_code, 0);
+    kl[type] = perplexity({q, "-f", text, "--ctx", "64", "--kl-base", base})["kl_mean"];
+  }
+  EXPECT_GT(kl["Q8_0"], 0.0);
+  EXPECT_LT(kl["Q8_0"], kl["Q5_0"]);
+  // For small perturbations KL is quadratic in the logit error, and one bit less doubles the rounding
+  // error: Q4_0 should sit about 4x above Q5_0 (2x-8x allows the ~10 % sampling error of each mean and
+  // the tensors that stay F16 in both).
+  EXPECT_GT(kl["Q4_0"], 2.0 * kl["Q5_0"]);
+  EXPECT_LT(kl["Q4_0"], 8.0 * kl["Q5_0"]);
+}
+
+TEST(Perplexity, BadInput) {
+  MOE_REQUIRE_FIXTURE("models/stories260K.gguf");
+  TempDir tmp;
+  const std::string dense = testing::fixture("models/stories260K.gguf");
+  auto r = run_moe({"perplexity", dense, "-f", tmp.file("none.txt")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("none.txt"), std::string::npos) << r.err;
+  std::ofstream(tmp.file("short.txt")) << "Hi.";
+  r = run_moe({"perplexity", dense, "-f", tmp.file("short.txt")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("at least 8"), std::string::npos) << r.err;
+  r = run_moe({"perplexity", dense, "-f", tmp.file("short.txt"), "--ctx", "4"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--ctx 4"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -70,15 +70,20 @@ std::string with_commas(uint64_t v) {
   return s;
 }
 
-std::string params_text(const model::HParams& hp) {
-  char buf[96];
-  const double all = static_cast<double>(plan::parameter_count(hp)) / 1e9;
-  if (hp.is_moe())
-    std::snprintf(buf, sizeof buf, "%.2fB params (%.2fB active per token)", all,
-                  static_cast<double>(plan::active_parameter_count(hp)) / 1e9);
-  else
-    std::snprintf(buf, sizeof buf, "%.2fB params", all);
+// 46.70B, 85.7M, 3.8M: parameter counts as model cards write them.
+std::string count_text(uint64_t n) {
+  char buf[32];
+  const double d = static_cast<double>(n);
+  if (d >= 1e9) std::snprintf(buf, sizeof buf, "%.2fB", d / 1e9);
+  else if (d >= 1e6) std::snprintf(buf, sizeof buf, "%.1fM", d / 1e6);
+  else std::snprintf(buf, sizeof buf, "%.1fK", d / 1e3);
   return buf;
+}
+
+std::string params_text(const model::HParams& hp) {
+  std::string s = count_text(plan::parameter_count(hp)) + " params";
+  if (hp.is_moe()) s += " (" + count_text(plan::active_parameter_count(hp)) + " active per token)";
+  return s;
 }
 
 std::string file_type_text(const gguf::File& f) {
