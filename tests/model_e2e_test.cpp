@@ -84,8 +84,9 @@ Errors errors(const std::vector<float>& got, const std::vector<float>& ref) {
 // Runs `moe logits` on tiny-mixtral.<type>.gguf with the golden token ids.
 std::vector<float> moe_logits(const std::string& type, const std::string& flags) {
   const std::string out = temp_path("logits-" + type);
-  Result r = run_moe("logits '" + fixture("models/tiny-mixtral/tiny-mixtral." + type + ".gguf") + "' --tokens @'" +
-                     fixture("golden/tiny-mixtral.tokens") + "' --out '" + out + "' -t 2 " + flags);
+  // (moe::cat rather than "literal" + std::string temporaries: GCC 12 -O3 warns falsely on those.)
+  Result r = run_moe(cat("logits '", fixture("models/tiny-mixtral/tiny-mixtral." + type + ".gguf"), "' --tokens @'",
+                         fixture("golden/tiny-mixtral.tokens"), "' --out '", out, "' -t 2 ", flags));
   EXPECT_EQ(r.status, 0) << r.err;
   if (r.status != 0) return {};
   auto v = read_f32(out);
@@ -155,11 +156,11 @@ TEST(MoeRun, GreedyMatchesLlamaCppTokenForToken) {
     SCOPED_TRACE(model + ": " + prompt);
     auto join = [](const std::vector<int32_t>& ids) {
       std::string s;
-      for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+      for (size_t i = 0; i < ids.size(); ++i) s += cat(i ? "," : "", ids[i]);
       return s;
     };
-    Result r = run_moe("run '" + fixture("models/" + model) + "' -p '" + prompt + "' -n " +
-                       std::to_string(j["n_predict"].get<int>()) + " --temp 0 -t 1 --print-ids");
+    Result r = run_moe(cat("run '", fixture("models/" + model), "' -p '", prompt, "' -n ", j["n_predict"].get<int>(),
+                           " --temp 0 -t 1 --print-ids"));
     ASSERT_EQ(r.status, 0) << r.err;
     std::istringstream out(r.out);
     std::string prompt_ids, greedy_ids;
@@ -210,7 +211,7 @@ TEST(MoeErrors, BadModelFilesFailCleanly) {
     std::ofstream f(truncated, std::ios::binary);
     f.write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
   }
-  const std::string tokens = "--tokens 1,2 --out " + temp_path("unused.f32");
+  const std::string tokens = cat("--tokens 1,2 --out ", temp_path("unused.f32"));
   const std::vector<std::string> cases = {
       "run '" + junk + "'", "logits '" + junk + "' " + tokens, "info '" + junk + "'", "run '" + wrong_arch + "'",
         "logits '" + wrong_arch + "' " + tokens, "info '" + truncated + "'", "run '" + truncated + "'",
@@ -222,7 +223,7 @@ TEST(MoeErrors, BadModelFilesFailCleanly) {
     EXPECT_NE(r.err.find("error:"), std::string::npos) << r.err;
   }
   // Token ids outside the vocabulary and an unknown KV type are user errors too.
-  Result r = run_moe("logits '" + moe::testing::source_dir() + "/models/stories260K-moe.gguf' --tokens 1,600 --out /dev/null");
+  Result r = run_moe(cat("logits '", moe::testing::source_dir(), "/models/stories260K-moe.gguf' --tokens 1,600 --out /dev/null"));
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("token id 600"), std::string::npos) << r.err;
   r = run_moe("run --kv-cache-dtype q3 -n 1");

@@ -131,7 +131,9 @@ Model::Model(gguf::File file, const ModelOptions& options) : file_(std::move(fil
   max_batch_ = options.max_batch_tokens;
   precision_ = options.precision;
   ws_ = std::make_unique<Workspace>(hp_, max_batch_, pool_->size());
-  expert_counts_.assign(static_cast<size_t>(hp_.n_layer * std::max<int64_t>(hp_.n_expert, 1)), 0);
+  n_counts_ = static_cast<size_t>(hp_.n_layer * std::max<int64_t>(hp_.n_expert, 1));
+  expert_counts_ = std::make_unique<std::atomic<int64_t>[]>(n_counts_);
+  reset_expert_token_counts();
 }
 
 Model::~Model() = default;
@@ -144,11 +146,14 @@ std::vector<std::vector<int64_t>> Model::expert_token_counts() const {
   const int64_t ne = std::max<int64_t>(hp_.n_expert, 1);
   std::vector<std::vector<int64_t>> out(static_cast<size_t>(hp_.n_layer));
   for (int64_t l = 0; l < hp_.n_layer; ++l)
-    out[static_cast<size_t>(l)].assign(expert_counts_.begin() + l * ne, expert_counts_.begin() + (l + 1) * ne);
+    for (int64_t e = 0; e < ne; ++e)
+      out[static_cast<size_t>(l)].push_back(expert_counts_[static_cast<size_t>(l * ne + e)].load(std::memory_order_relaxed));
   return out;
 }
 
-void Model::reset_expert_token_counts() { std::fill(expert_counts_.begin(), expert_counts_.end(), 0); }
+void Model::reset_expert_token_counts() {
+  for (size_t i = 0; i < n_counts_; ++i) expert_counts_[i].store(0, std::memory_order_relaxed);
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Forward
@@ -372,7 +377,8 @@ void Model::ffn_block(int64_t l, int64_t n) {
   std::fill(W.offsets, W.offsets + n_exp + 1, 0);
   for (int64_t i = 0; i < n * k; ++i) ++W.offsets[W.topk_id[i] + 1];
   for (int64_t e = 0; e < n_exp; ++e) W.offsets[e + 1] += W.offsets[e];
-  for (int64_t e = 0; e < n_exp; ++e) expert_counts_[static_cast<size_t>(l * n_exp + e)] += W.offsets[e + 1] - W.offsets[e];
+  for (int64_t e = 0; e < n_exp; ++e)
+    expert_counts_[static_cast<size_t>(l * n_exp + e)].fetch_add(W.offsets[e + 1] - W.offsets[e], std::memory_order_relaxed);
   std::copy(W.offsets, W.offsets + n_exp, W.cursor);
   for (int64_t t = 0; t < n; ++t)
     for (int64_t j = 0; j < k; ++j) {

@@ -9,6 +9,7 @@
 // quantization, one dot product per (token, row) in a fixed order, expert outputs summed in expert
 // order. So a token gives bit-identical logits alone or inside any batch (tested).
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -91,7 +92,8 @@ class Model {
   // Bytes of the buffers forward() uses, allocated once at load (the memory planner calls this).
   static uint64_t workspace_bytes(const HParams& hp, int64_t max_batch_tokens, int n_threads);
 
-  // Tokens routed to each expert of each layer since load (or the last reset): [n_layer][n_expert].
+  // Tokens routed to each expert of each layer since load (or the last reset): [n_layer][n_expert]. Safe
+  // to call from any thread.
   std::vector<std::vector<int64_t>> expert_token_counts() const;
   void reset_expert_token_counts();
 
@@ -113,7 +115,9 @@ class Model {
   int64_t max_batch_ = 0;
   Precision precision_ = Precision::Fast;
   std::unique_ptr<Workspace> ws_;
-  std::vector<int64_t> expert_counts_;  // [n_layer * n_expert]
+  // [n_layer * n_expert]; atomic so that another thread (metrics) may read them during a step.
+  std::unique_ptr<std::atomic<int64_t>[]> expert_counts_;
+  size_t n_counts_ = 0;
   // Per-chunk bookkeeping, kept to reuse capacity.
   std::vector<const int32_t*> tables_;   // each token's sequence block table
   std::vector<int32_t> chunk_pos_;       // each token's position
