@@ -49,7 +49,7 @@ TEST(BenchCli, JsonHasEveryFieldAndConsistentRoofline) {
   const auto& s = lines[0];
   for (const char* key : {"pp_tokens_per_s", "pp_tokens_per_s_min", "pp_tokens_per_s_max", "tg_tokens_per_s",
                           "ttft_ms", "peak_rss_bytes", "active_bytes_per_token", "bandwidth_bytes_per_s",
-                          "roofline_tokens_per_s", "roofline_fraction"})
+                          "roofline_tokens_per_s", "roofline_fraction", "cpu_share"})
     expect_positive(s, key);
   EXPECT_EQ(s["threads"], 2);
   EXPECT_EQ(s["reps"], 2);
@@ -101,7 +101,7 @@ TEST(BenchCli, TableNamesEveryFigure) {
                           "--batch-prompt", "8", "--batch-gen", "2"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   for (const char* want : {"active weight bytes per token", "read bandwidth", "decode roofline", "pp8", "tg4",
-                           "ttft", "peak RSS", "batched decode", "aggregate"})
+                           "ttft", "peak RSS", "CPU share", "batched decode", "aggregate"})
     EXPECT_NE(r.out.find(want), std::string::npos) << want << " missing in:\n" << r.out;
 }
 

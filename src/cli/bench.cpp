@@ -19,6 +19,10 @@
 // all tensors but the token embedding (one row of it is read) and the unused experts (a token runs
 // expert_used of n_expert), from the tensors' byte sizes in the file. An output head tied to the
 // embedding is read whole.
+//
+// Also reported: the CPU share the timed runs got (process CPU time / (wall time * threads); the pool's
+// threads spin while waiting, so an undisturbed run is near 100 %) and the load average, because on a
+// shared machine other processes' work shows up as slower figures and should be visible as such.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -107,6 +111,22 @@ uint64_t peak_rss_bytes() {
   struct rusage ru {};
   ::getrusage(RUSAGE_SELF, &ru);
   return static_cast<uint64_t>(ru.ru_maxrss) * 1024;
+}
+
+// CPU seconds (user + system) this process has used.
+double process_cpu_seconds() {
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  auto secs = [](const timeval& t) { return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec); };
+  return secs(ru.ru_utime) + secs(ru.ru_stime);
+}
+
+// The 1-minute load average, or -1 when /proc/loadavg cannot be read.
+double load_average() {
+  std::ifstream in("/proc/loadavg");
+  double v = -1;
+  if (!(in >> v)) return -1;
+  return v;
 }
 
 // Greedy choice over one row of logits (ties to the lower id).
@@ -263,6 +283,12 @@ int run_bench(const BenchOpts& o) {
   runner.single(std::min<int64_t>(o.n_prompt, 64), 2);
   if (max_batch > 0) runner.batched(std::min<int64_t>(max_batch, 2), std::min<int64_t>(o.batch_prompt, 16), 2);
 
+  // The pool's threads spin while they wait, so on an idle machine this process uses about n_threads
+  // CPUs for the whole timed run; a smaller share means other processes took CPU time from it, and the
+  // figures are slower than the machine can do.
+  const double load_before = load_average();
+  const double cpu0 = process_cpu_seconds();
+  const auto wall0 = Clock::now();
   std::vector<double> pp, ttft, tg;
   std::vector<std::vector<double>> agg(o.batches.size()), prefill(o.batches.size());
   for (int rep = 0; rep < o.reps; ++rep) {
@@ -281,6 +307,7 @@ int run_bench(const BenchOpts& o) {
     }
     if (!o.json) std::fprintf(stderr, "\n");
   }
+  const double cpu_share = (process_cpu_seconds() - cpu0) / (seconds_since(wall0) * m->pool().size());
   const uint64_t rss = peak_rss_bytes();  // before the bandwidth buffer exists
 
   BandwidthResult bw = measure_read_bandwidth(m->pool());
@@ -303,6 +330,8 @@ int run_bench(const BenchOpts& o) {
     put_stat(j, "tg_tokens_per_s", tg_s);
     put_stat(j, "ttft_ms", ttft_s);
     j["peak_rss_bytes"] = rss;
+    j["cpu_share"] = cpu_share;
+    j["load_average"] = load_before;
     j["active_bytes_per_token"] = active.total;
     j["expert_bytes"] = active.experts_all;
     j["bandwidth_bytes_per_s"] = bw.best_bytes_per_s;
@@ -351,6 +380,8 @@ int run_bench(const BenchOpts& o) {
               100 * fraction);
   std::printf("%-22s %s\n", "ttft (ms)", rate(ttft_s).c_str());
   std::printf("%-22s %10.3f GB\n", "peak RSS", static_cast<double>(rss) / 1e9);
+  std::printf("CPU share of the timed runs: %.0f %% of %d threads (load average %.2f before)%s\n", 100 * cpu_share,
+              n_threads, load_before, cpu_share < 0.9 ? ": other processes slowed these figures" : "");
   if (!o.batches.empty()) {
     std::printf("\nbatched decode: B sequences, each prefilled with %lld tokens, then %lld steps together\n",
                 (long long)o.batch_prompt, (long long)o.batch_gen);
