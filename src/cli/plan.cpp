@@ -36,6 +36,7 @@ struct PlanOpts {
   std::string device;
   int64_t batch = 512;
   int threads = 0;
+  std::string runtime_bytes;  // overrides the measured runtime base
   bool json = false;
 };
 
@@ -268,7 +269,8 @@ void print_table(const PlanOpts& o, const gguf::File* file, const model::HParams
 
 int run_plan(const PlanOpts& o) {
   // The runtime's own resident size, measured before this process touches any model (see memory.h).
-  const uint64_t process_base = plan::process_base_bytes(plan::current_rss_bytes());
+  const uint64_t process_base = o.runtime_bytes.empty() ? plan::process_base_bytes(plan::current_rss_bytes())
+                                                        : plan::parse_size(o.runtime_bytes);
   if (!o.model.empty() && !o.preset.empty()) fail("give a model file or --preset, not both");
   if (o.ctx != -1 && (o.ctx < 1 || o.ctx > plan::kMaxPlanCtx))
     fail("--ctx ", o.ctx, " is absurd: it must be between 1 and ", plan::kMaxPlanCtx, " tokens");
@@ -323,6 +325,9 @@ Registrar reg("plan", "Memory plan: weights, KV cache, workspace and overhead, a
   sub.add_option("--device", o->device, "budget of a named device: rtx3090, rtx4090, rtx5090, a6000, a100-40, a100, h100, h200, host");
   sub.add_option("--batch", o->batch, "tokens per forward step, sizing the workspace (default 512)");
   sub.add_option("-t,--threads", o->threads, "compute threads (default: physical cores)");
+  sub.add_option("--runtime-bytes", o->runtime_bytes,
+                 "resident size of the runtime itself (default: measured from this process, plus the code a run "
+                 "pages in)");
   sub.add_flag("--json", o->json, "print one JSON object");
   return [o] { return run_plan(*o); };
 });

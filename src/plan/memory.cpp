@@ -21,11 +21,11 @@ namespace {
 
 // Code and data that loading and running a model pages in beyond what a process of the same binary has
 // resident when `moe plan` starts (model, kernels, tokenizer and sampler code, their static tables).
-// Measured on the fixtures with a 100-token prompt: peak RSS of `moe run` minus every other planned term
-// comes to 0.5-1.2 MB above the plan process's own RSS at start (the dense F32 model the most: its
-// workspace is touched in full, where an MoE's per-expert buffers are only touched up to the largest
-// expert group).
-constexpr uint64_t kRunCodeBytes = 1u << 20;
+// Measured on the fixtures with a 100-token prompt: peak RSS (VmHWM) of `moe run` minus every other
+// planned term comes to 0.4-1.0 MB above the plan process's own RSS at start (the dense F32 model the
+// most: its workspace is touched in full, where an MoE's per-expert buffers are only touched up to the
+// largest expert group).
+constexpr uint64_t kRunCodeBytes = 768u << 10;
 // A worker thread's touched stack pages and its malloc arena's first pages.
 constexpr uint64_t kThreadBytes = 64u << 10;
 // The tokenizer's per-piece memory (the piece string, score, type, id maps and its share of the prefix
