@@ -90,7 +90,7 @@ TEST(BenchCli, JsonHasEveryFieldAndConsistentRoofline) {
     EXPECT_EQ(b["prompt_tokens"], 16);
     EXPECT_EQ(b["gen_tokens"], 4);
     expect_positive(b, "aggregate_tokens_per_s");
-    expect_positive(b, "prefill_tokens_per_s");
+    expect_positive(b, "batch_prefill_tokens_per_s");
     EXPECT_NEAR(b["per_sequence_tokens_per_s"].get<double>() * static_cast<double>(i),
                 b["aggregate_tokens_per_s"].get<double>(), 1e-9 * b["aggregate_tokens_per_s"].get<double>());
   }
