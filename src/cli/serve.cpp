@@ -16,6 +16,10 @@
 
 #include "cli/command.h"
 #include "engine/engine.h"
+#include "gguf/gguf.h"
+#include "model/hparams.h"
+#include "plan/memory.h"
+#include "util/thread_pool.h"
 #include "kv/kv_types.h"
 #include "server/auth.h"
 #include "server/engine_backend.h"
@@ -71,6 +75,27 @@ std::string read_text_file(const std::string& path) {
   return ss.str();
 }
 
+// The memory the server holds, through the planner's functions (the same the allocators use): the
+// mapped weights, the KV pool the engine allocated, the model's workspace and the runtime overhead.
+std::string memory_report(const engine::EngineConfig& cfg, const engine::Engine& engine) {
+  const gguf::File file = gguf::File::open(cfg.model_path);
+  plan::MemoryOptions mo;
+  mo.ctx = engine.max_model_len();
+  mo.seqs = cfg.max_num_seqs;
+  mo.kv_type = cfg.kv_type;
+  mo.batch_tokens = cfg.max_num_batched_tokens;
+  mo.n_threads = cfg.n_threads > 0 ? cfg.n_threads : physical_core_count();
+  const plan::MemoryPlan p = plan::plan_memory(engine.hparams(), plan::layout_of_file(file), file.metadata(), mo);
+  const auto& hp = engine.hparams();
+  const int64_t blocks = engine.stats().kv_blocks_total;
+  const uint64_t kv_pool = static_cast<uint64_t>(blocks) * kv::kBlockTokens *
+                           kv::kv_bytes_per_token(cfg.kv_type, hp.n_layer, hp.n_head_kv, hp.head_dim);
+  return cat("moe serve: memory: weights ", plan::format_bytes(p.file_bytes), " + KV pool ", plan::format_bytes(kv_pool),
+             " (", blocks, " blocks of ", kv::kBlockTokens, " tokens, ", kv::kv_type_name(cfg.kv_type), ") + workspace ",
+             plan::format_bytes(p.workspace_bytes), " + overhead ", plan::format_bytes(p.overhead_bytes), " = ",
+             plan::format_bytes(p.file_bytes + kv_pool + p.workspace_bytes + p.overhead_bytes), "\n");
+}
+
 int run_serve(const ServeOpts& o) {
   if (!o.api_key.empty() && !o.api_key_file.empty()) fail("give --api-key or --api-key-file, not both");
   std::string api_key = o.api_key_file.empty() ? o.api_key : server::read_api_key_file(o.api_key_file);
@@ -117,7 +142,8 @@ int run_serve(const ServeOpts& o) {
   server::Server server(backend, so);
   int port = server.bind();
   std::cerr << "moe serve: serving " << so.served_model_name << " (context " << backend.max_model_len()
-            << " tokens)\nmoe serve: listening on http://" << o.host << ":" << port << std::endl;
+            << " tokens)\n" << memory_report(cfg, engine) << "moe serve: listening on http://" << o.host << ":" << port
+            << std::endl;
 
   std::atomic<bool> serving_done{false};
   std::thread watcher([&] {
