@@ -35,30 +35,7 @@ struct ChildResult {
   uint64_t peak_rss_bytes = 0;
 };
 
-// A fresh temporary directory removed when the object goes away.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "moe-plan-test-XXXXXX").string();
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
-
-inline std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using ::moe::testing::TempDir;
 
 // Runs `moe args...` and waits for it.
 inline ChildResult run_moe(const std::vector<std::string>& args) {
@@ -107,8 +84,8 @@ inline ChildResult run_moe(const std::vector<std::string>& args) {
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   // Linux reports kilobytes.
   r.peak_rss_bytes = (hwm_kb ? hwm_kb : static_cast<uint64_t>(ru.ru_maxrss)) * 1024;
-  r.out = slurp(out_path);
-  r.err = slurp(err_path);
+  r.out = ::moe::testing::read_file(out_path);
+  r.err = ::moe::testing::read_file(err_path);
   return r;
 }
 

@@ -22,65 +22,13 @@
 namespace moe::template_cli_test {
 namespace {
 
-struct Result {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-class Scratch {
- public:
-  Scratch() {
-    std::string p = (std::filesystem::temp_directory_path() / "moe-template-cli-XXXXXX").string();
-    if (!::mkdtemp(p.data())) throw std::runtime_error("mkdtemp failed");
-    dir_ = p;
-  }
-  ~Scratch() {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  std::string write(const std::string& name, const std::string& text) const {
-    std::string path = dir_ + "/" + name;
-    std::ofstream(path, std::ios::binary) << text;
-    return path;
-  }
-  std::string path(const std::string& name) const { return dir_ + "/" + name; }
-
- private:
-  std::string dir_;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using Result = ::moe::testing::CommandResult;
+using Scratch = ::moe::testing::TempDir;
 
 // Runs `moe template args...` without a shell.
-Result run_template(const Scratch& s, std::vector<std::string> args) {
-  args.insert(args.begin(), {moe::testing::moe_binary(), "template"});
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const std::string out_path = s.path("stdout"), err_path = s.path("stderr");
-  pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    int o = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int e = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (o < 0 || e < 0) ::_exit(126);
-    ::dup2(o, 1);
-    ::dup2(e, 2);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  if (::waitpid(pid, &status, 0) != pid) throw std::runtime_error("waitpid failed");
-  Result r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out_path);
-  r.err = slurp(err_path);
-  return r;
+Result run_template(const Scratch&, std::vector<std::string> args) {
+  args.insert(args.begin(), "template");
+  return ::moe::testing::run_moe_args(args);
 }
 
 const char* kMessages = R"([{"role": "system", "content": "Be brief."},
@@ -97,7 +45,7 @@ std::string write_model(const Scratch& s, const std::string& name, const std::st
   w.set("tokenizer.ggml.bos_token_id", gguf::Value::uint32(1));
   w.set("tokenizer.ggml.eos_token_id", gguf::Value::uint32(2));
   if (chat_template) w.set("tokenizer.chat_template", gguf::Value::string(*chat_template));
-  std::string path = s.path(name);
+  std::string path = s.file(name);
   w.write(path);
   return path;
 }
@@ -107,7 +55,7 @@ TEST(TemplateCli, RendersAFileExactly) {
   std::string tmpl = s.write("mixtral.jinja", *tmpl::builtin_template("mixtral"));
   std::string msgs = s.write("messages.json", kMessages);
   Result r = run_template(s, {"--template", tmpl, "--messages", msgs});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "<s> [INST] Be brief.\n\nGrüße 🤖 [/INST] Hallo!</s> [INST] Und jetzt? [/INST]");
   r = run_template(s, {"--template", tmpl, "--messages", msgs, "--bos-token", "[B]", "--eos-token", "[E]"});
   EXPECT_EQ(r.out, "[B] [INST] Be brief.\n\nGrüße 🤖 [/INST] Hallo![E] [INST] Und jetzt? [/INST]");
@@ -120,7 +68,7 @@ TEST(TemplateCli, UsesTheModelsTemplateAndTokens) {
   std::string model = write_model(s, "with.gguf", &chat);
   std::string msgs = s.write("messages.json", R"([{"role": "user", "content": "hi"}])");
   Result r = run_template(s, {"--model", model, "--messages", msgs, "--add-generation-prompt"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "<BOS><user>hi<EOS><assistant>");
   EXPECT_EQ(r.err, "");
 }
@@ -130,12 +78,12 @@ TEST(TemplateCli, FallsBackToABuiltinWithANote) {
   std::string model = write_model(s, "without.gguf", nullptr);
   std::string msgs = s.write("messages.json", R"([{"role": "user", "content": "hi"}])");
   Result r = run_template(s, {"--model", model, "--messages", msgs, "--add-generation-prompt"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
   EXPECT_NE(r.err.find("no tokenizer.chat_template"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("chatml"), std::string::npos) << r.err;
   r = run_template(s, {"--model", model, "--messages", msgs, "--chat-template", "mixtral"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "<BOS> [INST] hi [/INST]");
 }
 
@@ -147,7 +95,7 @@ TEST(TemplateCli, ToolsVariablesAndRequestBodies) {
   std::string body = s.write("body.json", R"({"model": "x", "messages": [{"role": "user", "content": "q"}]})");
   Result r = run_template(s, {"--template", tmpl, "--messages", body, "--tools", tools, "--var", "enable_thinking=false",
                               "--now", "1795305600"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, R"([{"type": "function", "function": {"name": "f"}}]|False|2026-11-22|1)");
 }
 
@@ -155,18 +103,18 @@ TEST(TemplateCli, TemplateErrorsExitNonZero) {
   Scratch s;
   std::string msgs = s.write("bad.json", R"([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])");
   Result r = run_template(s, {"--chat-template", "mixtral", "--messages", msgs});
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.status, 1);
   EXPECT_EQ(r.out, "");
   EXPECT_NE(r.err.find("conversation roles must alternate user/assistant"), std::string::npos) << r.err;
   std::string broken = s.write("broken.jinja", "ok\n{% if x %}\n");
   r = run_template(s, {"--template", broken, "--messages", msgs});
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("line"), std::string::npos) << r.err;
   r = run_template(s, {"--chat-template", "no-such", "--messages", msgs});
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("unknown built-in chat template"), std::string::npos) << r.err;
   r = run_template(s, {"--list-builtins"});
-  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.out.find("mixtral\n"), std::string::npos);
 }
 

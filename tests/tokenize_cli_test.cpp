@@ -24,51 +24,11 @@ namespace {
 
 using ::moe::testing::fixture;
 
-struct Result {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using Result = ::moe::testing::CommandResult;
 
 // Runs `moe args...` (no shell) with `input` on stdin.
 Result run_moe(const std::vector<std::string>& args, const std::string& input) {
-  std::string dir = (std::filesystem::temp_directory_path() / "moe-tokenize-cli-XXXXXX").string();
-  if (!::mkdtemp(dir.data())) throw std::runtime_error("mkdtemp failed");
-  const std::string in_path = dir + "/stdin", out_path = dir + "/stdout", err_path = dir + "/stderr";
-  std::ofstream(in_path, std::ios::binary) << input;
-  std::vector<std::string> argv_s = {moe::testing::moe_binary()};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    const int i = ::open(in_path.c_str(), O_RDONLY);
-    const int o = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int e = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (i < 0 || o < 0 || e < 0) ::_exit(126);
-    ::dup2(i, 0);
-    ::dup2(o, 1);
-    ::dup2(e, 2);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  if (::waitpid(pid, &status, 0) != pid) throw std::runtime_error("waitpid failed");
-  Result r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out_path);
-  r.err = slurp(err_path);
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
-  return r;
+  return ::moe::testing::run_moe_args(args, input);
 }
 
 std::string join(const std::vector<int>& ids, const char* sep) {
@@ -90,17 +50,17 @@ TEST(TokenizeCli, MixtralGoldenCasesBothWays) {
     const auto with_bos = c["ids_with_bos"].get<std::vector<int>>();
     SCOPED_TRACE(text);
     auto r = run_moe({"tokenize", model}, text);
-    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ASSERT_EQ(r.status, 0) << r.err;
     EXPECT_EQ(r.out, join(with_bos, " ") + "\n");
     r = run_moe({"tokenize", model, "--no-bos", "--json"}, text);
-    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ASSERT_EQ(r.status, 0) << r.err;
     EXPECT_EQ(nlohmann::json::parse(r.out).get<std::vector<int>>(), ids);
     EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1);
     r = run_moe({"detokenize", model}, join(with_bos, ", "));
-    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ASSERT_EQ(r.status, 0) << r.err;
     EXPECT_EQ(r.out, c["decoded"].get<std::string>());
     r = run_moe({"detokenize", model}, nlohmann::json(ids).dump());
-    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ASSERT_EQ(r.status, 0) << r.err;
     EXPECT_EQ(r.out, c["decoded"].get<std::string>());
   }
   EXPECT_EQ(n, 6);
@@ -110,10 +70,10 @@ TEST(TokenizeCli, SpecialTokensOnlyWithFlag) {
   MOE_REQUIRE_FIXTURE("models/mixtral-tokenizer.model");
   const std::string model = fixture("models/mixtral-tokenizer.model");
   auto r = run_moe({"tokenize", model, "--no-bos", "--special"}, "<s>[INST]");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "1 733 16289 28793\n");
   r = run_moe({"tokenize", model, "--no-bos"}, "<s>[INST]");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out.rfind("1 ", 0), std::string::npos) << r.out;
 }
 
@@ -121,10 +81,10 @@ TEST(TokenizeCli, StoriesGgufPrompt) {
   MOE_REQUIRE_FIXTURE("models/stories260K.gguf");
   const std::string model = fixture("models/stories260K.gguf");
   auto r = run_moe({"tokenize", model}, "Once upon a time");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "1 403 407 261 378\n");
   r = run_moe({"detokenize", model}, "1 403 407 261 378 13");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "Once upon a time\n");
 }
 
@@ -132,16 +92,16 @@ TEST(TokenizeCli, UserErrors) {
   MOE_REQUIRE_FIXTURE("models/stories260K.gguf");
   const std::string model = fixture("models/stories260K.gguf");
   auto r = run_moe({"detokenize", model}, "1 2 99999");
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("99999"), std::string::npos) << r.err;
   r = run_moe({"detokenize", model}, "1 x2");
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("'x2' is not a token id"), std::string::npos) << r.err;
   r = run_moe({"detokenize", model}, "[1, \"a\"]");
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("not an integer"), std::string::npos) << r.err;
   r = run_moe({"tokenize", "/nonexistent/tokenizer.model"}, "hi");
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("/nonexistent/tokenizer.model"), std::string::npos) << r.err;
 }
 

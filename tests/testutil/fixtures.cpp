@@ -1,6 +1,7 @@
 // fixtures.cpp: fixture lookup for the tests.
 #include "testutil/fixtures.h"
 
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -75,6 +76,55 @@ CommandResult run_moe(const std::string& args, const std::string& stdin_text) {
   std::filesystem::remove(out);
   std::filesystem::remove(err);
   return r;
+}
+
+CommandResult run_moe_args(const std::vector<std::string>& args, const std::string& stdin_text) {
+  TempDir dir;
+  const std::string in = dir.write("stdin", stdin_text), out = dir.file("stdout"), err = dir.file("stderr");
+  std::vector<std::string> words = {moe_binary()};
+  words.insert(words.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& w : words) argv.push_back(w.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    const int i = ::open(in.c_str(), O_RDONLY);
+    const int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (i < 0 || o < 0 || e < 0) ::_exit(126);
+    ::dup2(i, 0);
+    ::dup2(o, 1);
+    ::dup2(e, 2);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid) throw std::runtime_error("waitpid failed");
+  CommandResult r;
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  r.out = read_file(out);
+  r.err = read_file(err);
+  return r;
+}
+
+TempDir::TempDir() {
+  std::string p = (std::filesystem::temp_directory_path() / "moe-test-XXXXXX").string();
+  if (!::mkdtemp(p.data())) throw std::runtime_error("mkdtemp failed");
+  dir_ = p;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+std::string TempDir::write(const std::string& name, const std::string& text) const {
+  const std::string path = file(name);
+  std::ofstream f(path, std::ios::binary);
+  f << text;
+  if (!f) throw std::runtime_error("cannot write " + path);
+  return path;
 }
 
 }  // namespace moe::testing

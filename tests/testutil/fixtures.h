@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace moe::testing {
 
@@ -27,8 +28,26 @@ struct CommandResult {
   std::string out, err;
 };
 CommandResult run_moe(const std::string& args, const std::string& stdin_text = "");
+// The same without a shell: each element of `args` is one argument, passed as it is.
+CommandResult run_moe_args(const std::vector<std::string>& args, const std::string& stdin_text = "");
 // A path in the temp directory unique to this process and name.
 std::string temp_path(const std::string& name);
+
+// A fresh temporary directory, removed with everything in it when the object goes away.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return dir_ + "/" + name; }
+  // Writes `text` to file(name) and returns that path.
+  std::string write(const std::string& name, const std::string& text) const;
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+};
 
 }  // namespace moe::testing
 
