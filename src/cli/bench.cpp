@@ -18,11 +18,14 @@
 // the memory-mapped weights are not timed.
 //
 // The roofline: decode reads every active weight byte once per token, so tokens/s cannot exceed the
-// machine's read bandwidth (util/bandwidth.h, measured with the model's own thread pool, after the
-// model runs so its buffer does not count in peak RSS) divided by the active weight bytes per token:
-// all tensors but the token embedding (one row of it is read) and the unused experts (a token runs
-// expert_used of n_expert), from the tensors' byte sizes in the file. An output head tied to the
-// embedding is read whole.
+// machine's read bandwidth divided by the active weight bytes per token. The bandwidth
+// (util/bandwidth.h) is measured with the model's own thread pool right after each repetition's decode
+// run, so it describes the machine as that run found it (the bandwidth one VM gets from a shared host
+// varies by tens of percent from minute to minute); the median over repetitions is reported. Its buffer
+// is allocated before the model and stays resident, so the peak RSS reported is the process's VmHWM
+// minus the buffer: the model's own peak. The active bytes are all tensors but the token embedding
+// (one row of it is read) and the unused experts (a token runs expert_used of n_expert), from the
+// tensors' byte sizes in the file. An output head tied to the embedding is read whole.
 //
 // Also reported: the CPU share the timed runs got (process CPU time / (wall time * threads); the pool's
 // threads spin while waiting, so an undisturbed run is near 100 %) and the load average, because on a
@@ -49,6 +52,7 @@
 #include "util/checked.h"
 #include "util/cpu.h"
 #include "util/error.h"
+#include "util/thread_pool.h"
 
 namespace moe::cli {
 namespace {
@@ -265,7 +269,7 @@ void put_stat(nlohmann::json& j, const std::string& key, const Stat& s) {
 }
 
 void validate(const BenchOpts& o) {
-  if (o.threads < 0) fail("-t must be >= 0 (0: physical cores), got ", o.threads);
+  if (o.threads < 0 || o.threads > 1024) fail("-t must be in [0, 1024] (0: physical cores), got ", o.threads);
   if (o.n_prompt < 1 || o.n_prompt > kMaxTokens) fail("-p must be in [1, ", kMaxTokens, "], got ", o.n_prompt);
   if (o.n_gen < 1 || o.n_gen > kMaxTokens) fail("-n must be in [1, ", kMaxTokens, "], got ", o.n_gen);
   if (o.n_prompt + o.n_gen > kMaxTokens) fail("-p + -n must be at most ", kMaxTokens, " tokens");
@@ -284,8 +288,11 @@ int run_bench(const BenchOpts& o) {
   if (!kv_type) fail("unknown --kv-cache-dtype '", o.kv_type, "' (f32, f16, bf16, q8_0)");
 
   const std::string path = model_or_default(o.model);
+  // The pool and the bandwidth buffer come first (see the file comment).
+  ThreadPool pool(o.threads > 0 ? o.threads : physical_core_count());
+  BandwidthProbe probe(pool);
   model::ModelOptions mo;
-  mo.n_threads = o.threads;
+  mo.pool = &pool;
   mo.max_batch_tokens = 512;  // the engine's default max_num_batched_tokens: prompts run in such chunks
   std::unique_ptr<model::Model> m = model::Model::load(path, mo);
   const model::HParams& hp = m->hparams();
@@ -318,30 +325,36 @@ int run_bench(const BenchOpts& o) {
   const auto wall0 = Clock::now();
   // The batch's prompts are processed once, timed, then each repetition decodes from them.
   const double batch_prefill = max_batch > 0 ? runner.prefill_batch(max_batch, o.batch_prompt) : 0;
-  std::vector<double> pp, ttft, tg;
+  std::vector<double> pp, ttft, tg, bandwidth;
+  uint64_t checksum = 0;
   std::vector<std::vector<double>> agg(o.batches.size());
   for (int rep = 0; rep < o.reps; ++rep) {
     const Runner::Single s = runner.single(single_seq, o.n_prompt, o.n_gen);
     pp.push_back(s.pp_tokens_per_s);
     ttft.push_back(s.ttft_s * 1e3);
     tg.push_back(s.tg_tokens_per_s);
+    const BandwidthResult bw = probe.measure();
+    bandwidth.push_back(bw.best_bytes_per_s);
+    checksum += bw.checksum;
     if (!o.json)
-      std::fprintf(stderr, "rep %d/%d: pp%lld %.2f t/s, tg%lld %.2f t/s", rep + 1, o.reps, (long long)o.n_prompt,
-                   s.pp_tokens_per_s, (long long)o.n_gen, s.tg_tokens_per_s);
+      std::fprintf(stderr, "rep %d/%d: pp%lld %.2f t/s, tg%lld %.2f t/s (%.2f GB/s)", rep + 1, o.reps,
+                   (long long)o.n_prompt, s.pp_tokens_per_s, (long long)o.n_gen, s.tg_tokens_per_s,
+                   bandwidth.back() / 1e9);
     for (size_t i = 0; i < o.batches.size(); ++i) {
       agg[i].push_back(runner.decode_batch(o.batches[i], o.batch_gen));
       if (!o.json) std::fprintf(stderr, ", B=%lld %.2f t/s", (long long)o.batches[i], agg[i].back());
     }
     if (!o.json) std::fprintf(stderr, "\n");
   }
-  const double cpu_share = (process_cpu_seconds() - cpu0) / (seconds_since(wall0) * m->pool().size());
-  const uint64_t rss = peak_rss_bytes();  // before the bandwidth buffer exists
+  const double cpu_share = (process_cpu_seconds() - cpu0) / (seconds_since(wall0) * pool.size());
+  const uint64_t hwm = peak_rss_bytes();
+  const uint64_t rss = hwm > probe.buffer_bytes() ? hwm - probe.buffer_bytes() : 0;
 
-  BandwidthResult bw = measure_read_bandwidth(m->pool());
-  const double roofline = bw.best_bytes_per_s / active.total;
+  const Stat bw_s = summarize(bandwidth);
+  const double roofline = bw_s.median / active.total;
   const Stat pp_s = summarize(pp), ttft_s = summarize(ttft), tg_s = summarize(tg);
   const double fraction = tg_s.median / roofline;
-  const int n_threads = m->pool().size();
+  const int n_threads = pool.size();
 
   if (o.json) {
     nlohmann::json j;
@@ -361,9 +374,9 @@ int run_bench(const BenchOpts& o) {
     j["load_average"] = load_before;
     j["active_bytes_per_token"] = active.total;
     j["expert_bytes"] = active.experts_all;
-    j["bandwidth_bytes_per_s"] = bw.best_bytes_per_s;
-    j["bandwidth_median_bytes_per_s"] = bw.median_bytes_per_s;
-    j["bandwidth_checksum"] = bw.checksum;
+    put_stat(j, "bandwidth_bytes_per_s", bw_s);
+    j["bandwidth_buffer_bytes"] = probe.buffer_bytes();
+    j["bandwidth_checksum"] = checksum;
     j["last_level_cache_bytes"] = last_level_cache_bytes();
     j["roofline_tokens_per_s"] = roofline;
     j["roofline_fraction"] = fraction;
@@ -392,9 +405,10 @@ int run_bench(const BenchOpts& o) {
   std::printf("active weight bytes per token: %s (other %s + experts %s of %s)\n", gb(active.total).c_str(),
               gb(static_cast<double>(active.other + active.embedding_row)).c_str(), gb(active.experts_used).c_str(),
               gb(static_cast<double>(active.experts_all)).c_str());
-  std::printf("read bandwidth:                %.2f GB/s (best of %d passes over %llu MiB, %d threads; median %.2f)\n",
-              bw.best_bytes_per_s / 1e9, bw.passes, (unsigned long long)(bw.buffer_bytes >> 20), bw.n_threads,
-              bw.median_bytes_per_s / 1e9);
+  std::printf("read bandwidth:                %.2f GB/s (%.2f to %.2f; %d threads, best of 8 passes over %llu MiB\n"
+              "                               right after each decode run)\n",
+              bw_s.median / 1e9, bw_s.min / 1e9, bw_s.max / 1e9, n_threads,
+              (unsigned long long)(probe.buffer_bytes() >> 20));
   std::printf("decode roofline:               %.2f tokens/s\n", roofline);
   const uint64_t llc = last_level_cache_bytes();
   if (llc > 0 && static_cast<double>(llc) >= 2 * active.total)

@@ -1,7 +1,7 @@
-// bandwidth.cpp: memory read bandwidth measurement (see bandwidth.h). The buffer is first written by the
-// threads that will read it (so each page is touched by its reader), then read once untimed, then timed
-// passes. Work is handed out in chunks of 4 MiB so a thread delayed by another process does not hold a
-// whole pass back; the best pass is the machine's ceiling.
+// bandwidth.cpp: memory read bandwidth measurement (see bandwidth.h). The probe's buffer is first
+// written by the threads that will read it (so each page is touched by its reader); each measurement
+// reads it once untimed, then times its passes. Work is handed out in chunks of 4 MiB so a thread
+// delayed by another process does not hold a whole pass back; the best pass is the machine's ceiling.
 #include "util/bandwidth.h"
 
 #include <algorithm>
@@ -78,54 +78,56 @@ uint64_t default_bandwidth_buffer_bytes() {
   return std::clamp<uint64_t>(8 * last_level_cache_bytes(), kMin, kMax);
 }
 
-BandwidthResult measure_read_bandwidth(ThreadPool& pool, const BandwidthOptions& options) {
+BandwidthProbe::BandwidthProbe(ThreadPool& pool, uint64_t buffer_bytes) : pool_(pool) {
   const int n_threads = pool.size();
-  const uint64_t bytes = options.buffer_bytes ? options.buffer_bytes : default_bandwidth_buffer_bytes();
+  const uint64_t bytes = buffer_bytes ? buffer_bytes : default_bandwidth_buffer_bytes();
   if (bytes < 4096ull * static_cast<uint64_t>(n_threads) || bytes > (64ull << 30))
     fail("bandwidth buffer of ", bytes, " bytes is outside [4 KiB per thread, 64 GiB]");
-  if (options.passes < 1 || options.passes > 1000) fail("bandwidth passes ", options.passes, " outside [1, 1000]");
-
   constexpr size_t kAlign = 4096;
-  const size_t n_words = static_cast<size_t>(bytes / 8);
-  const size_t alloc_bytes = (n_words * 8 + kAlign - 1) / kAlign * kAlign;
-  std::unique_ptr<uint64_t, decltype(&std::free)> buffer(static_cast<uint64_t*>(std::aligned_alloc(kAlign, alloc_bytes)),
-                                                         &std::free);
-  if (!buffer) fail("cannot allocate ", alloc_bytes, " bytes for the bandwidth measurement");
-  uint64_t* words = buffer.get();
+  n_words_ = static_cast<size_t>(bytes / 8);
+  const size_t alloc_bytes = (n_words_ * 8 + kAlign - 1) / kAlign * kAlign;
+  words_ = static_cast<uint64_t*>(std::aligned_alloc(kAlign, alloc_bytes));
+  if (!words_) fail("cannot allocate ", alloc_bytes, " bytes for the bandwidth measurement");
 
   // 4 MiB chunks (at least one per thread, so small test buffers still split).
   constexpr size_t kChunkWords = (4u << 20) / 8;
-  const size_t n_chunks = std::max<size_t>((n_words + kChunkWords - 1) / kChunkWords, static_cast<size_t>(n_threads));
-  const size_t chunk_words = (n_words + n_chunks - 1) / n_chunks;
-  auto chunk_range = [&](int64_t chunk) {
-    const size_t begin = std::min(n_words, static_cast<size_t>(chunk) * chunk_words);
-    return std::pair{begin, std::min(n_words, begin + chunk_words)};
-  };
-
-  // Word i holds i (so the checksum is checkable: passes * n(n-1)/2 mod 2^64).
-  pool.run(static_cast<int64_t>(n_chunks), [&](int64_t chunk, int) {
-    auto [begin, end] = chunk_range(chunk);
-    for (size_t i = begin; i < end; ++i) words[i] = i;
+  n_chunks_ = std::max<size_t>((n_words_ + kChunkWords - 1) / kChunkWords, static_cast<size_t>(n_threads));
+  chunk_words_ = (n_words_ + n_chunks_ - 1) / n_chunks_;
+  // Written by the threads that will read it. Word i holds i, so the checksum is checkable:
+  // passes * n(n-1)/2 mod 2^64.
+  pool_.run(static_cast<int64_t>(n_chunks_), [&](int64_t c, int) {
+    auto [begin, end] = chunk(c);
+    for (size_t i = begin; i < end; ++i) words_[i] = i;
   });
+}
 
+BandwidthProbe::~BandwidthProbe() { std::free(words_); }
+
+std::pair<size_t, size_t> BandwidthProbe::chunk(int64_t index) const {
+  const size_t begin = std::min(n_words_, static_cast<size_t>(index) * chunk_words_);
+  return {begin, std::min(n_words_, begin + chunk_words_)};
+}
+
+BandwidthResult BandwidthProbe::measure(int passes) {
+  if (passes < 1 || passes > 1000) fail("bandwidth passes ", passes, " outside [1, 1000]");
   const Isa isa = active_isa();
   struct alignas(64) Partial { uint64_t sum = 0; };
-  std::vector<Partial> partial(static_cast<size_t>(n_threads));
+  std::vector<Partial> partial(static_cast<size_t>(pool_.size()));
   auto read_pass = [&] {
-    pool.run(static_cast<int64_t>(n_chunks), [&](int64_t chunk, int thread) {
-      auto [begin, end] = chunk_range(chunk);
-      partial[static_cast<size_t>(thread)].sum += sum_words(words + begin, end - begin, isa);
+    pool_.run(static_cast<int64_t>(n_chunks_), [&](int64_t c, int thread) {
+      auto [begin, end] = chunk(c);
+      partial[static_cast<size_t>(thread)].sum += sum_words(words_ + begin, end - begin, isa);
     });
   };
   read_pass();  // warm-up: TLB, pool threads awake
   for (auto& p : partial) p.sum = 0;
 
   std::vector<double> rates;
-  for (int pass = 0; pass < options.passes; ++pass) {
+  for (int pass = 0; pass < passes; ++pass) {
     const auto t0 = std::chrono::steady_clock::now();
     read_pass();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    rates.push_back(static_cast<double>(n_words * 8) / std::max(secs, 1e-9));
+    rates.push_back(static_cast<double>(n_words_ * 8) / std::max(secs, 1e-9));
   }
   BandwidthResult r;
   for (const auto& p : partial) r.checksum += p.sum;
@@ -133,10 +135,16 @@ BandwidthResult measure_read_bandwidth(ThreadPool& pool, const BandwidthOptions&
   r.best_bytes_per_s = rates.back();
   const size_t mid = rates.size() / 2;
   r.median_bytes_per_s = rates.size() % 2 ? rates[mid] : 0.5 * (rates[mid - 1] + rates[mid]);
-  r.buffer_bytes = n_words * 8;
-  r.n_threads = n_threads;
-  r.passes = options.passes;
+  r.buffer_bytes = n_words_ * 8;
+  r.n_threads = pool_.size();
+  r.passes = passes;
   return r;
+}
+
+BandwidthResult measure_read_bandwidth(ThreadPool& pool, const BandwidthOptions& options) {
+  if (options.passes < 1 || options.passes > 1000) fail("bandwidth passes ", options.passes, " outside [1, 1000]");
+  BandwidthProbe probe(pool, options.buffer_bytes);
+  return probe.measure(options.passes);
 }
 
 }  // namespace moe

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 
 #include "util/cpu.h"
 #include "util/thread_pool.h"
@@ -24,7 +25,7 @@ struct BandwidthResult {
   uint64_t buffer_bytes = 0;      // bytes read per pass
   int n_threads = 0;
   int passes = 0;
-  uint64_t checksum = 0;          // sum of every 64-bit word read, all passes (keeps the loads alive)
+  uint64_t checksum = 0;          // sum of every 64-bit word read in the timed passes (keeps the loads)
 };
 
 // Size of the last-level data cache of CPU 0 from /sys (bytes), or 0 when it cannot be read.
@@ -34,8 +35,33 @@ uint64_t last_level_cache_bytes();
 // negligible part of it.
 uint64_t default_bandwidth_buffer_bytes();
 
-// Measures with all of pool's threads. Throws moe::Error when the buffer cannot be allocated or the
-// options are out of range (buffer < 4 KiB per thread or > 64 GiB, passes outside [1, 1000]).
+// A buffer allocated and written once, to measure with as often as wanted: `moe bench` measures right
+// after each decode run, so each figure describes the machine as that run found it (on a shared host
+// the bandwidth one VM gets varies from minute to minute). The buffer stays resident for the probe's
+// lifetime: buffer_bytes() of the process's RSS are the probe's.
+class BandwidthProbe {
+ public:
+  // Throws moe::Error when the buffer cannot be allocated or its size is out of range (< 4 KiB per
+  // thread or > 64 GiB). buffer_bytes 0: default_bandwidth_buffer_bytes(). Word i holds i.
+  BandwidthProbe(ThreadPool& pool, uint64_t buffer_bytes = 0);
+  ~BandwidthProbe();
+  BandwidthProbe(const BandwidthProbe&) = delete;
+  BandwidthProbe& operator=(const BandwidthProbe&) = delete;
+
+  // One untimed pass, then `passes` timed ones (moe::Error outside [1, 1000]) with all the pool's threads.
+  BandwidthResult measure(int passes = 8);
+  uint64_t buffer_bytes() const { return n_words_ * 8; }
+
+ private:
+  std::pair<size_t, size_t> chunk(int64_t index) const;
+  ThreadPool& pool_;
+  uint64_t* words_ = nullptr;
+  size_t n_words_ = 0;
+  size_t n_chunks_ = 0;
+  size_t chunk_words_ = 0;
+};
+
+// A probe used once: measures with all of pool's threads. Throws as BandwidthProbe does.
 BandwidthResult measure_read_bandwidth(ThreadPool& pool, const BandwidthOptions& options = {});
 
 // The streaming kernel: the sum (mod 2^64) of n_words 64-bit words, read with the widest loads of

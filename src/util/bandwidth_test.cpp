@@ -42,6 +42,20 @@ TEST(Bandwidth, OddBufferSplitsWithoutLosingWords) {
   EXPECT_EQ(r.checksum, n * (n - 1) / 2);
 }
 
+TEST(Bandwidth, ProbeMeasuresRepeatedlyFromOneBuffer) {
+  ThreadPool pool(2);
+  BandwidthProbe probe(pool, 1u << 20);
+  EXPECT_EQ(probe.buffer_bytes(), 1u << 20);
+  const uint64_t n = probe.buffer_bytes() / 8;
+  for (int passes : {1, 2}) {
+    const BandwidthResult r = probe.measure(passes);
+    EXPECT_GT(r.best_bytes_per_s, 0.0);
+    EXPECT_EQ(r.checksum, n * (n - 1) / 2 * static_cast<uint64_t>(passes));
+  }
+  EXPECT_THROW(probe.measure(0), Error);
+  EXPECT_THROW(probe.measure(1001), Error);
+}
+
 TEST(Bandwidth, RejectsBadOptions) {
   ThreadPool pool(1);
   BandwidthOptions o;
