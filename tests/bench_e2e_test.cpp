@@ -12,13 +12,13 @@
 #include <string>
 #include <vector>
 
-#include "plan_run_util.h"
 #include "testutil/fixtures.h"
 
 namespace moe {
 namespace {
 
-using plan_test::run_moe;
+// Runs `moe args...` without a shell.
+moe::testing::CommandResult run_moe(const std::vector<std::string>& args) { return moe::testing::run_moe_args(args); }
 
 std::string bundled_model() { return moe::testing::source_dir() + "/models/stories260K-moe.gguf"; }
 
@@ -42,7 +42,7 @@ void expect_positive(const nlohmann::json& j, const std::string& key) {
 TEST(BenchCli, JsonHasEveryFieldAndConsistentRoofline) {
   const auto r = run_moe({"bench", bundled_model(), "-t", "2", "-p", "16", "-n", "8", "--reps", "2", "--batch", "1,2",
                           "--batch-prompt", "16", "--batch-gen", "4", "--json"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.status, 0) << r.err;
   const auto lines = json_lines(r.out);
   ASSERT_EQ(lines.size(), 3u) << r.out;
 
@@ -75,7 +75,7 @@ TEST(BenchCli, JsonHasEveryFieldAndConsistentRoofline) {
   // Active bytes = moe info's bytes/token (everything but the embedding table and unused experts) plus
   // one embedding row (64 F32 values... whatever the file stores: info's figure is within one row).
   const auto info = run_moe({"info", bundled_model()});
-  ASSERT_EQ(info.exit_code, 0) << info.err;
+  ASSERT_EQ(info.status, 0) << info.err;
   const auto at = info.out.find("bytes/token:");
   ASSERT_NE(at, std::string::npos) << info.out;
   const double info_bytes = std::stod(info.out.substr(at + 12));
@@ -99,7 +99,7 @@ TEST(BenchCli, JsonHasEveryFieldAndConsistentRoofline) {
 TEST(BenchCli, TableNamesEveryFigure) {
   const auto r = run_moe({"bench", bundled_model(), "-t", "1", "-p", "8", "-n", "4", "--reps", "1", "--batch", "3",
                           "--batch-prompt", "8", "--batch-gen", "2"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.status, 0) << r.err;
   for (const char* want : {"active weight bytes per token", "read bandwidth", "decode roofline", "pp8", "tg4",
                            "ttft", "peak RSS", "CPU share", "batched decode", "aggregate"})
     EXPECT_NE(r.out.find(want), std::string::npos) << want << " missing in:\n" << r.out;
@@ -125,12 +125,12 @@ TEST(BenchCli, BadFlagsAreCleanErrors) {
     std::vector<std::string> args = {"bench", model};
     args.insert(args.end(), c.args.begin(), c.args.end());
     const auto r = run_moe(args);
-    EXPECT_EQ(r.exit_code, 1) << c.args[0] << ": " << r.err;
+    EXPECT_EQ(r.status, 1) << c.args[0] << ": " << r.err;
     EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
     EXPECT_EQ(r.err.find("terminate"), std::string::npos) << r.err;
   }
   const auto missing = run_moe({"bench", "/nonexistent/model.gguf", "-p", "4", "-n", "1"});
-  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_EQ(missing.status, 1);
   EXPECT_NE(missing.err.find("/nonexistent/model.gguf"), std::string::npos) << missing.err;
 }
 
