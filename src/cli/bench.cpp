@@ -311,7 +311,7 @@ int run_bench(const BenchOpts& o) {
   kv::Cache cache(geom, blocks);
   Runner runner(*m, cache, o.seed);
 
-  // Warm-up (untimed): every weight page resident, then a short run of each kind.
+  // Warm-up (untimed): every weight page resident, then a short prompt and decode.
   volatile uint64_t touched = touch_weights(m->file());
   (void)touched;
   const auto single_seq = static_cast<int32_t>(max_batch);
