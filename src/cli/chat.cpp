@@ -14,8 +14,6 @@
 
 #include "cli/command.h"
 #include "engine/engine.h"
-#include "template/chat_template.h"
-#include "tokenizer/tokenizer.h"
 #include "util/error.h"
 
 namespace moe::cli {
@@ -33,11 +31,6 @@ struct ChatOpts {
   int64_t ctx = 4096;
 };
 
-// The template's text for a token id of the vocabulary ("" when out of range).
-std::string token_text(const tokenizer::Tokenizer& tok, int32_t id) {
-  return id >= 0 && id < tok.n_vocab() ? tok.piece(id) : std::string();
-}
-
 int run_chat(const ChatOpts& o) {
   engine::EngineConfig cfg;
   cfg.model_path = model_or_default(o.model);
@@ -46,7 +39,6 @@ int run_chat(const ChatOpts& o) {
   cfg.max_model_len = o.ctx;
   cfg.chat_template_override = o.chat_template;
   engine::Engine eng(cfg);
-  const auto& tok = eng.tokenizer();
   const bool interactive = isatty(STDIN_FILENO);
 
   nlohmann::ordered_json messages;
@@ -80,18 +72,8 @@ int run_chat(const ChatOpts& o) {
     }
     if (line.empty()) continue;
     messages.push_back({{"role", "user"}, {"content", line}});
-    tmpl::RenderOptions ro;
-    ro.add_generation_prompt = true;
-    ro.bos_token = token_text(tok, tok.bos_id());
-    ro.eos_token = token_text(tok, tok.eos_id());
-    std::string prompt_text = eng.chat_template().render(messages, ro);
-    // The template writes BOS itself when it wants one; special tokens in it are parsed as tokens.
-    std::vector<int32_t> ids = tok.encode(prompt_text, false, true);
-    if (ids.empty() || (tok.add_bos() && ids.front() != tok.bos_id() && tok.bos_id() >= 0))
-      ids.insert(ids.begin(), tok.bos_id());
-
     engine::Request req;
-    req.prompt = std::move(ids);
+    req.prompt = eng.chat_prompt(messages);  // the model's template, BOS exactly once
     req.max_tokens = o.n_predict;
     req.sampling.temperature = o.temp;
     req.sampling.top_p = o.top_p;

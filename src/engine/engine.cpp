@@ -190,7 +190,8 @@ Engine::Impl::Impl(const EngineConfig& c) : cfg(c) {
   if (cfg.max_model_len > 0 && max_len < cfg.max_model_len)
     log_warn("max_model_len ", cfg.max_model_len, " does not fit the KV pool; capped at ", max_len);
   prefix = std::make_unique<PrefixCache>(*cache);
-  for (int32_t s = cfg.max_num_seqs; s >= 0; --s) free_slots.push_back(s);  // slot max_num_seqs: embeddings
+  // Slots 0..max_num_seqs-1 hold running sequences; slot max_num_seqs is the embeddings' own.
+  for (int32_t s = cfg.max_num_seqs - 1; s >= 0; --s) free_slots.push_back(s);
   publish_stats();
   loop_thread = std::thread([this] { loop(); });
 }
@@ -404,18 +405,15 @@ bool Engine::Impl::step() {
   int64_t budget = cfg.max_num_batched_tokens;
   struct Planned { Sequence* s; int64_t begin, end; };
   std::vector<Planned> plan;
-  auto plan_for = [&](Sequence& s) -> bool {
-    int64_t known = static_cast<int64_t>(s.tokens.size());
-    int64_t todo = known - s.n_computed;
-    if (todo <= 0 || budget <= 0) return true;
+  // make_room never preempts the sequence it makes room for, so `s` keeps its slot.
+  auto plan_for = [&](Sequence& s) {
+    int64_t todo = static_cast<int64_t>(s.tokens.size()) - s.n_computed;
+    if (todo <= 0 || budget <= 0) return;
     int64_t take = std::min(todo, budget);
-    int64_t need = cache->blocks_needed(s.slot, s.n_computed + take);
-    if (!make_room(need, &s)) return false;
-    if (s.slot < 0) return true;  // preempted by make_room for an earlier one: cannot happen for `keep`
+    if (!make_room(cache->blocks_needed(s.slot, s.n_computed + take), &s)) return;
     cache->reserve(s.slot, s.n_computed + take);
     plan.push_back({&s, s.n_computed, s.n_computed + take});
     budget -= take;
-    return true;
   };
   // Snapshot the pointers: make_room may move sequences from `running` back to `waiting`.
   std::vector<Sequence*> decoding, prefilling;
@@ -639,5 +637,17 @@ const model::HParams& Engine::hparams() const { return impl_->model->hparams(); 
 int64_t Engine::max_model_len() const { return impl_->max_len; }
 const EngineConfig& Engine::config() const { return impl_->cfg; }
 const std::vector<int32_t>& Engine::end_of_turn_ids() const { return impl_->eot_ids; }
+
+std::vector<int32_t> Engine::chat_prompt(const nlohmann::ordered_json& messages) const {
+  const tokenizer::Tokenizer& tok = impl_->tok;
+  const int32_t bos = tok.bos_id();
+  tmpl::RenderOptions opts;
+  opts.add_generation_prompt = true;
+  opts.bos_token = bos >= 0 ? tok.piece(bos) : "";
+  opts.eos_token = tok.eos_id() >= 0 ? tok.piece(tok.eos_id()) : "";
+  std::vector<int32_t> ids = tok.encode(impl_->chat->render(messages, opts), /*add_bos=*/false, /*parse_special=*/true);
+  if (tok.add_bos() && bos >= 0 && (ids.empty() || ids.front() != bos)) ids.insert(ids.begin(), bos);
+  return ids;
+}
 
 }  // namespace moe::engine

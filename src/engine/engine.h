@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "kv/kv_types.h"
 
 namespace moe::tokenizer { class Tokenizer; }
@@ -119,6 +121,10 @@ class Engine {
   const model::HParams& hparams() const;
   int64_t max_model_len() const;
   const EngineConfig& config() const;
+  // The prompt ids of a conversation: the chat template rendered with the generation prompt and the
+  // model's BOS/EOS texts, special-token texts parsed as tokens, and BOS exactly once (a template that
+  // writes it gets no second one). Throws moe::Error with the template's message.
+  std::vector<int32_t> chat_prompt(const nlohmann::ordered_json& messages) const;
   // The chat template's end-of-turn token ids (e.g. <|im_end|> for ChatML), added to stop ids.
   const std::vector<int32_t>& end_of_turn_ids() const;
 

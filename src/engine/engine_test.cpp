@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -250,6 +251,26 @@ TEST(Engine, RejectsBadRequestsWithClearErrors) {
   Request bad_sampling = greedy(e, "Hi", 4);
   bad_sampling.sampling.top_p = -1;
   EXPECT_THROW(e.submit(bad_sampling, {}), Error);
+}
+
+TEST(Engine, ChatPromptHasExactlyOneBos) {
+  const nlohmann::ordered_json messages = {{{"role", "user"}, {"content", "Hi"}}};
+  // ChatML (the fallback for this model) writes no BOS: the engine adds the model's one.
+  Engine chatml(base_config());
+  const auto& tok = chatml.tokenizer();
+  auto ids = chatml.chat_prompt(messages);
+  ASSERT_FALSE(ids.empty());
+  EXPECT_EQ(ids.front(), tok.bos_id());
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), tok.bos_id()), 1);
+  // Mixtral's template writes "<s>" itself, which must become that one BOS, not a second.
+  EngineConfig c = base_config();
+  c.chat_template_override = "mixtral";
+  Engine mixtral(c);
+  ids = mixtral.chat_prompt(messages);
+  ASSERT_FALSE(ids.empty());
+  EXPECT_EQ(ids.front(), tok.bos_id());
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), tok.bos_id()), 1);
+  EXPECT_THROW(mixtral.chat_prompt({{{"role", "assistant"}, {"content", "first"}}}), Error);  // template raises
 }
 
 TEST(Engine, DrainFinishesInFlightRequests) {

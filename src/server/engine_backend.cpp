@@ -1,7 +1,6 @@
 // engine_backend.cpp: Backend over engine::Engine (see engine_backend.h).
 #include "server/engine_backend.h"
 
-#include "template/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace moe::server {
@@ -21,20 +20,8 @@ std::vector<int32_t> EngineBackend::tokenize(std::string_view text, bool add_bos
 
 std::string EngineBackend::detokenize(std::span<const int32_t> ids) const { return engine_.tokenizer().decode(ids); }
 
-std::vector<int32_t> tokenize_rendered_chat(const tokenizer::Tokenizer& tok, const std::string& rendered) {
-  std::vector<int32_t> ids = tok.encode(rendered, /*add_bos=*/false, /*parse_special=*/true);
-  int32_t bos = tok.bos_id();
-  if (tok.add_bos() && bos >= 0 && (ids.empty() || ids.front() != bos)) ids.insert(ids.begin(), bos);
-  return ids;
-}
-
 std::vector<int32_t> EngineBackend::chat_prompt(const nlohmann::json& messages) const {
-  const auto& tok = engine_.tokenizer();
-  tmpl::RenderOptions opts;
-  opts.add_generation_prompt = true;
-  opts.bos_token = tok.bos_id() >= 0 ? tok.piece(tok.bos_id()) : "";
-  opts.eos_token = tok.eos_id() >= 0 ? tok.piece(tok.eos_id()) : "";
-  return tokenize_rendered_chat(tok, engine_.chat_template().render(messages, opts));
+  return engine_.chat_prompt(messages);
 }
 
 std::vector<int32_t> EngineBackend::end_of_turn_ids() const { return engine_.end_of_turn_ids(); }

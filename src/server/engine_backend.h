@@ -27,8 +27,4 @@ class EngineBackend : public Backend {
   engine::Engine& engine_;
 };
 
-// Tokenizes a rendered chat prompt: special-token texts become their ids, and the result starts with
-// exactly one BOS when the model wants one, whether or not the template wrote it.
-std::vector<int32_t> tokenize_rendered_chat(const tokenizer::Tokenizer& tok, const std::string& rendered);
-
 }  // namespace moe::server
