@@ -92,10 +92,28 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
 
   if (!activations_fit(a, w.type, p))
     fail("internal: activations quantized as ", type_name(a.qtype), " for ", type_name(w.type), " weights");
+  if (n_tok == 1) {
+    pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int) {
+      for (int64_t r = r0; r < r1; ++r) y[r] = quant::vec_dot(w.type, cols, w.row(r), a.q);
+    });
+    return;
+  }
+  // Many tokens: each weight row meets a group of tokens at once (quant::vec_dot_tokens unpacks the row's
+  // blocks once per group). Blocked so both operands stay in the core's L2: a band of rows (~128 KiB of
+  // weights) is swept by the tokens a tile (~256 KiB of activations) at a time, so weights are read from
+  // memory once and activations from L2/L3 once per band rather than once per row.
+  const int64_t band_rows = std::max<int64_t>(1, (int64_t{128} << 10) / static_cast<int64_t>(w.row_bytes));
+  const int64_t tile_tok = std::max<int64_t>(8, (int64_t{256} << 10) / static_cast<int64_t>(a.q_row_bytes));
   pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int) {
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t t = 0; t < n_tok; ++t)
-        y[t * rows + r] = quant::vec_dot(w.type, cols, w.row(r), a.q + static_cast<size_t>(t) * a.q_row_bytes);
+    for (int64_t b0 = r0; b0 < r1; b0 += band_rows) {
+      const int64_t b1 = std::min(r1, b0 + band_rows);
+      for (int64_t t0 = 0; t0 < n_tok; t0 += tile_tok) {
+        const int64_t nt = std::min(tile_tok, n_tok - t0);
+        const uint8_t* x = a.q + static_cast<size_t>(t0) * a.q_row_bytes;
+        for (int64_t r = b0; r < b1; ++r)
+          quant::vec_dot_tokens(w.type, cols, w.row(r), x, a.q_row_bytes, nt, y + t0 * rows + r, static_cast<size_t>(rows));
+      }
+    }
   });
 }
 

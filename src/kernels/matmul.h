@@ -10,7 +10,8 @@
 // F32/F16/BF16 weights use float activations in both.
 //
 // Batch invariance: y[t][r] depends only on row r and token t's own activations (per-token
-// quantization, one dot product per (t, r), fixed order), never on which other tokens share the batch.
+// quantization; the many-token kernels compute each (t, r) with the single-token kernel's operations in
+// its order), never on which other tokens share the batch.
 #pragma once
 #include <cstddef>
 #include <cstdint>

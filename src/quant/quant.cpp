@@ -117,4 +117,24 @@ float vec_dot(GgmlType weight_type, int64_t n, const void* w, const void* x) {
   return vec_dot_isa(active_isa(), weight_type, n, w, x);
 }
 
+void vec_dot_tokens_isa(Isa isa, GgmlType weight_type, int64_t n, const void* w, const void* x, size_t x_stride,
+                        int64_t n_tok, float* out, size_t out_stride) {
+  activation_type(weight_type);
+  check_row("vec_dot_tokens", weight_type, n);
+  if (n_tok < 0) fail("vec_dot_tokens: negative token count ", n_tok);
+  isa = usable(isa);
+  if (n_tok > 1 && isa >= Isa::AVX512 &&
+      detail::vec_dot_tokens_avx512(weight_type, n, w, x, x_stride, n_tok, out, out_stride))
+    return;
+  // No many-token kernel for this type and ISA: one dot product per token gives the same numbers.
+  const auto* xb = static_cast<const uint8_t*>(x);
+  for (int64_t t = 0; t < n_tok; ++t)
+    out[static_cast<size_t>(t) * out_stride] = vec_dot_isa(isa, weight_type, n, w, xb + static_cast<size_t>(t) * x_stride);
+}
+
+void vec_dot_tokens(GgmlType weight_type, int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_tok,
+                    float* out, size_t out_stride) {
+  vec_dot_tokens_isa(active_isa(), weight_type, n, w, x, x_stride, n_tok, out, out_stride);
+}
+
 }  // namespace moe::quant

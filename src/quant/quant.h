@@ -44,4 +44,13 @@ float vec_dot(GgmlType weight_type, int64_t n, const void* w, const void* x);
 // The same with an explicit ISA (tests compare each with Isa::Scalar).
 float vec_dot_isa(Isa isa, GgmlType weight_type, int64_t n, const void* w, const void* x);
 
+// Many tokens against one weight row: out[t * out_stride] = vec_dot(weight_type, n, w, x + t * x_stride)
+// for t < n_tok, bit for bit, but with the row's blocks unpacked once for a group of tokens (the
+// prefill and batched-decode path of matmul). x_stride is the byte distance between token rows.
+void vec_dot_tokens(GgmlType weight_type, int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_tok,
+                    float* out, size_t out_stride);
+// The same with an explicit ISA.
+void vec_dot_tokens_isa(Isa isa, GgmlType weight_type, int64_t n, const void* w, const void* x, size_t x_stride,
+                        int64_t n_tok, float* out, size_t out_stride);
+
 }  // namespace moe::quant

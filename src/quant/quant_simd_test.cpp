@@ -256,6 +256,48 @@ TEST(QuantSimd, DotProductsMatchScalarForEveryBlockFormat) {
       }
 }
 
+// The many-token kernels promise more than closeness: each token's result is the single-token kernel's
+// bit for bit (batch invariance rests on it). Token counts cover every group size and a partial last
+// group; rows are placed with a padded stride and results with a stride, as matmul uses them.
+TEST(QuantSimd, ManyTokenDotsEqualSingleTokenDotsBitForBit) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("MOE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::vector<Isa> isas = simd_isas();
+  isas.insert(isas.begin(), Isa::Scalar);
+  for (GgmlType type : kBlockTypes)
+    for (int64_t n : {256, 1024}) {
+      if (n % block_size(type) != 0) continue;
+      const GgmlType act = activation_type(type);
+      const size_t row = bytes_of(act, n), stride = row + 64;
+      const int64_t n_tok = 19;  // two full groups of eight and a group of three
+      const bool raw = rng() % 2 == 0;
+      const std::vector<uint8_t> w = random_weights(rng, type, n, raw);
+      std::vector<uint8_t> x(stride * n_tok);
+      for (int64_t t = 0; t < n_tok; ++t) {
+        const std::vector<uint8_t> xt = activations(act, random_floats(rng, n));
+        std::memcpy(x.data() + t * stride, xt.data(), row);
+      }
+      for (Isa isa : isas)
+        for (int64_t count : {int64_t{1}, int64_t{2}, int64_t{7}, int64_t{8}, int64_t{9}, n_tok}) {
+          constexpr size_t kOutStride = 3;
+          std::vector<float> out(kOutStride * n_tok, -1.0f);
+          vec_dot_tokens_isa(isa, type, n, w.data(), x.data(), stride, count, out.data(), kOutStride);
+          for (int64_t t = 0; t < n_tok; ++t) {
+            const float got = out[t * kOutStride];
+            if (t >= count) {
+              EXPECT_EQ(got, -1.0f) << "token " << t << " beyond the count was written";
+              continue;
+            }
+            const float want = vec_dot_isa(isa, type, n, w.data(), x.data() + t * stride);
+            EXPECT_EQ(std::memcmp(&got, &want, sizeof got), 0)
+                << type_name(type) << " n=" << n << " on " << isa_name(isa) << ", token " << t << " of " << count
+                << ": " << got << " vs single-token " << want;
+          }
+        }
+    }
+}
+
 TEST(QuantSimd, DotProductsMatchScalarForFloatWeights) {
   if (simd_isas().empty()) GTEST_SKIP() << "this CPU has no AVX2";
   const uint64_t seed = fresh_seed();
