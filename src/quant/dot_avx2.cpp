@@ -21,6 +21,7 @@
 #include <cstring>
 
 #include "quant/blocks.h"
+#include "quant/kquant_scales.h"
 #include "quant/simd.h"
 #include "util/fp16.h"
 
@@ -47,12 +48,6 @@ inline __m128i load_u32(const void* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
   return _mm_cvtsi32_si128(v);
-}
-
-inline uint32_t read_u32(const void* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
 }
 
 inline float half(uint16_t h) { return _cvtsh_ss(h); }
@@ -224,20 +219,6 @@ float dot_q2_K(const void* wv, const void* xv, int64_t nb) {
   return hsum(_mm256_sub_ps(acc, acc_min));
 }
 
-// The 16 six-bit Q3_K scales minus 32, as int8 (layout in quant/dequant_ref.cpp: low nibbles in bytes
-// 0..7, top two bits in bytes 8..11).
-inline __m128i q3_K_scales(const uint8_t* packed) {
-  const uint32_t a[3] = {read_u32(packed), read_u32(packed + 4), read_u32(packed + 8)};
-  const uint32_t k4 = 0x0F0F0F0Fu, k2 = 0x03030303u;
-  const uint32_t s0 = (a[0] & k4) | ((a[2] & k2) << 4);
-  const uint32_t s1 = (a[1] & k4) | (((a[2] >> 2) & k2) << 4);
-  const uint32_t s2 = ((a[0] >> 4) & k4) | (((a[2] >> 4) & k2) << 4);
-  const uint32_t s3 = ((a[1] >> 4) & k4) | (((a[2] >> 6) & k2) << 4);
-  return _mm_sub_epi8(_mm_setr_epi32(static_cast<int>(s0), static_cast<int>(s1), static_cast<int>(s2),
-                                     static_cast<int>(s3)),
-                      _mm_set1_epi8(32));
-}
-
 // Q3_K: q = low2 + 4 * hbit - 4, computed as the unsigned low2 + 4 * hbit (<= 7) minus 4 * bsums.
 float dot_q3_K(const void* wv, const void* xv, int64_t nb) {
   const auto* w = static_cast<const BlockQ3_K*>(wv);
@@ -266,19 +247,6 @@ float dot_q3_K(const void* wv, const void* xv, int64_t nb) {
     acc = _mm256_fmadd_ps(_mm256_set1_ps(half(w[i].d) * x[i].d), _mm256_cvtepi32_ps(isum), acc);
   }
   return hsum(acc);
-}
-
-// Scales (bytes 0..7 of the result) and mins (bytes 8..15) of a Q4_K/Q5_K block, six bits each (layout in
-// quant/dequant_ref.cpp's unpack_k4_scale_min).
-inline __m128i k4_scales_mins(const uint8_t* packed) {
-  const uint32_t a[3] = {read_u32(packed), read_u32(packed + 4), read_u32(packed + 8)};
-  const uint32_t k6 = 0x3F3F3F3Fu, k4 = 0x0F0F0F0Fu, k2 = 0x03030303u;
-  const uint32_t sc_lo = a[0] & k6;                                   // scales 0..3
-  const uint32_t sc_hi = (a[2] & k4) | (((a[0] >> 6) & k2) << 4);     // scales 4..7
-  const uint32_t m_lo = a[1] & k6;                                    // mins 0..3
-  const uint32_t m_hi = ((a[2] >> 4) & k4) | (((a[1] >> 6) & k2) << 4);  // mins 4..7
-  return _mm_setr_epi32(static_cast<int>(sc_lo), static_cast<int>(sc_hi), static_cast<int>(m_lo),
-                        static_cast<int>(m_hi));
 }
 
 // Q4_K / Q5_K share everything but the fifth bit: sub-block j (32 elements) is the low (even j) or high

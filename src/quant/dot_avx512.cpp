@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "quant/blocks.h"
+#include "quant/kquant_scales.h"
 #include "quant/simd.h"
 #include "util/fp16.h"
 
@@ -38,12 +39,6 @@ inline __m512i broadcast256(const void* p) { return _mm512_broadcast_i64x4(load2
 // 32 bytes at a in the low half, 32 at b in the high half.
 inline __m512i load_pair(const void* a, const void* b) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(load256(a)), load256(b), 1);
-}
-
-inline uint32_t read_u32(const void* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
 }
 
 inline float half(uint16_t h) { return _cvtsh_ss(h); }
@@ -274,19 +269,6 @@ float dot_q2_K(const void* wv, const void* xv, int64_t nb) {
   return hsum(acc) - hsum(acc_min);
 }
 
-// The 16 six-bit Q3_K scales minus 32, as int8 (layout in quant/dequant_ref.cpp).
-inline __m128i q3_K_scales(const uint8_t* packed) {
-  const uint32_t a[3] = {read_u32(packed), read_u32(packed + 4), read_u32(packed + 8)};
-  const uint32_t k4 = 0x0F0F0F0Fu, k2 = 0x03030303u;
-  const uint32_t s0 = (a[0] & k4) | ((a[2] & k2) << 4);
-  const uint32_t s1 = (a[1] & k4) | (((a[2] >> 2) & k2) << 4);
-  const uint32_t s2 = ((a[0] >> 4) & k4) | (((a[2] >> 4) & k2) << 4);
-  const uint32_t s3 = ((a[1] >> 4) & k4) | (((a[2] >> 6) & k2) << 4);
-  return _mm_sub_epi8(_mm_setr_epi32(static_cast<int>(s0), static_cast<int>(s1), static_cast<int>(s2),
-                                     static_cast<int>(s3)),
-                      _mm_set1_epi8(32));
-}
-
 // Q3_K: level = low2 + 4 * hbit - 4, computed as unsigned low2 + 4 * hbit minus 4 * bsums.
 float dot_q3_K(const void* wv, const void* xv, int64_t nb) {
   const auto* w = static_cast<const BlockQ3_K*>(wv);
@@ -309,19 +291,6 @@ float dot_q3_K(const void* wv, const void* xv, int64_t nb) {
     acc = _mm512_fmadd_ps(_mm512_set1_ps(half(w[i].d) * x[i].d), _mm512_cvtepi32_ps(isum), acc);
   }
   return hsum(acc);
-}
-
-// Scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K/Q5_K block, six bits each (layout in
-// quant/dequant_ref.cpp's unpack_k4_scale_min).
-inline __m128i k4_scales_mins(const uint8_t* packed) {
-  const uint32_t a[3] = {read_u32(packed), read_u32(packed + 4), read_u32(packed + 8)};
-  const uint32_t k6 = 0x3F3F3F3Fu, k4 = 0x0F0F0F0Fu, k2 = 0x03030303u;
-  const uint32_t sc_lo = a[0] & k6;
-  const uint32_t sc_hi = (a[2] & k4) | (((a[0] >> 6) & k2) << 4);
-  const uint32_t m_lo = a[1] & k6;
-  const uint32_t m_hi = ((a[2] >> 4) & k4) | (((a[1] >> 6) & k2) << 4);
-  return _mm_setr_epi32(static_cast<int>(sc_lo), static_cast<int>(sc_hi), static_cast<int>(m_lo),
-                        static_cast<int>(m_hi));
 }
 
 // Q4_K / Q5_K: chunk c = sub-blocks 2c (low nibbles of qs[32c ..]) and 2c + 1 (high nibbles), plus bit
