@@ -77,7 +77,14 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)>& f
   }
   cv_.notify_all();
   work(0);
-  while (active_.load(std::memory_order_acquire) != 0) _mm_pause();
+  // Wait for the workers' last tasks. Spin first (they usually finish within microseconds), then yield
+  // the core: when the machine is oversubscribed a worker may be waiting for exactly this CPU.
+  for (int spin = 0; active_.load(std::memory_order_acquire) != 0; ++spin) {
+    if (spin < 4096)
+      _mm_pause();
+    else
+      std::this_thread::yield();
+  }
   fn_ = nullptr;
   if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
 }
@@ -85,7 +92,9 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)>& f
 void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
-  int64_t chunks = std::min<int64_t>(n_threads_, (n + grain - 1) / grain);
+  // A few chunks per thread, handed out dynamically: a thread that is slowed (another process on its
+  // core, a busier memory channel) takes fewer, instead of everyone waiting for its one big chunk.
+  int64_t chunks = std::min<int64_t>(n_threads_ == 1 ? 1 : 4 * int64_t{n_threads_}, (n + grain - 1) / grain);
   int64_t per = (n + chunks - 1) / chunks;
   run(chunks, [&](int64_t c, int thread) {
     int64_t b = c * per, e = std::min(n, b + per);
