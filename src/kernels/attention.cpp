@@ -7,8 +7,10 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/attention_simd.h"
 #include "quant/blocks.h"
 #include "quant/quant.h"
+#include "util/cpu.h"
 #include "util/error.h"
 #include "util/fp16.h"
 
@@ -183,6 +185,8 @@ void attend_head(const float* q, const PagedRows& k, const PagedRows& v, int64_t
                  int64_t n_ctx, float scale, float* out, void* scratch, Precision p) {
   if (p == Precision::Exact)
     attend_typed<double>(q, k, v, kv_first, head_dim, n_ctx, scale, out, scratch);
+  else if (k.type == GgmlType::F16 && v.type == GgmlType::F16 && active_isa() >= Isa::AVX2)
+    detail::attend_f16_avx2(q, k, v, kv_first, head_dim, n_ctx, scale, out, static_cast<float*>(scratch));
   else
     attend_typed<float>(q, k, v, kv_first, head_dim, n_ctx, scale, out, scratch);
 }

@@ -170,7 +170,7 @@ struct PagedCache {
   std::vector<int32_t> table;
   std::vector<std::vector<float>> k, v;  // what the rows decode to, [pos][n_kv * hd]
 
-  PagedCache(GgmlType t, int64_t n_pos, std::mt19937& rng) : type(t) {
+  PagedCache(GgmlType t, int64_t n_pos, std::mt19937& rng, int64_t head_dim = 16) : hd(head_dim), type(t) {
     rb = kv_row_bytes(t, n_kv * hd);
     block_bytes = 2 * bt * rb;
     const int64_t n_blocks = (n_pos + bt - 1) / bt + 3;
@@ -196,10 +196,12 @@ struct PagedCache {
 
 TEST(Attention, PagedOnlineSoftmaxMatchesFloat64) {
   std::mt19937 rng(6);
+  // Head sizes: 16 (whole SIMD registers), 20 and 128 + 8 (SIMD plus a scalar tail), on every cache type.
   for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0})
+    for (int64_t head_dim : {16, 20, 136})
     for (int64_t n_ctx : {1, 3, 16, 17, 45}) {
-      SCOPED_TRACE(cat(type_name(t), " n_ctx ", n_ctx));
-      PagedCache c(t, n_ctx, rng);
+      SCOPED_TRACE(cat(type_name(t), " n_ctx ", n_ctx, " head_dim ", head_dim));
+      PagedCache c(t, n_ctx, rng, head_dim);
       const int64_t hd = c.hd;
       std::vector<uint8_t> scratch(attention_scratch_bytes(hd) + 64);
       void* s = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) & ~uintptr_t{63});
