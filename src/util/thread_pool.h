@@ -28,8 +28,8 @@ class ThreadPool {
   // not call run() on the same pool. An exception thrown by a task is rethrown here (the first one).
   void run(int64_t n_tasks, const std::function<void(int64_t task, int thread)>& fn);
 
-  // Splits [0, n) into contiguous chunks of at least `grain` items, about one chunk per thread, and
-  // runs fn(begin, end, thread) on each.
+  // Splits [0, n) into contiguous chunks of at least `grain` items, up to four per thread (handed out
+  // dynamically, so a slowed thread takes fewer), and runs fn(begin, end, thread) on each.
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t begin, int64_t end, int thread)>& fn);
 
  private:
