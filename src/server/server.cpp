@@ -4,7 +4,9 @@
 // to the backend and then waits on its own Channel, into which the engine thread's callbacks push
 // deltas and finishes (short pushes, as engine.h asks). Streams are written by the content provider
 // on the connection's thread; between events it wakes every 100 ms to check the socket, so a client
-// that disconnects is cancelled within about that time even while its prompt is still queued.
+// that disconnects is cancelled within about that time even while its prompt is still queued. A
+// non-streamed answer is assembled in the handler itself (its status is not known until the end), which
+// wakes as often and checks its socket through a ConnectionWatch (connection.h) to the same effect.
 #include "server/server.h"
 
 #include <pthread.h>
@@ -24,6 +26,7 @@
 #include <thread>
 
 #include "server/auth.h"
+#include "server/connection.h"
 #include "server/response.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -345,7 +348,7 @@ struct Server::Impl {
 
   // ---- routes ------------------------------------------------------------------------------------
 
-  using PostFn = void (Impl::*)(const std::string& body, httplib::Response& res);
+  using PostFn = void (Impl::*)(const httplib::Request& req, const std::string& body, httplib::Response& res);
   using GetFn = void (Impl::*)(const httplib::Request& req, httplib::Response& res);
 
   void setup_routes() {
@@ -356,7 +359,7 @@ struct Server::Impl {
         try {
           std::string body = read_body(res, reader);
           admit(req, true);
-          (this->*fn)(body, res);
+          (this->*fn)(req, body, res);
         } catch (...) {
           ApiError e = translate(std::current_exception());
           if (e.status == 413) res.set_header("Connection", "close");
@@ -527,8 +530,9 @@ struct Server::Impl {
       if (!job.finished[c]) backend.cancel(job.ids[c]);
   }
 
-  void generate(httplib::Response& res, Kind kind, const std::vector<std::vector<int32_t>>& prompts,
-                const GenerationParams& gen, const std::string& param) {
+  void generate(const httplib::Request& req, httplib::Response& res, Kind kind,
+                const std::vector<std::vector<int32_t>>& prompts, const GenerationParams& gen,
+                const std::string& param) {
     auto job = submit_job(prompts, gen, kind, param);
     ResponseMeta meta{(kind == Kind::Chat ? "chatcmpl-" : "cmpl-") + random_hex(24), unix_now(),
                       opts.served_model_name};
@@ -536,8 +540,19 @@ struct Server::Impl {
       stream(res, kind, job, meta, gen);
       return;
     }
+    ConnectionWatch watch(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
+    if (!watch.found())
+      log_debug("server: no socket found for ", req.remote_addr, ":", req.remote_port,
+                "; if that client leaves, its request runs to the end");
     while (!job->done()) {
-      for (const Event& e : job->channel->take(std::chrono::milliseconds(250))) job->apply(e);
+      for (const Event& e : job->channel->take(std::chrono::milliseconds(100))) job->apply(e);
+      if (!job->done() && watch.peer_gone()) {
+        // Nobody will read the answer: free the sequences' slots and KV blocks now. The status is for
+        // the request counters (nginx's 499); httplib's write of it fails quietly.
+        cancel_unfinished(*job);
+        throw ApiError(499, "the client closed the connection before the answer was ready", "",
+                       "invalid_request_error", "client_closed_request");
+      }
     }
     if (!job->error.empty()) throw server_error(job->error);
     json body = kind == Kind::Chat ? chat_completion_json(meta, job->outputs, job->usage(), gen.logprobs)
@@ -629,7 +644,7 @@ struct Server::Impl {
 
   // ---- handlers ----------------------------------------------------------------------------------
 
-  void chat_completions(const std::string& text, httplib::Response& res) {
+  void chat_completions(const httplib::Request& req, const std::string& text, httplib::Response& res) {
     ChatRequest r = parse_chat_request(parse_body(text));
     check_model(r.gen.model);
     std::vector<int32_t> ids;
@@ -638,22 +653,22 @@ struct Server::Impl {
     } catch (const moe::Error& e) {
       throw invalid_param("messages", cat("the chat template rejected the messages: ", e.what()), "template_error");
     }
-    generate(res, Kind::Chat, {std::move(ids)}, r.gen, "messages");
+    generate(req, res, Kind::Chat, {std::move(ids)}, r.gen, "messages");
   }
 
   std::vector<int32_t> prompt_tokens(const PromptInput& in) const {
     return in.is_tokens ? in.tokens : backend.tokenize(in.text, /*add_bos=*/true);
   }
 
-  void completions(const std::string& text, httplib::Response& res) {
+  void completions(const httplib::Request& req, const std::string& text, httplib::Response& res) {
     CompletionRequest r = parse_completion_request(parse_body(text), backend.n_vocab());
     check_model(r.gen.model);
     std::vector<std::vector<int32_t>> prompts;
     for (const auto& p : r.prompts) prompts.push_back(prompt_tokens(p));
-    generate(res, Kind::Completion, prompts, r.gen, "prompt");
+    generate(req, res, Kind::Completion, prompts, r.gen, "prompt");
   }
 
-  void embeddings(const std::string& text, httplib::Response& res) {
+  void embeddings(const httplib::Request&, const std::string& text, httplib::Response& res) {
     EmbeddingRequest r = parse_embedding_request(parse_body(text), backend.n_vocab());
     check_model(r.model);
     std::vector<std::vector<float>> vectors;
@@ -677,7 +692,7 @@ struct Server::Impl {
     respond_json(res, 200, embeddings_json(opts.served_model_name, vectors, r.base64, total));
   }
 
-  void tokenize(const std::string& text, httplib::Response& res) {
+  void tokenize(const httplib::Request&, const std::string& text, httplib::Response& res) {
     TokenizeRequest r = parse_tokenize_request(parse_body(text));
     check_model(r.model);
     std::vector<int32_t> ids;
@@ -694,7 +709,7 @@ struct Server::Impl {
                  {{"count", ids.size()}, {"max_model_len", backend.max_model_len()}, {"tokens", ids}});
   }
 
-  void detokenize(const std::string& text, httplib::Response& res) {
+  void detokenize(const httplib::Request&, const std::string& text, httplib::Response& res) {
     DetokenizeRequest r = parse_detokenize_request(parse_body(text), backend.n_vocab());
     check_model(r.model);
     respond_json(res, 200, {{"prompt", backend.detokenize(r.tokens)}});

@@ -687,6 +687,40 @@ TEST(Server, ClientDisconnectWhileWaitingForTheFirstTokenCancels) {
   ASSERT_TRUE(eventually([&] { return h.backend.cancelled().size() == 1; }, 2s));
 }
 
+TEST(Server, ClientDisconnectDuringANonStreamedAnswerCancelsAtOnce) {
+  FakeBackend::Options bo;
+  bo.step = 5ms;
+  Harness h({}, bo);
+  RawClient c(h.port);
+  c.send_post("/v1/chat/completions", chat("x", {{"ignore_eos", true}, {"max_tokens", 5000}}).dump());
+  ASSERT_TRUE(eventually([&] { return h.backend.active() == 1; }, 2s));
+  std::this_thread::sleep_for(50ms);  // generating: the answer is 25 s away
+  auto closed_at = std::chrono::steady_clock::now();
+  c.close();
+  ASSERT_TRUE(eventually([&] { return h.backend.cancelled().size() == 1; }, 2s));
+  EXPECT_LT(std::chrono::steady_clock::now() - closed_at, 1s);
+  EXPECT_TRUE(eventually([&] { return h.backend.active() == 0; }, 2s));
+
+  // A client that stays still gets a plain JSON answer with a length (not chunked).
+  auto r = h.post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 30}, {"ignore_eos", true}, {"temperature", 0}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->get_header_value("Content-Type"), "application/json");
+  EXPECT_EQ(r->get_header_value("Content-Length"), std::to_string(r->body.size()));
+  EXPECT_EQ(body_of(r)["choices"][0]["text"], "abcdefghijklmnopqrstuvwxyzabcd");
+  // The same on a kept-alive connection's second request (the watch finds the right socket each time).
+  auto kept = h.client();
+  kept.set_keep_alive(true);
+  for (int i = 0; i < 2; ++i) {
+    auto k = kept.Post("/v1/completions", json{{"prompt", "x"}, {"max_tokens", 20}, {"ignore_eos", true}}.dump(),
+                       "application/json");
+    ASSERT_TRUE(k);
+    EXPECT_EQ(k->status, 200) << k->body;
+    EXPECT_EQ(body_of(k)["choices"][0]["finish_reason"], "length");
+  }
+  EXPECT_EQ(h.backend.cancelled().size(), 1u);
+}
+
 TEST(Server, ShutdownFinishesInFlightStreamsAndRefusesNewRequests) {
   FakeBackend::Options bo;
   bo.step = 5ms;

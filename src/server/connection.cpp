@@ -1,0 +1,79 @@
+// connection.cpp: finding a connection's socket by its 4-tuple and peeking at it (see connection.h).
+#include "server/connection.h"
+
+#include <dirent.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+
+namespace moe::server {
+
+namespace {
+
+// The TCP port of an IPv4 or IPv6 address; -1 for any other family.
+int port_of(const sockaddr_storage& a) {
+  if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port);
+  if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port);
+  return -1;
+}
+
+bool host_is(const sockaddr_storage& a, socklen_t len, const std::string& host) {
+  char buf[NI_MAXHOST];
+  if (getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, buf, sizeof buf, nullptr, 0, NI_NUMERICHOST) != 0)
+    return false;
+  return host == buf;
+}
+
+// Whether `fd` is a connected TCP socket with exactly these two ends. Ports are compared first: most
+// descriptors fail there (files, the listener, other connections) without a name lookup.
+bool is_connection(int fd, const std::string& local_addr, int local_port, const std::string& remote_addr,
+                   int remote_port) {
+  sockaddr_storage local{}, peer{};
+  socklen_t local_len = sizeof local, peer_len = sizeof peer;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0) return false;  // not a socket
+  if (port_of(local) != local_port) return false;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) return false;  // not connected
+  if (port_of(peer) != remote_port) return false;
+  return host_is(local, local_len, local_addr) && host_is(peer, peer_len, remote_addr);
+}
+
+}  // namespace
+
+ConnectionWatch::ConnectionWatch(const std::string& local_addr, int local_port, const std::string& remote_addr,
+                                 int remote_port) {
+  if (local_port <= 0 || remote_port <= 0) return;
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return;
+  int own = dirfd(dir);
+  while (const dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd < 0 || fd == own) continue;
+    if (is_connection(int(fd), local_addr, local_port, remote_addr, remote_port)) {
+      fd_ = int(fd);
+      break;
+    }
+  }
+  closedir(dir);
+}
+
+bool ConnectionWatch::peer_gone() const {
+  if (fd_ < 0) return false;
+  pollfd p{fd_, POLLIN | POLLRDHUP, 0};
+  int ready = poll(&p, 1, 0);
+  if (ready <= 0) return false;  // nothing to read and no hang-up (or EINTR: ask again next time)
+  if (p.revents & POLLNVAL) return true;
+  // Readable, hung up or in error: a peek tells a pipelined request (bytes) from EOF (0) or a reset.
+  char byte;
+  ssize_t n = recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0) return false;
+  if (n == 0) return true;
+  return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
+}  // namespace moe::server
