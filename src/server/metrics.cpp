@@ -7,6 +7,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include <sys/resource.h>
 
 namespace moe::server {
 
@@ -40,6 +44,28 @@ void scalar(std::string& out, const std::string& name, const char* type, const s
 constexpr std::array<std::string_view, 9> kRoutes = {
     "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/tokenize",
     "/detokenize", "/health", "/metrics", "/v1/models/{model}"};
+
+// This process's resident and peak resident memory (VmRSS, VmHWM of /proc/self/status) and CPU time.
+struct ProcessStats {
+  double rss_bytes = 0, peak_rss_bytes = 0, cpu_seconds = 0;
+};
+
+ProcessStats process_stats() {
+  ProcessStats p;
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    double* into = line.starts_with("VmRSS:") ? &p.rss_bytes : line.starts_with("VmHWM:") ? &p.peak_rss_bytes : nullptr;
+    if (!into) continue;
+    std::istringstream fields(line.substr(6));
+    double kib = 0;
+    if (fields >> kib) *into = kib * 1024;
+  }
+  rusage u{};
+  if (getrusage(RUSAGE_SELF, &u) == 0)
+    p.cpu_seconds = double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+  return p;
+}
 
 }  // namespace
 
@@ -124,6 +150,15 @@ std::string Metrics::render(const engine::Stats& s) const {
     for (size_t e = 0; e < s.expert_tokens[layer].size(); ++e)
       out += "moe_expert_tokens_total{layer=\"" + std::to_string(layer) + "\",expert=\"" + std::to_string(e) +
              "\"} " + std::to_string(s.expert_tokens[layer][e]) + "\n";
+  // The standard process metrics of Prometheus clients, and the peak, for memory and load checks
+  // (benchmarks, the load test) from outside the process.
+  ProcessStats p = process_stats();
+  scalar(out, "process_resident_memory_bytes", "gauge", "Resident memory of the server process, in bytes.",
+         p.rss_bytes);
+  scalar(out, "moe_process_peak_resident_memory_bytes", "gauge",
+         "Peak resident memory of the server process since it started (VmHWM), in bytes.", p.peak_rss_bytes);
+  scalar(out, "process_cpu_seconds_total", "counter", "User and system CPU time of the server process, in seconds.",
+         p.cpu_seconds);
   return out;
 }
 

@@ -84,6 +84,27 @@ TEST(ServerMetrics, RenderHasEveryFamilyAndValidFormat) {
   has("moe_expert_tokens_total{layer=\"0\",expert=\"1\"} 2");
 }
 
+// The process's own numbers: this test process has some megabytes resident, a peak no lower than that,
+// and has used some CPU time by now (the loop below makes sure of a measurable amount).
+TEST(ServerMetrics, ProcessMemoryAndCpu) {
+  volatile double sink = 0;
+  for (int i = 0; i < 20'000'000; ++i) sink = sink + i * 1e-9;
+  std::string text = Metrics().render(engine::Stats{});
+  expect_valid_exposition(text);
+  auto value = [&](const std::string& name) {
+    size_t at = text.find("\n" + name + " ");
+    EXPECT_NE(at, std::string::npos) << name;
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + name.size() + 2));
+  };
+  double rss = value("process_resident_memory_bytes");
+  double peak = value("moe_process_peak_resident_memory_bytes");
+  double cpu = value("process_cpu_seconds_total");
+  EXPECT_GT(rss, 1 << 20);
+  EXPECT_LT(rss, 64.0 * (1 << 30));
+  EXPECT_GE(peak, rss);
+  EXPECT_GT(cpu, 0.0);
+}
+
 TEST(ServerMetrics, HitRateIsZeroBeforeAnyQuery) {
   Metrics m;
   std::string text = m.render(engine::Stats{});
