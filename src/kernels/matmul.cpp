@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "quant/blocks.h"
+#include "quant/lanes.h"
 #include "quant/quant.h"
 #include "util/error.h"
 
@@ -35,12 +37,16 @@ size_t max_activation_row_bytes(int64_t cols) {
     uint64_t blocks = (static_cast<uint64_t>(cols) + tr->block_size - 1) / tr->block_size;
     best = std::max<size_t>(best, blocks * tr->type_size);
   }
+  if (cols > 0 && cols % quant::kQKK == 0)  // the lane layouts (16-value sub-blocks take the most)
+    best = std::max({best, quant::lanes_row_bytes(16, cols), quant::lanes_row_bytes(32, cols)});
   return best;
 }
 
 bool activations_fit(const Activations& a, GgmlType weight_type, Precision p) {
   if (p == Precision::Exact || is_float_type(weight_type)) return true;  // floats are always there
-  return a.q != nullptr && a.qtype == quant::activation_type(weight_type);
+  if (a.q == nullptr) return false;
+  if (quant::use_lanes(weight_type)) return a.lanes_sub == quant::lanes_sub_block(weight_type);
+  return a.lanes_sub == 0 && a.qtype == quant::activation_type(weight_type);
 }
 
 Activations prepare_activations(const float* x, int64_t n_tok, int64_t cols, GgmlType weight_type, Precision p,
@@ -51,6 +57,20 @@ Activations prepare_activations(const float* x, int64_t n_tok, int64_t cols, Ggm
   a.cols = cols;
   if (p == Precision::Exact || is_float_type(weight_type)) return a;
   GgmlType act = quant::activation_type(weight_type);
+  if (quant::use_lanes(weight_type)) {
+    const int sub = quant::lanes_sub_block(weight_type);
+    const size_t rb = quant::lanes_row_bytes(sub, cols);
+    if (static_cast<uint64_t>(n_tok) * rb > buf_bytes)
+      fail("internal: activation buffer of ", buf_bytes, " bytes is too small for ", n_tok, " x ", rb);
+    a.qtype = act;
+    a.q = buf;
+    a.q_row_bytes = rb;
+    a.lanes_sub = sub;
+    pool.parallel_for(n_tok, 1, [&](int64_t b, int64_t e, int) {
+      for (int64_t t = b; t < e; ++t) quant::quantize_activations_lanes(sub, x + t * cols, buf + t * rb, cols);
+    });
+    return a;
+  }
   auto rb = row_bytes(act, static_cast<uint64_t>(cols));
   if (!rb) fail("activation row of ", cols, " values does not fit ", type_name(act), " blocks");
   if (static_cast<uint64_t>(n_tok) * *rb > buf_bytes)
@@ -91,7 +111,24 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
   }
 
   if (!activations_fit(a, w.type, p))
-    fail("internal: activations quantized as ", type_name(a.qtype), " for ", type_name(w.type), " weights");
+    fail("internal: activations quantized as ", type_name(a.qtype), " (lanes ", a.lanes_sub, ") for ",
+         type_name(w.type), " weights");
+  // Bands of rows meet tiles of tokens (sizes below) so both operands stay in the core's L2.
+  const int64_t band_rows = std::max<int64_t>(2, (int64_t{128} << 10) / static_cast<int64_t>(w.row_bytes));
+  const int64_t tile_tok = std::max<int64_t>(8, (int64_t{256} << 10) / static_cast<int64_t>(a.q_row_bytes));
+  if (a.lanes_sub != 0) {
+    pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int) {
+      for (int64_t b0 = r0; b0 < r1; b0 += band_rows) {
+        const int64_t b1 = std::min(r1, b0 + band_rows);
+        for (int64_t t0 = 0; t0 < n_tok; t0 += tile_tok) {
+          const int64_t nt = std::min(tile_tok, n_tok - t0);
+          quant::lanes_rows(w.type, cols, w.row(b0), w.row_bytes, b1 - b0, a.q + static_cast<size_t>(t0) * a.q_row_bytes,
+                            a.q_row_bytes, nt, y + t0 * rows + b0, static_cast<size_t>(rows));
+        }
+      }
+    });
+    return;
+  }
   if (n_tok == 1) {
     pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int) {
       for (int64_t r = r0; r < r1; ++r) y[r] = quant::vec_dot(w.type, cols, w.row(r), a.q);
@@ -99,11 +136,9 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
     return;
   }
   // Many tokens: each weight row meets a group of tokens at once (quant::vec_dot_tokens unpacks the row's
-  // blocks once per group). Blocked so both operands stay in the core's L2: a band of rows (~128 KiB of
-  // weights) is swept by the tokens a tile (~256 KiB of activations) at a time, so weights are read from
-  // memory once and activations from L2/L3 once per band rather than once per row.
-  const int64_t band_rows = std::max<int64_t>(1, (int64_t{128} << 10) / static_cast<int64_t>(w.row_bytes));
-  const int64_t tile_tok = std::max<int64_t>(8, (int64_t{256} << 10) / static_cast<int64_t>(a.q_row_bytes));
+  // blocks once per group). A band of rows (~128 KiB of weights) is swept by the tokens a tile (~256 KiB
+  // of activations) at a time, so weights are read from memory once and activations from L2/L3 once per
+  // band rather than once per row.
   pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int) {
     for (int64_t b0 = r0; b0 < r1; b0 += band_rows) {
       const int64_t b1 = std::min(r1, b0 + band_rows);

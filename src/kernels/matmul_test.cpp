@@ -15,6 +15,7 @@
 
 #include "kernels/matmul.h"
 #include "quant/blocks.h"
+#include "quant/lanes.h"
 #include "quant/quant.h"
 #include "util/fp16.h"
 
@@ -106,8 +107,19 @@ TEST_P(MatmulTypes, ExactAndFastAgainstFloat64) {
       xd = deq_row(at, q.data(), cols);
       xin = q.data();
     }
+    // On AVX-512 the lane-kernel types are the single-token lane kernel's bits, elsewhere vec_dot's.
+    std::vector<uint8_t> lanes;
+    if (quant::use_lanes(type)) {
+      lanes.resize(quant::lanes_row_bytes(quant::lanes_sub_block(type), cols));
+      quant::quantize_activations_lanes(quant::lanes_sub_block(type), x.data() + t * cols, lanes.data(), cols);
+    }
     for (int64_t r = 0; r < rows; ++r) {
-      EXPECT_EQ(yf[t * rows + r], quant::vec_dot(type, cols, w.view.row(r), xin)) << "fast row " << r << " token " << t;
+      float single = 0;
+      if (quant::use_lanes(type))
+        quant::vec_dot_lanes(type, cols, w.view.row(r), lanes.data(), lanes.size(), 1, &single, 1);
+      else
+        single = quant::vec_dot(type, cols, w.view.row(r), xin);
+      EXPECT_EQ(yf[t * rows + r], single) << "fast row " << r << " token " << t;
       auto wr = deq_row(type, w.view.row(r), cols);
       double ref = 0, mag = 0;
       for (int64_t c = 0; c < cols; ++c) {
@@ -153,7 +165,12 @@ TEST(Matmul, ActivationBufferBoundCoversEveryType) {
   for (int64_t cols : {32, 256, 4096, 14336})
     for (GgmlType t : kTypes) {
       if (is_float(t)) continue;
-      EXPECT_GE(max_activation_row_bytes(cols), *row_bytes(quant::activation_type(t), cols));
+      const auto rb = row_bytes(quant::activation_type(t), static_cast<uint64_t>(cols));
+      if (!rb) continue;  // 32 values are no whole Q8_K block
+      EXPECT_GE(max_activation_row_bytes(cols), *rb) << type_name(t) << " " << cols;
+      if (const int sub = quant::lanes_sub_block(t); sub != 0 && cols % 256 == 0) {
+        EXPECT_GE(max_activation_row_bytes(cols), quant::lanes_row_bytes(sub, cols)) << type_name(t) << " lanes " << cols;
+      }
     }
 }
 
@@ -162,7 +179,11 @@ TEST(Matmul, ReusesActivationsOnlyForTheSameBlockType) {
   std::vector<float> x(256, 1.0f);
   std::vector<uint8_t> buf(max_activation_row_bytes(256));
   Activations a = prepare_activations(x.data(), 1, 256, GgmlType::Q4_K, Precision::Fast, buf.data(), buf.size(), pool);
-  EXPECT_TRUE(activations_fit(a, GgmlType::Q6_K, Precision::Fast));   // both Q8_K
+  // Q6_K dots the same Q8_K levels, but on AVX-512 in the 16-value lane order, not Q4_K's 32-value one.
+  EXPECT_EQ(activations_fit(a, GgmlType::Q6_K, Precision::Fast), !quant::use_lanes(GgmlType::Q4_K));
+  EXPECT_EQ(activations_fit(a, GgmlType::Q5_K, Precision::Fast), !quant::use_lanes(GgmlType::Q4_K));
+  Activations a2 = prepare_activations(x.data(), 1, 256, GgmlType::Q2_K, Precision::Fast, buf.data(), buf.size(), pool);
+  EXPECT_TRUE(activations_fit(a2, GgmlType::Q6_K, Precision::Fast));  // same layout either way
   EXPECT_FALSE(activations_fit(a, GgmlType::Q8_0, Precision::Fast));  // Q8_0 blocks
   EXPECT_TRUE(activations_fit(a, GgmlType::F16, Precision::Fast));     // floats
   EXPECT_TRUE(activations_fit(a, GgmlType::Q8_0, Precision::Exact));

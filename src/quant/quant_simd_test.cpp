@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "quant/blocks.h"
+#include "quant/lanes.h"
 #include "quant/quant.h"
 #include "util/cpu.h"
 #include "util/fp16.h"
@@ -192,7 +193,12 @@ std::vector<double> decode(GgmlType type, const std::vector<uint8_t>& w, int64_t
 // (the value the block decodes to with all levels zeroed: the min, or d * offset) and takes
 // M = sum_i (|w_i - z_i| + |z_i|) |x_i|, plus |m_b * s_b| per block for Q4_1/Q5_1 (whose min term uses the
 // stored activation sum s). Any integer partial sum either path scales is bounded by this.
-double dot_tolerance(GgmlType type, const std::vector<uint8_t>& w, const std::vector<uint8_t>& x, int64_t n) {
+//
+// lanes_sub: for the sub-block lane kernels (quant/lanes.h), which form one term per sub-block (its
+// scale, the min or offset folded in; 4 roundings) in each of 16 lanes and add the lanes at the end:
+// counting two terms per sub-block bounds both that path and the scalar one.
+double dot_tolerance(GgmlType type, const std::vector<uint8_t>& w, const std::vector<uint8_t>& x, int64_t n,
+                     int lanes_sub = 0) {
   const GgmlType act = activation_type(type);
   const std::vector<double> xv = activation_values(act, x, n);
   const std::vector<double> wv = decode(type, w, n);
@@ -206,6 +212,7 @@ double dot_tolerance(GgmlType type, const std::vector<uint8_t>& w, const std::ve
     zv = decode(type, zeroed, n);
     const bool has_min = lay->half_scales.size() == 2;
     terms = static_cast<double>(n / block_size(type)) * (has_min ? 2 : 1);
+    if (lanes_sub != 0) terms = static_cast<double>(n / lanes_sub) * 2;
     if (type == GgmlType::Q4_1 || type == GgmlType::Q5_1) {
       for (int64_t b = 0; b < n / kQK; ++b) {
         BlockQ8_1 xb;
@@ -294,6 +301,154 @@ TEST(QuantSimd, ManyTokenDotsEqualSingleTokenDotsBitForBit) {
                 << type_name(type) << " n=" << n << " on " << isa_name(isa) << ", token " << t << " of " << count
                 << ": " << got << " vs single-token " << want;
           }
+        }
+    }
+}
+
+// ---- the sub-block lane path (quant/lanes.h) ----
+
+const GgmlType kLaneTypes[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q6_K};
+
+// Token rows of n values in the lane layout for `type`, one per float row, at `stride` bytes apart.
+std::vector<uint8_t> lane_rows(GgmlType type, const std::vector<std::vector<float>>& x, int64_t n, size_t stride) {
+  std::vector<uint8_t> out(stride * x.size(), 0xAB);
+  for (size_t t = 0; t < x.size(); ++t) quantize_activations_lanes(lanes_sub_block(type), x[t].data(), out.data() + t * stride, n);
+  return out;
+}
+
+TEST(QuantLanes, ActivationLayoutIsThePermutedQ8KBlocks) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("MOE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (int sub : {16, 32})
+    for (int64_t n : {256, 768, 1024}) {
+      const std::vector<float> f = random_floats(rng, n);
+      std::vector<uint8_t> q8(bytes_of(GgmlType::Q8_K, n)), lanes(lanes_row_bytes(sub, n));
+      quantize_activations(GgmlType::Q8_K, f.data(), q8.data(), n);
+      quantize_activations_lanes(sub, f.data(), lanes.data(), n);
+      const auto* blocks = reinterpret_cast<const BlockQ8_K*>(q8.data());
+      const int per_tile = sub == 32 ? 2 : 1;
+      const size_t tile_bytes = sub == 32 ? sizeof(detail::LaneTile<32>) : sizeof(detail::LaneTile<16>);
+      const int64_t nb = n / kQKK;
+      for (int64_t b = 0; b < nb; ++b)
+        for (int j = 0; j < kQKK / sub; ++j) {
+          const int lane = static_cast<int>(b % per_tile) * (kQKK / sub) + j;
+          const uint8_t* tile = lanes.data() + static_cast<size_t>(b / per_tile) * tile_bytes;
+          const auto* tq = reinterpret_cast<const int8_t*>(tile);
+          const auto* dy = reinterpret_cast<const float*>(tile + sub * 16);
+          const auto* bs = dy + 16;
+          int sum = 0;
+          for (int v = 0; v < sub; ++v) {
+            const int8_t want = blocks[b].qs[j * sub + v];
+            sum += want;
+            ASSERT_EQ(tq[(v / 4) * 64 + 4 * lane + v % 4], want) << "sub " << sub << " block " << b << " sub-block " << j << " value " << v;
+          }
+          ASSERT_EQ(dy[lane], blocks[b].d);
+          ASSERT_EQ(bs[lane], static_cast<float>(sum));
+        }
+      if (sub == 32 && nb % 2 == 1) {  // the half tile's lanes 8..15 are zero
+        const uint8_t* tile = lanes.data() + static_cast<size_t>(nb / 2) * tile_bytes;
+        for (int r = 0; r < 8; ++r)
+          for (int k = 32; k < 64; ++k) ASSERT_EQ(tile[r * 64 + k], 0) << "round " << r << " byte " << k;
+      }
+    }
+}
+
+TEST(QuantLanes, DotProductsMatchScalarReference) {
+  if (!use_lanes(GgmlType::Q4_K)) GTEST_SKIP() << "the lane kernels need AVX-512 (this CPU or MOE_ISA has less)";
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("MOE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (GgmlType type : kLaneTypes)
+    for (int64_t n : {256, 512, 768, 1280, 4096})
+      for (int rep = 0; rep < 3; ++rep)
+        for (bool raw : {false, true}) {
+          const std::vector<uint8_t> w = random_weights(rng, type, n, raw);
+          const std::vector<float> f = random_floats(rng, n);
+          const std::vector<uint8_t> q8 = activations(GgmlType::Q8_K, f);
+          const size_t stride = lanes_row_bytes(lanes_sub_block(type), n);
+          const std::vector<uint8_t> xl = lane_rows(type, {f}, n, stride);
+          const float want = vec_dot_isa(Isa::Scalar, type, n, w.data(), q8.data());
+          float got = 0;
+          vec_dot_lanes(type, n, w.data(), xl.data(), stride, 1, &got, 1);
+          const double tol = dot_tolerance(type, w, q8, n, lanes_sub_block(type));
+          ASSERT_TRUE(std::isfinite(want));
+          EXPECT_LE(std::fabs(static_cast<double>(got) - want), tol)
+              << type_name(type) << " n=" << n << (raw ? " (random bytes)" : " (quantized)") << ": got " << got
+              << ", scalar " << want;
+        }
+}
+
+// Batch invariance rests on this: a token's result is the same bits whatever group it is computed in.
+TEST(QuantLanes, GroupsEqualSingleTokensBitForBit) {
+  if (!use_lanes(GgmlType::Q4_K)) GTEST_SKIP() << "the lane kernels need AVX-512";
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("MOE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (GgmlType type : kLaneTypes)
+    for (int64_t n : {768, 1024}) {
+      const int64_t n_tok = 19;
+      std::vector<std::vector<float>> f;
+      for (int64_t t = 0; t < n_tok; ++t) f.push_back(random_floats(rng, n));
+      const size_t stride = lanes_row_bytes(lanes_sub_block(type), n) + 64;
+      const std::vector<uint8_t> xl = lane_rows(type, f, n, stride);
+      const std::vector<uint8_t> w = random_weights(rng, type, n, rng() % 2 == 0);
+      for (int64_t count : {int64_t{2}, int64_t{7}, int64_t{8}, int64_t{9}, n_tok}) {
+        constexpr size_t kOutStride = 3;
+        std::vector<float> out(kOutStride * n_tok, -1.0f);
+        vec_dot_lanes(type, n, w.data(), xl.data(), stride, count, out.data(), kOutStride);
+        for (int64_t t = 0; t < n_tok; ++t) {
+          const float got = out[t * kOutStride];
+          if (t >= count) {
+            EXPECT_EQ(got, -1.0f) << "token " << t << " beyond the count was written";
+            continue;
+          }
+          float alone = 0;
+          vec_dot_lanes(type, n, w.data(), xl.data() + t * stride, stride, 1, &alone, 1);
+          EXPECT_EQ(std::memcmp(&got, &alone, sizeof got), 0)
+              << type_name(type) << " n=" << n << " token " << t << " of " << count << ": " << got << " vs alone " << alone;
+        }
+      }
+    }
+}
+
+// The matmul block (lanes_rows: rows unpacked once, 2 x 4 micro-kernel, edges of 1 row and 1..3 tokens)
+// gives every (row, token) the single-token kernel's bits.
+TEST(QuantLanes, RowBlocksEqualSingleTokensBitForBit) {
+  if (!use_lanes(GgmlType::Q4_K)) GTEST_SKIP() << "the lane kernels need AVX-512";
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("MOE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (GgmlType type : kLaneTypes)
+    for (int64_t n : {768, 1024}) {
+      const int64_t n_tok = 11, n_rows = 5;
+      std::vector<std::vector<float>> f;
+      for (int64_t t = 0; t < n_tok; ++t) f.push_back(random_floats(rng, n));
+      const size_t stride = lanes_row_bytes(lanes_sub_block(type), n);
+      const std::vector<uint8_t> xl = lane_rows(type, f, n, stride);
+      const size_t wrb = bytes_of(type, n);
+      std::vector<uint8_t> w;
+      for (int64_t r = 0; r < n_rows; ++r) {
+        const std::vector<uint8_t> row = random_weights(rng, type, n, rng() % 2 == 0);
+        w.insert(w.end(), row.begin(), row.end());
+      }
+      for (int64_t rows : {int64_t{1}, int64_t{2}, n_rows})
+        for (int64_t count : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4}, int64_t{5}, n_tok}) {
+          const size_t y_stride = static_cast<size_t>(n_rows) + 2;
+          std::vector<float> y(y_stride * static_cast<size_t>(n_tok), -1.0f);
+          lanes_rows(type, n, w.data(), wrb, rows, xl.data(), stride, count, y.data(), y_stride);
+          for (int64_t t = 0; t < n_tok; ++t)
+            for (int64_t r = 0; r < static_cast<int64_t>(y_stride); ++r) {
+              const float got = y[static_cast<size_t>(t) * y_stride + static_cast<size_t>(r)];
+              if (t >= count || r >= rows) {
+                EXPECT_EQ(got, -1.0f) << "wrote outside the block: token " << t << " row " << r;
+                continue;
+              }
+              float alone = 0;
+              vec_dot_lanes(type, n, w.data() + static_cast<size_t>(r) * wrb, xl.data() + t * stride, stride, 1, &alone, 1);
+              EXPECT_EQ(std::memcmp(&got, &alone, sizeof got), 0) << type_name(type) << " n=" << n << " rows " << rows
+                  << " tokens " << count << ": row " << r << " token " << t << ": " << got << " vs alone " << alone;
+            }
         }
     }
 }

@@ -18,6 +18,12 @@ bool vec_dot_avx512(GgmlType type, int64_t n, const void* w, const void* x, floa
 bool vec_dot_tokens_avx512(GgmlType type, int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_tok,
                            float* out, size_t out_stride);
 
+// The sub-block lane kernels (quant/lanes.h): x in the lane layout for lanes_sub_block(type).
+bool vec_dot_lanes_avx512(GgmlType type, int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_tok,
+                          float* out, size_t out_stride);
+bool lanes_rows_avx512(GgmlType type, int64_t n, const void* w, size_t w_row_bytes, int64_t n_rows, const void* x,
+                       size_t x_stride, int64_t n_tok, float* y, size_t y_stride);
+
 // Activation quantization (x floats -> act_type blocks); false when not provided for that type.
 bool quantize_activations_avx2(GgmlType act_type, const float* x, void* dst, int64_t n);
 bool quantize_activations_avx512(GgmlType act_type, const float* x, void* dst, int64_t n);

@@ -1,0 +1,65 @@
+// lanes.h: the "sub-block lane" layout and its AVX-512 kernels, matmul's path for K-quant weights.
+//
+// Why: the per-row K-quant kernels (quant.h's vec_dot) turn every 64 products into an int32 sum and then
+// apply that sub-block's 6-bit scale with a second VNNI instruction, so half the multiply throughput goes
+// to scales. Here one 512-bit register holds 4 consecutive values of each of 16 DIFFERENT sub-blocks
+// (lane s = sub-block s of a tile), so the dpbusd products of all rounds of a tile accumulate in the same
+// int32 lane without any scaling; the 16 sub-block scales are applied once per tile, in float, as
+//   acc += dy * (d*sc * isum - min_factor * bsum)          (per lane; 4 float instructions per tile).
+// The weights stay as GGUF stores them (no repacking, used in place from the mmap): the kernel gathers
+// each round's bytes with a permute, once per row and tile, and applies them to up to 8 tokens. The
+// activations are written in the matching order when they are quantized (once per token per matmul).
+//
+// Tiles: sub-block size S = 32 (Q4_K: a tile is 2 super-blocks = 16 sub-blocks) or S = 16 (Q2_K, Q3_K,
+// Q6_K: a tile is 1 super-block). A tile of activations is LaneTile<S>: q[r][4s + k] = the Q8_K level of
+// value 4r + k of the tile's sub-block s (r < S / 4 rounds), dy[s] = that super-block's Q8_K scale,
+// bs[s] = the sum of the sub-block's levels (exact, as float). A Q4_K row with an odd number of
+// super-blocks ends in a half tile whose lanes 8..15 are zero.
+//
+// The levels are exactly quantize_activations(Q8_K)'s, so the function computed is the same as vec_dot's;
+// only the float rounding differs (bounded in lanes_test.cpp). Every token count runs the same per-token
+// instructions (1 token is the group kernel with one member), so results do not depend on the batch.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "gguf/ggml_types.h"
+
+namespace moe::quant {
+
+// 32 for Q4_K, 16 for Q2_K, Q3_K and Q6_K, 0 for every other type (no lane kernel).
+int lanes_sub_block(GgmlType weight_type);
+
+// True when matmul should use the lane kernels for this weight type: a lane kernel exists and the active
+// ISA (util/cpu.h, MOE_ISA respected) is AVX-512.
+bool use_lanes(GgmlType weight_type);
+
+// Bytes of one token's activation row of n values (n a multiple of 256) in the layout for sub-block size
+// `sub` (16 or 32).
+size_t lanes_row_bytes(int sub, int64_t n);
+
+// Quantizes x[0..n) to Q8_K levels and writes them in the lane layout for `sub` (dst: lanes_row_bytes).
+void quantize_activations_lanes(int sub, const float* x, void* dst, int64_t n);
+
+// out[t * out_stride] = sum over n values of weight row w times token t's lane-layout activations
+// (x + t * x_stride), for t < n_tok. Requires use_lanes(weight_type).
+void vec_dot_lanes(GgmlType weight_type, int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_tok,
+                   float* out, size_t out_stride);
+
+// A block of a matmul: y[t * y_stride + i] = row i of w (n_rows rows, w_row_bytes apart) times token t's
+// lane-layout activations, for t < n_tok. The same numbers as vec_dot_lanes row by row, bit for bit;
+// for n_tok > 1 faster (each row unpacked once, a register-blocked 2-row x 4-token micro-kernel).
+void lanes_rows(GgmlType weight_type, int64_t n, const void* w, size_t w_row_bytes, int64_t n_rows, const void* x,
+                size_t x_stride, int64_t n_tok, float* y, size_t y_stride);
+
+namespace detail {
+template <int kSub>
+struct LaneTile {
+  int8_t q[kSub / 4][64];  // [round][lane * 4 + k]
+  float dy[16];            // Q8_K scale of each lane's super-block
+  float bs[16];            // sum of each lane's sub-block levels
+};
+static_assert(sizeof(LaneTile<32>) == 640 && sizeof(LaneTile<16>) == 384);
+}  // namespace detail
+
+}  // namespace moe::quant

@@ -1,0 +1,362 @@
+// lanes_avx512.cpp: the AVX-512 VNNI kernels of the sub-block lane path (layout and rationale in
+// quant/lanes.h). Per tile of one weight row: build the rounds (each 64 weight levels, 4 from each of
+// 16 sub-blocks) with permutes, and the 16 lane scales in float; then for each of up to 8 tokens run one
+// dpbusd per round into int32 lanes and fold the tile in with 4 float instructions. The per-token
+// instructions are the same for every group size, so a token's result never depends on its neighbours.
+//
+// Lane s of a tile is always sub-block s of the tile (values 16s.. for S = 16, 32s.. for S = 32); the
+// index vectors below say where in the GGUF block the 4 bytes of round r of lane s live, derived in
+// each kernel's comment from the block layout (quant/blocks.h, quant/dequant_ref.cpp).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <utility>
+#include <vector>
+
+#include "quant/blocks.h"
+#include "quant/kquant_scales.h"
+#include "quant/lanes.h"
+#include "quant/simd.h"
+
+namespace moe::quant::detail {
+namespace {
+
+#define MOE_UNROLL _Pragma("GCC unroll 16")
+
+inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
+inline __m512i lanes_of(const std::array<int, 16>& v) { return _mm512_loadu_si512(v.data()); }
+inline float half(uint16_t h) { return _cvtsh_ss(h); }
+
+// The sum of the 16 lanes in a fixed order (halves by extract: GCC 12's _mm512_reduce_add_ps trips
+// -Wuninitialized inside its own header).
+inline float reduce(__m512 v) {
+  const __m256 s8 = _mm256_add_ps(_mm512_extractf32x8_ps(v, 0), _mm512_extractf32x8_ps(v, 1));
+  __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  return _mm_cvtss_f32(_mm_add_ss(s4, _mm_movehdup_ps(s4)));
+}
+
+// 16 int8 (signed) or uint8 as 16 floats.
+inline __m512 floats_i8(__m128i b) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)); }
+inline __m512 floats_u8(__m128i b) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b)); }
+
+// Per-lane constants built from (n, m, h) = (s / 8, (s % 8) / 2, s % 2) for the 16-value sub-block
+// kernels, or from g = (s % 8) / 2 for Q4_K.
+template <typename F>
+constexpr std::array<int, 16> per_lane(F f) {
+  std::array<int, 16> a{};
+  for (int s = 0; s < 16; ++s) a[static_cast<size_t>(s)] = f(s / 8, (s % 8) / 2, s % 2);
+  return a;
+}
+
+// ---- Q4_K: S = 32, a tile is super-blocks 2p and 2p + 1 (lanes 0..7 and 8..15).
+// Sub-block j of a block is the low (even j) or high (odd j) nibbles of qs[32 (j / 2) + l], l < 32, so
+// round r of lane s takes dword 8 ((s % 8) / 2) + r of that block's qs, the high nibbles in odd lanes.
+struct Q4K {
+  static constexpr int kSub = 32;
+  static int64_t tiles(int64_t nb) { return (nb + 1) / 2; }
+  static void unpack(const void* wv, int64_t nb, int64_t p, __m512i* wq, __m512& ws, __m512& wm) {
+    const auto* w = static_cast<const BlockQ4_K*>(wv);
+    const BlockQ4_K& a = w[2 * p];
+    const BlockQ4_K& b = 2 * p + 1 < nb ? w[2 * p + 1] : a;  // half tile: the activations there are zero
+    static constexpr auto kBase = per_lane([](int, int m, int) { return 8 * m; });
+    const __m512i base = lanes_of(kBase);
+    const __m512i a0 = load512(a.qs), a1 = load512(a.qs + 64), b0 = load512(b.qs), b1 = load512(b.qs + 64);
+    MOE_UNROLL
+    for (int r = 0; r < 8; ++r) {
+      const __m512i idx = _mm512_add_epi32(base, _mm512_set1_epi32(r));
+      __m512i q = _mm512_mask_blend_epi32(0xFF00, _mm512_permutex2var_epi32(a0, idx, a1),
+                                          _mm512_permutex2var_epi32(b0, idx, b1));
+      q = _mm512_mask_srli_epi32(q, 0xAAAA, q, 4);
+      wq[r] = _mm512_and_si512(q, _mm512_set1_epi8(0x0F));
+    }
+    const __m128i sa = k4_scales_mins(a.scales), sb = k4_scales_mins(b.scales);
+    const __m512 d = _mm512_insertf32x8(_mm512_set1_ps(half(a.d)), _mm256_set1_ps(half(b.d)), 1);
+    const __m512 dmin = _mm512_insertf32x8(_mm512_set1_ps(half(a.dmin)), _mm256_set1_ps(half(b.dmin)), 1);
+    ws = _mm512_mul_ps(floats_u8(_mm_unpacklo_epi64(sa, sb)), d);
+    wm = _mm512_mul_ps(floats_u8(_mm_unpackhi_epi64(sa, sb)), dmin);
+  }
+};
+
+// ---- Q2_K: S = 16, one super-block per tile, lane s = 8n + 2j + h covers values 128n + 32j + 16h + l.
+// Value 128n + 32j + l is bits 2j of qs[32n + l], so round r takes dword 8n + 4h + r shifted by 2j.
+struct Q2K {
+  static constexpr int kSub = 16;
+  static int64_t tiles(int64_t nb) { return nb; }
+  static void unpack(const void* wv, int64_t, int64_t p, __m512i* wq, __m512& ws, __m512& wm) {
+    const BlockQ2_K& b = static_cast<const BlockQ2_K*>(wv)[p];
+    static constexpr auto kBase = per_lane([](int n, int, int h) { return 8 * n + 4 * h; });
+    static constexpr auto kShift = per_lane([](int, int j, int) { return 2 * j; });
+    const __m512i qs = load512(b.qs), base = lanes_of(kBase), shift = lanes_of(kShift);
+    MOE_UNROLL
+    for (int r = 0; r < 4; ++r) {
+      const __m512i q = _mm512_permutexvar_epi32(_mm512_add_epi32(base, _mm512_set1_epi32(r)), qs);
+      wq[r] = _mm512_and_si512(_mm512_srlv_epi32(q, shift), _mm512_set1_epi8(3));
+    }
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales));
+    const __m128i low4 = _mm_set1_epi8(0x0F);
+    ws = _mm512_mul_ps(floats_u8(_mm_and_si128(packed, low4)), _mm512_set1_ps(half(b.d)));
+    wm = _mm512_mul_ps(floats_u8(_mm_and_si128(_mm_srli_epi16(packed, 4), low4)), _mm512_set1_ps(half(b.dmin)));
+  }
+};
+
+// ---- Q3_K: the low two bits as Q2_K; the third bit of value v is bit v / 32 of hmask[v % 32], i.e. for
+// lane s = 8n + 2j + h, round r: bit 4n + j of hmask dword 4h + r. Level = low2 + 4 hbit - 4, taken as
+// the unsigned low2 + 4 hbit with the 4 moved into the min term (wm = 4 * ws); scales are signed.
+struct Q3K {
+  static constexpr int kSub = 16;
+  static int64_t tiles(int64_t nb) { return nb; }
+  static void unpack(const void* wv, int64_t, int64_t p, __m512i* wq, __m512& ws, __m512& wm) {
+    const BlockQ3_K& b = static_cast<const BlockQ3_K*>(wv)[p];
+    static constexpr auto kBase = per_lane([](int n, int, int h) { return 8 * n + 4 * h; });
+    static constexpr auto kShift = per_lane([](int, int j, int) { return 2 * j; });
+    static constexpr auto kHBase = per_lane([](int, int, int h) { return 4 * h; });
+    static constexpr auto kHShift = per_lane([](int n, int j, int) { return 4 * n + j; });
+    const __m512i qs = load512(b.qs);
+    const __m512i hm = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.hmask)));
+    const __m512i base = lanes_of(kBase), shift = lanes_of(kShift), hbase = lanes_of(kHBase), hshift = lanes_of(kHShift);
+    MOE_UNROLL
+    for (int r = 0; r < 4; ++r) {
+      const __m512i rr = _mm512_set1_epi32(r);
+      const __m512i lo = _mm512_and_si512(
+          _mm512_srlv_epi32(_mm512_permutexvar_epi32(_mm512_add_epi32(base, rr), qs), shift), _mm512_set1_epi8(3));
+      const __m512i hi = _mm512_and_si512(
+          _mm512_srlv_epi32(_mm512_permutexvar_epi32(_mm512_add_epi32(hbase, rr), hm), hshift), _mm512_set1_epi8(1));
+      wq[r] = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 2));
+    }
+    ws = _mm512_mul_ps(floats_i8(q3_K_scales(b.scales)), _mm512_set1_ps(half(b.d)));
+    wm = _mm512_mul_ps(ws, _mm512_set1_ps(4.0f));
+  }
+};
+
+// ---- Q6_K: lane s = 8n + 2m + h covers values 128n + 32m + 16h + l. Within half n, quarter m is the
+// low (m < 2) or high nibbles of ql[64n + 32 (m % 2) + l'] with bits 2m.. of qh[32n + l'] on top
+// (l' = 16h + 4r + k): round r takes ql dword 16n + 8 (m % 2) + 4h + r shifted by 4 (m / 2) and qh
+// dword 8n + 4h + r shifted by 2m. Level - 32 is taken as level with 32 * ws in the min term.
+struct Q6K {
+  static constexpr int kSub = 16;
+  static int64_t tiles(int64_t nb) { return nb; }
+  static void unpack(const void* wv, int64_t, int64_t p, __m512i* wq, __m512& ws, __m512& wm) {
+    const BlockQ6_K& b = static_cast<const BlockQ6_K*>(wv)[p];
+    static constexpr auto kLBase = per_lane([](int n, int m, int h) { return 16 * n + 8 * (m % 2) + 4 * h; });
+    static constexpr auto kLShift = per_lane([](int, int m, int) { return 4 * (m / 2); });
+    static constexpr auto kHBase = per_lane([](int n, int, int h) { return 8 * n + 4 * h; });
+    static constexpr auto kHShift = per_lane([](int, int m, int) { return 2 * m; });
+    const __m512i ql0 = load512(b.ql), ql1 = load512(b.ql + 64), qh = load512(b.qh);
+    const __m512i lbase = lanes_of(kLBase), lshift = lanes_of(kLShift), hbase = lanes_of(kHBase), hshift = lanes_of(kHShift);
+    MOE_UNROLL
+    for (int r = 0; r < 4; ++r) {
+      const __m512i rr = _mm512_set1_epi32(r);
+      const __m512i lo = _mm512_and_si512(
+          _mm512_srlv_epi32(_mm512_permutex2var_epi32(ql0, _mm512_add_epi32(lbase, rr), ql1), lshift),
+          _mm512_set1_epi8(0x0F));
+      const __m512i hi = _mm512_and_si512(
+          _mm512_srlv_epi32(_mm512_permutexvar_epi32(_mm512_add_epi32(hbase, rr), qh), hshift), _mm512_set1_epi8(3));
+      wq[r] = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 4));
+    }
+    ws = _mm512_mul_ps(floats_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales))), _mm512_set1_ps(half(b.d)));
+    wm = _mm512_mul_ps(ws, _mm512_set1_ps(32.0f));
+  }
+};
+
+// One weight row against NT tokens. The products of a tile's rounds accumulate in two int32 chains
+// (exact in any order: a lane sums at most 32 products of |level| <= 63 and |x| <= 128).
+template <typename K, int NT>
+void lanes_group(const void* w, int64_t nb, const uint8_t* x, size_t stride, float* out, size_t out_stride) {
+  using Tile = LaneTile<K::kSub>;
+  constexpr int kRounds = K::kSub / 4;
+  const Tile* xt[NT];
+  MOE_UNROLL
+  for (int t = 0; t < NT; ++t) xt[t] = reinterpret_cast<const Tile*>(x + static_cast<size_t>(t) * stride);
+  __m512 acc[NT];
+  MOE_UNROLL
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  const int64_t tiles = K::tiles(nb);
+  for (int64_t p = 0; p < tiles; ++p) {
+    __m512i wq[kRounds];
+    __m512 ws, wm;
+    K::unpack(w, nb, p, wq, ws, wm);
+    MOE_UNROLL
+    for (int t = 0; t < NT; ++t) {
+      const Tile& y = xt[t][p];
+      __m512i isum;
+      if constexpr (NT <= 2) {  // few tokens: two chains so the dpbusd latency overlaps
+        __m512i chain[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+        MOE_UNROLL
+        for (int r = 0; r < kRounds; ++r) chain[r % 2] = _mm512_dpbusd_epi32(chain[r % 2], wq[r], load512(y.q[r]));
+        isum = _mm512_add_epi32(chain[0], chain[1]);
+      } else {  // the other tokens' chains overlap it
+        isum = _mm512_setzero_si512();
+        MOE_UNROLL
+        for (int r = 0; r < kRounds; ++r) isum = _mm512_dpbusd_epi32(isum, wq[r], load512(y.q[r]));
+      }
+      __m512 v = _mm512_mul_ps(ws, _mm512_cvtepi32_ps(isum));
+      v = _mm512_fnmadd_ps(wm, _mm512_loadu_ps(y.bs), v);
+      acc[t] = _mm512_fmadd_ps(v, _mm512_loadu_ps(y.dy), acc[t]);
+    }
+  }
+  MOE_UNROLL
+  for (int t = 0; t < NT; ++t) out[static_cast<size_t>(t) * out_stride] = reduce(acc[t]);
+}
+
+constexpr int kGroup = 8;  // tokens per group: 8 accumulators + 8 rounds + scales fit the 32 registers
+using GroupKernel = void (*)(const void*, int64_t, const uint8_t*, size_t, float*, size_t);
+
+template <typename K, int... I>
+constexpr std::array<GroupKernel, sizeof...(I)> group_table(std::integer_sequence<int, I...>) {
+  return {&lanes_group<K, I + 1>...};
+}
+
+const GroupKernel* group_kernels(GgmlType type) {
+  using Seq = std::make_integer_sequence<int, kGroup>;
+  static constexpr auto q2 = group_table<Q2K>(Seq{});
+  static constexpr auto q3 = group_table<Q3K>(Seq{});
+  static constexpr auto q4 = group_table<Q4K>(Seq{});
+  static constexpr auto q6 = group_table<Q6K>(Seq{});
+  switch (type) {
+    case GgmlType::Q2_K: return q2.data();
+    case GgmlType::Q3_K: return q3.data();
+    case GgmlType::Q4_K: return q4.data();
+    case GgmlType::Q6_K: return q6.data();
+    default: return nullptr;
+  }
+}
+
+// ---- many rows x many tokens: a register-blocked micro-kernel over rows unpacked once.
+// For a matmul the unpack above would be repeated for every group of tokens; instead each row is
+// unpacked once into per-thread scratch (rounds and lane scales, 1.25-1.5 bytes per weight, L1/L2
+// resident) and a micro-kernel of R rows x T tokens reads it: each activation round loaded is used by R
+// rows and each weight round by T tokens, so neither operand's loads nor the unpack bound the loop, and
+// per 512 products there remain one dpbusd plus a share of the 4 float instructions per tile.
+// The per-(row, token) arithmetic is exactly lanes_group's (same int sum, same ws/wm, same float steps
+// in the same order), so a token's result is the same bits on either path.
+
+template <typename K>
+struct alignas(64) Slot {
+  __m512i wq[K::kSub / 4];
+  __m512 ws, wm;
+};
+
+template <typename K>
+void unpack_row(const void* w, int64_t nb, Slot<K>* out) {
+  const int64_t tiles = K::tiles(nb);
+  for (int64_t p = 0; p < tiles; ++p) K::unpack(w, nb, p, out[p].wq, out[p].ws, out[p].wm);
+}
+
+template <typename K, int R, int T>
+void micro(const Slot<K>* const* rows, int64_t tiles, const uint8_t* x, size_t stride, float* y, size_t y_stride) {
+  using Tile = LaneTile<K::kSub>;
+  constexpr int kRounds = K::kSub / 4;
+  const Tile* xt[T];
+  MOE_UNROLL
+  for (int t = 0; t < T; ++t) xt[t] = reinterpret_cast<const Tile*>(x + static_cast<size_t>(t) * stride);
+  __m512 acc[R][T];
+  MOE_UNROLL
+  for (int i = 0; i < R; ++i)
+    MOE_UNROLL
+    for (int t = 0; t < T; ++t) acc[i][t] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < tiles; ++p) {
+    __m512i isum[R][T];
+    MOE_UNROLL
+    for (int i = 0; i < R; ++i)
+      MOE_UNROLL
+      for (int t = 0; t < T; ++t) isum[i][t] = _mm512_setzero_si512();
+    MOE_UNROLL
+    for (int r = 0; r < kRounds; ++r) {
+      __m512i xv[T];
+      MOE_UNROLL
+      for (int t = 0; t < T; ++t) xv[t] = load512(xt[t][p].q[r]);
+      MOE_UNROLL
+      for (int i = 0; i < R; ++i) {
+        const __m512i wv = _mm512_load_si512(&rows[i][p].wq[r]);
+        MOE_UNROLL
+        for (int t = 0; t < T; ++t) isum[i][t] = _mm512_dpbusd_epi32(isum[i][t], wv, xv[t]);
+      }
+    }
+    MOE_UNROLL
+    for (int i = 0; i < R; ++i) {
+      const __m512 ws = rows[i][p].ws, wm = rows[i][p].wm;
+      MOE_UNROLL
+      for (int t = 0; t < T; ++t) {
+        __m512 v = _mm512_mul_ps(ws, _mm512_cvtepi32_ps(isum[i][t]));
+        v = _mm512_fnmadd_ps(wm, _mm512_loadu_ps(xt[t][p].bs), v);
+        acc[i][t] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xt[t][p].dy), acc[i][t]);
+      }
+    }
+  }
+  MOE_UNROLL
+  for (int i = 0; i < R; ++i)
+    MOE_UNROLL
+    for (int t = 0; t < T; ++t) y[static_cast<size_t>(t) * y_stride + static_cast<size_t>(i)] = reduce(acc[i][t]);
+}
+
+constexpr int kMicroRows = 2, kMicroTokens = 4;
+
+template <typename K, int R>
+void micro_any(int T, const Slot<K>* const* rows, int64_t tiles, const uint8_t* x, size_t stride, float* y,
+               size_t y_stride) {
+  switch (T) {
+    case 1: return micro<K, R, 1>(rows, tiles, x, stride, y, y_stride);
+    case 2: return micro<K, R, 2>(rows, tiles, x, stride, y, y_stride);
+    case 3: return micro<K, R, 3>(rows, tiles, x, stride, y, y_stride);
+    default: return micro<K, R, 4>(rows, tiles, x, stride, y, y_stride);
+  }
+}
+
+template <typename K>
+void rows_kernel(const uint8_t* w, size_t w_row_bytes, int64_t n_rows, int64_t nb, const uint8_t* x, size_t stride,
+                 int64_t n_tok, float* y, size_t y_stride) {
+  if (n_tok == 1) {  // decode: unpack straight into registers, nothing to share
+    for (int64_t i = 0; i < n_rows; ++i) lanes_group<K, 1>(w + static_cast<size_t>(i) * w_row_bytes, nb, x, stride, y + i, y_stride);
+    return;
+  }
+  const int64_t tiles = K::tiles(nb);
+  thread_local std::vector<Slot<K>> scratch;  // grows to 2 rows of the widest matrix, once per thread
+  if (scratch.size() < static_cast<size_t>(kMicroRows * tiles)) scratch.resize(static_cast<size_t>(kMicroRows * tiles));
+  const Slot<K>* rows[kMicroRows] = {scratch.data(), scratch.data() + tiles};
+  for (int64_t i = 0; i < n_rows; i += kMicroRows) {
+    const int nr = static_cast<int>(std::min<int64_t>(kMicroRows, n_rows - i));
+    for (int k = 0; k < nr; ++k) unpack_row<K>(w + static_cast<size_t>(i + k) * w_row_bytes, nb, scratch.data() + k * tiles);
+    for (int64_t t0 = 0; t0 < n_tok; t0 += kMicroTokens) {
+      const int nt = static_cast<int>(std::min<int64_t>(kMicroTokens, n_tok - t0));
+      const uint8_t* xt = x + static_cast<size_t>(t0) * stride;
+      float* yt = y + static_cast<size_t>(t0) * y_stride + static_cast<size_t>(i);
+      if (nr == 2)
+        micro_any<K, 2>(nt, rows, tiles, xt, stride, yt, y_stride);
+      else
+        micro_any<K, 1>(nt, rows, tiles, xt, stride, yt, y_stride);
+    }
+  }
+}
+
+}  // namespace
+
+bool lanes_rows_avx512(GgmlType type, int64_t n, const void* w, size_t w_row_bytes, int64_t n_rows, const void* x,
+                       size_t x_stride, int64_t n_tok, float* y, size_t y_stride) {
+  const auto* wb = static_cast<const uint8_t*>(w);
+  const auto* xb = static_cast<const uint8_t*>(x);
+  const int64_t nb = n / kQKK;
+  switch (type) {
+    case GgmlType::Q2_K: rows_kernel<Q2K>(wb, w_row_bytes, n_rows, nb, xb, x_stride, n_tok, y, y_stride); return true;
+    case GgmlType::Q3_K: rows_kernel<Q3K>(wb, w_row_bytes, n_rows, nb, xb, x_stride, n_tok, y, y_stride); return true;
+    case GgmlType::Q4_K: rows_kernel<Q4K>(wb, w_row_bytes, n_rows, nb, xb, x_stride, n_tok, y, y_stride); return true;
+    case GgmlType::Q6_K: rows_kernel<Q6K>(wb, w_row_bytes, n_rows, nb, xb, x_stride, n_tok, y, y_stride); return true;
+    default: return false;
+  }
+}
+
+bool vec_dot_lanes_avx512(GgmlType type, int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_tok,
+                          float* out, size_t out_stride) {
+  const GroupKernel* kernels = group_kernels(type);
+  if (kernels == nullptr) return false;
+  const auto* xb = static_cast<const uint8_t*>(x);
+  for (int64_t t0 = 0; t0 < n_tok; t0 += kGroup) {
+    const int64_t nt = std::min<int64_t>(kGroup, n_tok - t0);
+    kernels[nt - 1](w, n / kQKK, xb + static_cast<size_t>(t0) * x_stride, x_stride,
+                    out + static_cast<size_t>(t0) * out_stride, out_stride);
+  }
+  return true;
+}
+
+}  // namespace moe::quant::detail
