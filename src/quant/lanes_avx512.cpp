@@ -60,14 +60,19 @@ struct Q4K {
     const auto* w = static_cast<const BlockQ4_K*>(wv);
     const BlockQ4_K& a = w[2 * p];
     const BlockQ4_K& b = 2 * p + 1 < nb ? w[2 * p + 1] : a;  // half tile: the activations there are zero
-    static constexpr auto kBase = per_lane([](int, int m, int) { return 8 * m; });
-    const __m512i base = lanes_of(kBase);
+    // First regroup each block's 32 dwords by round half: lo = dwords 8g + r for r < 4 (g-major), hi the
+    // same for r >= 4. Then round r is one two-table permute of (lo or hi of a, of b), each dword twice.
+    static constexpr std::array<int, 16> kLoHalf = {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27};
+    static constexpr auto kRound = per_lane([](int n, int m, int) { return 16 * n + 4 * m; });
+    const __m512i lo_idx = lanes_of(kLoHalf), hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(4));
     const __m512i a0 = load512(a.qs), a1 = load512(a.qs + 64), b0 = load512(b.qs), b1 = load512(b.qs + 64);
+    const __m512i by_half[2][2] = {{_mm512_permutex2var_epi32(a0, lo_idx, a1), _mm512_permutex2var_epi32(b0, lo_idx, b1)},
+                                {_mm512_permutex2var_epi32(a0, hi_idx, a1), _mm512_permutex2var_epi32(b0, hi_idx, b1)}};
+    const __m512i round_idx = lanes_of(kRound);
     MOE_UNROLL
     for (int r = 0; r < 8; ++r) {
-      const __m512i idx = _mm512_add_epi32(base, _mm512_set1_epi32(r));
-      __m512i q = _mm512_mask_blend_epi32(0xFF00, _mm512_permutex2var_epi32(a0, idx, a1),
-                                          _mm512_permutex2var_epi32(b0, idx, b1));
+      const __m512i idx = _mm512_add_epi32(round_idx, _mm512_set1_epi32(r % 4));
+      __m512i q = _mm512_permutex2var_epi32(by_half[r / 4][0], idx, by_half[r / 4][1]);
       q = _mm512_mask_srli_epi32(q, 0xAAAA, q, 4);
       wq[r] = _mm512_and_si512(q, _mm512_set1_epi8(0x0F));
     }
