@@ -430,6 +430,10 @@ struct Server::Impl {
     http.set_logger([m = metrics](const httplib::Request& req, const httplib::Response& res) {
       m->count_request(req.path, res.status);
     });
+    // Streams are many small writes (one SSE event per token): without TCP_NODELAY, Nagle's algorithm
+    // holds each one back until the client acknowledges the previous one, which a client's delayed ACK
+    // can put off for tens of milliseconds, so tokens would arrive in bursts and late.
+    http.set_tcp_nodelay(true);
     http.set_payload_max_length(opts.max_body_bytes);
     http.set_keep_alive_max_count(1000);
     int threads = std::max(8, opts.http_threads);
