@@ -19,6 +19,7 @@
 //   --max-tokens N         tokens generated per stream (default 64; ignore_eos, so exactly that many)
 //   --endpoint chat|completions   (default chat)
 //   --json                 print the results as JSON instead of a markdown table
+//   --table FILE           print the markdown table of a report saved with --json, and exit
 //
 // Every request is a streamed, greedy (temperature 0) request with `ignore_eos`, so each generates
 // exactly --max-tokens tokens. Each prompt starts with its own request number, so no two share a KV
@@ -27,8 +28,11 @@
 // and waits for all of them; reported per level:
 //   - decode tokens/s per stream: (completion tokens - 1) / (time of the last token - time of the first
 //     token), the median over all streams of all rounds;
-//   - aggregate tokens/s: all completion tokens of a round / the round's wall time (first request sent
-//     to last token received), the median of the rounds (min–max);
+//   - aggregate tokens/s (whole round): all completion tokens of a round / the round's wall time (first
+//     request sent to last token received), the median of the rounds (min–max), and its ratio to 1 stream;
+//   - aggregate tokens/s (all decoding): tokens received while every stream of the round is between its
+//     first and last token, per second of that window (median of the rounds): the batched decode rate
+//     without the steps that prefill prompts, which a short generation after a long prompt is mostly;
 //   - time to first token: request sent to the first content chunk, median over all streams;
 //   - peak RSS: the server's peak resident memory so far (VmHWM, from /metrics), after the level;
 //   - server CPU: the server's CPU seconds during the level / wall seconds (200 % = 2 cores busy), and
@@ -74,6 +78,7 @@ function parseArgs(argv) {
     maxTokens: 64,
     endpoint: 'chat',
     json: false,
+    table: null,
   };
   const positive = (name, v) => {
     const n = Number(v);
@@ -103,6 +108,7 @@ function parseArgs(argv) {
         break;
       }
       case '--json': o.json = true; break;
+      case '--table': o.table = value(); break;
       case '-h': case '--help': {
         const text = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n');
         console.log(text.slice(1, text.findIndex((l) => l.startsWith('import'))).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
@@ -200,6 +206,7 @@ async function oneStream(client, o, model, id, words, maxTokens) {
       : await client.completions.create({ ...common, prompt: text });
   let first = null;
   let last = null;
+  const times = [];  // arrival of each chunk that carries text (one engine step's token)
   let usage = null;
   for await (const chunk of stream) {
     const now = performance.now();
@@ -208,6 +215,7 @@ async function oneStream(client, o, model, id, words, maxTokens) {
       if (piece) {
         first ??= now;
         last = now;
+        times.push(now);
       }
       if (c.finish_reason) last = now;
     }
@@ -215,7 +223,17 @@ async function oneStream(client, o, model, id, words, maxTokens) {
   }
   if (!usage) throw new Error(`request ${id}: the stream ended without usage`);
   if (first === null) first = last ?? performance.now();
-  return { sent, first, last, promptTokens: usage.prompt_tokens, tokens: usage.completion_tokens };
+  return { sent, first, last, times, promptTokens: usage.prompt_tokens, tokens: usage.completion_tokens };
+}
+
+// Tokens per second while every stream of a round is past its first token and not yet finished: the
+// batched decode rate, without the steps spent on prompts. null when that window is too short to time.
+function allDecoding(results) {
+  const from = Math.max(...results.map((x) => x.first));
+  const to = Math.min(...results.map((x) => x.last));
+  let tokens = 0;
+  for (const x of results) tokens += x.times.filter((t) => t > from && t <= to).length;
+  return to > from && tokens >= 2 * results.length ? tokens / ((to - from) / 1000) : null;
 }
 
 const median = (xs) => {
@@ -237,7 +255,7 @@ async function runLevel(client, o, model, words, c) {
     const start = Math.min(...results.map((x) => x.sent));
     const end = Math.max(...results.map((x) => x.last));
     const tokens = results.reduce((s, x) => s + x.tokens, 0);
-    rounds.push({ seconds: (end - start) / 1000, tokens, aggregate: tokens / ((end - start) / 1000) });
+    rounds.push({ seconds: (end - start) / 1000, tokens, aggregate: tokens / ((end - start) / 1000), decode: allDecoding(results) });
     streams.push(...results);
   }
   const wall = (performance.now() - t0) / 1000;
@@ -245,6 +263,7 @@ async function runLevel(client, o, model, words, c) {
   const m1 = await metrics(o);
   const decode = streams.filter((s) => s.tokens > 1 && s.last > s.first).map((s) => (s.tokens - 1) / ((s.last - s.first) / 1000));
   const aggregates = rounds.map((r) => r.aggregate);
+  const decodeAll = rounds.map((r) => r.decode).filter((d) => d !== null);
   const cpu0 = m0.process_cpu_seconds_total;
   const cpu1 = m1.process_cpu_seconds_total;
   return {
@@ -258,6 +277,8 @@ async function runLevel(client, o, model, words, c) {
     aggregate_tokens_per_s: median(aggregates),
     aggregate_tokens_per_s_min: Math.min(...aggregates),
     aggregate_tokens_per_s_max: Math.max(...aggregates),
+    decode_aggregate_tokens_per_s: decodeAll.length ? median(decodeAll) : null,
+    decode_aggregate_rounds: decodeAll.length,
     ttft_ms_median: median(streams.map((s) => s.first - s.sent)),
     ttft_ms_max: Math.max(...streams.map((s) => s.first - s.sent)),
     peak_rss_bytes: m1.moe_process_peak_resident_memory_bytes ?? null,
@@ -290,13 +311,19 @@ function markdown(report) {
       (report.server_args ? `; server: \`moe ${report.server_args.join(' ')}\`` : ''),
   );
   lines.push('');
-  lines.push('| streams | decode tokens/s per stream | aggregate tokens/s | × 1 stream | time to first token | peak RSS | server CPU | client CPU |');
+  lines.push(
+    '| streams | decode tokens/s per stream | aggregate tokens/s (whole round) | aggregate tokens/s (all decoding) | ' +
+      'time to first token | peak RSS | server CPU | client CPU |',
+  );
   lines.push('|---|---|---|---|---|---|---|---|');
-  const single = report.levels.find((l) => l.concurrency === 1)?.aggregate_tokens_per_s;
+  const one = report.levels.find((l) => l.concurrency === 1);
+  const times = (v, base) => (v && base ? ` ×${(v / base).toFixed(2)}` : '');
   for (const l of report.levels) {
     lines.push(
-      `| ${l.concurrency} | ${fmt(l.decode_tokens_per_s_per_stream)} | ${fmt(l.aggregate_tokens_per_s)} (${fmt(l.aggregate_tokens_per_s_min)}–${fmt(l.aggregate_tokens_per_s_max)}) | ` +
-        `${single ? fmt(l.aggregate_tokens_per_s / single, 2) : '–'} | ${fmt(l.ttft_ms_median, 0)} ms | ${gb(l.peak_rss_bytes)} | ${fmt(l.server_cpu_percent, 0)} % | ${fmt(l.client_cpu_percent, 0)} % |`,
+      `| ${l.concurrency} | ${fmt(l.decode_tokens_per_s_per_stream)} | ` +
+        `${fmt(l.aggregate_tokens_per_s)} (${fmt(l.aggregate_tokens_per_s_min)}–${fmt(l.aggregate_tokens_per_s_max)})${times(l.aggregate_tokens_per_s, one?.aggregate_tokens_per_s)} | ` +
+        `${fmt(l.decode_aggregate_tokens_per_s)}${times(l.decode_aggregate_tokens_per_s, one?.decode_aggregate_tokens_per_s)} | ` +
+        `${fmt(l.ttft_ms_median, 0)} ms | ${gb(l.peak_rss_bytes)} | ${fmt(l.server_cpu_percent, 0)} % | ${fmt(l.client_cpu_percent, 0)} % |`,
     );
   }
   return lines.join('\n');
@@ -304,6 +331,10 @@ function markdown(report) {
 
 async function main() {
   const o = parseArgs(process.argv.slice(2));
+  if (o.table) {
+    console.log(markdown(JSON.parse(readFileSync(o.table, 'utf8'))));
+    return;
+  }
   const OpenAI = await loadOpenAI();
   let server = null;
   if (!o.url) {
