@@ -4,7 +4,7 @@
 // Two precisions:
 //  - Fast: the activations are quantized once per matmul to quant::activation_type(W) (8-bit blocks)
 //    and each dot product is quant::vec_dot (integer SIMD), as llama.cpp computes it. On AVX-512 the
-//    K-quants Q2_K/Q3_K/Q4_K/Q6_K use the sub-block lane kernels instead (quant/lanes.h: the same Q8_K
+//    K-quants Q2_K/Q3_K/Q4_K use the sub-block lane kernels instead (quant/lanes.h: the same Q8_K
 //    levels in another order, a 2-row x 4-token micro-kernel for many tokens).
 //  - Exact: the activations stay float; each weight row is dequantized into per-thread scratch and the
 //    dot product is accumulated in double. This is the exact function of the dequantized weights up to

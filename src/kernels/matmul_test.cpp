@@ -179,11 +179,14 @@ TEST(Matmul, ReusesActivationsOnlyForTheSameBlockType) {
   std::vector<float> x(256, 1.0f);
   std::vector<uint8_t> buf(max_activation_row_bytes(256));
   Activations a = prepare_activations(x.data(), 1, 256, GgmlType::Q4_K, Precision::Fast, buf.data(), buf.size(), pool);
-  // Q6_K dots the same Q8_K levels, but on AVX-512 in the 16-value lane order, not Q4_K's 32-value one.
-  EXPECT_EQ(activations_fit(a, GgmlType::Q6_K, Precision::Fast), !quant::use_lanes(GgmlType::Q4_K));
-  EXPECT_EQ(activations_fit(a, GgmlType::Q5_K, Precision::Fast), !quant::use_lanes(GgmlType::Q4_K));
+  // Q5_K/Q6_K dot the same Q8_K levels, but on AVX-512 Q4_K has them in its 32-value lane order.
+  const bool lanes = quant::use_lanes(GgmlType::Q4_K);
+  EXPECT_EQ(activations_fit(a, GgmlType::Q6_K, Precision::Fast), !lanes);
+  EXPECT_EQ(activations_fit(a, GgmlType::Q5_K, Precision::Fast), !lanes);
+  EXPECT_EQ(activations_fit(a, GgmlType::Q2_K, Precision::Fast), !lanes);  // 16-value lanes vs 32
   Activations a2 = prepare_activations(x.data(), 1, 256, GgmlType::Q2_K, Precision::Fast, buf.data(), buf.size(), pool);
-  EXPECT_TRUE(activations_fit(a2, GgmlType::Q6_K, Precision::Fast));  // same layout either way
+  EXPECT_TRUE(activations_fit(a2, GgmlType::Q3_K, Precision::Fast));  // the same layout either way
+  EXPECT_EQ(activations_fit(a2, GgmlType::Q6_K, Precision::Fast), !lanes);
   EXPECT_FALSE(activations_fit(a, GgmlType::Q8_0, Precision::Fast));  // Q8_0 blocks
   EXPECT_TRUE(activations_fit(a, GgmlType::F16, Precision::Fast));     // floats
   EXPECT_TRUE(activations_fit(a, GgmlType::Q8_0, Precision::Exact));

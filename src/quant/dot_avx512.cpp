@@ -388,7 +388,8 @@ inline __m512 load_bf16(const uint16_t* p, __mmask16 m) {
 // token. Per token they perform exactly the operations of the single-token kernels above, in the same
 // order (the integer sums are exact in any order; the float steps are the same fmadds on the same
 // values), so every result is bit-identical to vec_dot of that token alone: batching cannot change an
-// answer.
+// answer. Q5_K and Q6_K use these; Q2_K, Q3_K and Q4_K run on the sub-block lane kernels
+// (lanes_avx512.cpp), and the legacy formats loop over vec_dot.
 
 // The token and chunk loops must be unrolled so that acc[t] and the unpacked chunks live in registers.
 #define MOE_UNROLL _Pragma("GCC unroll 16")
@@ -443,78 +444,6 @@ void dot_q45_K_tokens(const void* wv, const uint8_t* xv, size_t stride, int64_t 
 }
 
 template <int NT>
-void dot_q2_K_tokens(const void* wv, const uint8_t* xv, size_t stride, int64_t nb, float* out, size_t out_stride) {
-  const auto* w = static_cast<const BlockQ2_K*>(wv);
-  const BlockQ8_K* x[NT];
-  token_rows<NT>(xv, stride, x);
-  __m512 acc[NT];
-  __m256 acc_min[NT];
-  MOE_UNROLL
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps(), acc_min[t] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m128i packed = load128(w[i].scales);
-    const __m128i sc8 = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
-    const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F)));
-    const __m512i scales = scale_lanes(sc8, false);
-    __m512i q[4], sc[4];
-    MOE_UNROLL
-    for (int c = 0; c < 4; ++c) q[c] = two_bit_chunk(w[i].qs, c), sc[c] = scales_of_chunk16(scales, c);
-    const float dw = half(w[i].d), dm = half(w[i].dmin);
-    MOE_UNROLL
-    for (int t = 0; t < NT; ++t) {
-      const BlockQ8_K& y = x[t][i];
-      const __m256i min_sum = _mm256_madd_epi16(mins, load_bsums(y));
-      __m512i part[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-      MOE_UNROLL
-      for (int c = 0; c < 4; ++c) part[c % 2] = _mm512_dpwssd_epi32(part[c % 2], dot4(q[c], load512(y.qs + 64 * c)), sc[c]);
-      const float dy = y.d;
-      acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dw * dy), _mm512_cvtepi32_ps(_mm512_add_epi32(part[0], part[1])), acc[t]);
-      acc_min[t] = _mm256_fmadd_ps(_mm256_set1_ps(dm * dy), _mm256_cvtepi32_ps(min_sum), acc_min[t]);
-    }
-  }
-  MOE_UNROLL
-  for (int t = 0; t < NT; ++t) out[static_cast<size_t>(t) * out_stride] = hsum(acc[t]) - hsum(acc_min[t]);
-}
-
-// Q3_K and Q6_K: signed levels as unsigned ones minus an offset of (offset level) * scale * bsums.
-template <int NT>
-void dot_q3_K_tokens(const void* wv, const uint8_t* xv, size_t stride, int64_t nb, float* out, size_t out_stride) {
-  const auto* w = static_cast<const BlockQ3_K*>(wv);
-  const BlockQ8_K* x[NT];
-  token_rows<NT>(xv, stride, x);
-  __m512 acc[NT];
-  MOE_UNROLL
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m128i sc8 = q3_K_scales(w[i].scales);
-    const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
-    const __m512i scales = scale_lanes(sc8, true);
-    const __m512i hmask = broadcast256(w[i].hmask);
-    __m512i q[4], sc[4];
-    MOE_UNROLL
-    for (int c = 0; c < 4; ++c) {
-      q[c] = two_bit_chunk(w[i].qs, c);
-      const __mmask64 high = _mm512_test_epi8_mask(hmask, bit_select(2 * c, 2 * c + 1));
-      q[c] = _mm512_mask_add_epi8(q[c], high, q[c], _mm512_set1_epi8(4));
-      sc[c] = scales_of_chunk16(scales, c);
-    }
-    const float dw = half(w[i].d);
-    MOE_UNROLL
-    for (int t = 0; t < NT; ++t) {
-      const BlockQ8_K& y = x[t][i];
-      const __m512i offset = _mm512_slli_epi32(madd_wide(sc16, load_bsums(y)), 2);
-      __m512i part[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-      MOE_UNROLL
-      for (int c = 0; c < 4; ++c) part[c % 2] = _mm512_dpwssd_epi32(part[c % 2], dot4(q[c], load512(y.qs + 64 * c)), sc[c]);
-      const __m512i isum = _mm512_sub_epi32(_mm512_add_epi32(part[0], part[1]), offset);
-      acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(dw * y.d), _mm512_cvtepi32_ps(isum), acc[t]);
-    }
-  }
-  MOE_UNROLL
-  for (int t = 0; t < NT; ++t) out[static_cast<size_t>(t) * out_stride] = hsum(acc[t]);
-}
-
-template <int NT>
 void dot_q6_K_tokens(const void* wv, const uint8_t* xv, size_t stride, int64_t nb, float* out, size_t out_stride) {
   const auto* w = static_cast<const BlockQ6_K*>(wv);
   const BlockQ8_K* x[NT];
@@ -565,23 +494,14 @@ constexpr auto kernel_table(std::integer_sequence<int, I...>) {
   return std::array<TokensKernel, sizeof...(I)>{&K<I + 1>::run...};
 }
 
-template <int NT> struct Q2KTokens { static void run(const void* w, const uint8_t* x, size_t s, int64_t nb, float* o, size_t os) { dot_q2_K_tokens<NT>(w, x, s, nb, o, os); } };
-template <int NT> struct Q3KTokens { static void run(const void* w, const uint8_t* x, size_t s, int64_t nb, float* o, size_t os) { dot_q3_K_tokens<NT>(w, x, s, nb, o, os); } };
-template <int NT> struct Q4KTokens { static void run(const void* w, const uint8_t* x, size_t s, int64_t nb, float* o, size_t os) { dot_q45_K_tokens<false, BlockQ4_K, NT>(w, x, s, nb, o, os); } };
 template <int NT> struct Q5KTokens { static void run(const void* w, const uint8_t* x, size_t s, int64_t nb, float* o, size_t os) { dot_q45_K_tokens<true, BlockQ5_K, NT>(w, x, s, nb, o, os); } };
 template <int NT> struct Q6KTokens { static void run(const void* w, const uint8_t* x, size_t s, int64_t nb, float* o, size_t os) { dot_q6_K_tokens<NT>(w, x, s, nb, o, os); } };
 
 const TokensKernel* tokens_kernels(GgmlType type) {
   using Seq = std::make_integer_sequence<int, kTokenGroup>;
-  static constexpr auto q2 = kernel_table<Q2KTokens>(Seq{});
-  static constexpr auto q3 = kernel_table<Q3KTokens>(Seq{});
-  static constexpr auto q4 = kernel_table<Q4KTokens>(Seq{});
   static constexpr auto q5 = kernel_table<Q5KTokens>(Seq{});
   static constexpr auto q6 = kernel_table<Q6KTokens>(Seq{});
   switch (type) {
-    case GgmlType::Q2_K: return q2.data();
-    case GgmlType::Q3_K: return q3.data();
-    case GgmlType::Q4_K: return q4.data();
     case GgmlType::Q5_K: return q5.data();
     case GgmlType::Q6_K: return q6.data();
     default: return nullptr;

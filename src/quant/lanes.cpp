@@ -17,7 +17,7 @@ namespace moe::quant {
 int lanes_sub_block(GgmlType weight_type) {
   switch (weight_type) {
     case GgmlType::Q4_K: return 32;
-    case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q6_K: return 16;
+    case GgmlType::Q2_K: case GgmlType::Q3_K: return 16;
     default: return 0;
   }
 }

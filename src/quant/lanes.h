@@ -1,4 +1,4 @@
-// lanes.h: the "sub-block lane" layout and its AVX-512 kernels, matmul's path for K-quant weights.
+// lanes.h: the "sub-block lane" layout and its AVX-512 kernels, matmul's path for Q2_K, Q3_K and Q4_K.
 //
 // Why: the per-row K-quant kernels (quant.h's vec_dot) turn every 64 products into an int32 sum and then
 // apply that sub-block's 6-bit scale with a second VNNI instruction, so half the multiply throughput goes
@@ -10,8 +10,8 @@
 // each round's bytes with a permute, once per row and tile, and applies them to up to 8 tokens. The
 // activations are written in the matching order when they are quantized (once per token per matmul).
 //
-// Tiles: sub-block size S = 32 (Q4_K: a tile is 2 super-blocks = 16 sub-blocks) or S = 16 (Q2_K, Q3_K,
-// Q6_K: a tile is 1 super-block). A tile of activations is LaneTile<S>: q[r][4s + k] = the Q8_K level of
+// Tiles: sub-block size S = 32 (Q4_K: a tile is 2 super-blocks = 16 sub-blocks) or S = 16 (Q2_K, Q3_K:
+// a tile is 1 super-block). A tile of activations is LaneTile<S>: q[r][4s + k] = the Q8_K level of
 // value 4r + k of the tile's sub-block s (r < S / 4 rounds), dy[s] = that super-block's Q8_K scale,
 // bs[s] = the sum of the sub-block's levels (exact, as float). A Q4_K row with an odd number of
 // super-blocks ends in a half tile whose lanes 8..15 are zero.
@@ -27,7 +27,9 @@
 
 namespace moe::quant {
 
-// 32 for Q4_K, 16 for Q2_K, Q3_K and Q6_K, 0 for every other type (no lane kernel).
+// 32 for Q4_K, 16 for Q2_K and Q3_K, 0 for every other type (no lane kernel). Q6_K has none on purpose:
+// its lane unpack (two permutes and four shifts per round) made single-token decode, which must use
+// the same arithmetic, ~8 % slower on the 4-layer Mixtral Q4_K_M than the per-row kernel (BENCHMARKS.md).
 int lanes_sub_block(GgmlType weight_type);
 
 // True when matmul should use the lane kernels for this weight type: a lane kernel exists and the active

@@ -135,36 +135,6 @@ struct Q3K {
   }
 };
 
-// ---- Q6_K: lane s = 8n + 2m + h covers values 128n + 32m + 16h + l. Within half n, quarter m is the
-// low (m < 2) or high nibbles of ql[64n + 32 (m % 2) + l'] with bits 2m.. of qh[32n + l'] on top
-// (l' = 16h + 4r + k): round r takes ql dword 16n + 8 (m % 2) + 4h + r shifted by 4 (m / 2) and qh
-// dword 8n + 4h + r shifted by 2m. Level - 32 is taken as level with 32 * ws in the min term.
-struct Q6K {
-  static constexpr int kSub = 16;
-  static int64_t tiles(int64_t nb) { return nb; }
-  static void unpack(const void* wv, int64_t, int64_t p, __m512i* wq, __m512& ws, __m512& wm) {
-    const BlockQ6_K& b = static_cast<const BlockQ6_K*>(wv)[p];
-    static constexpr auto kLBase = per_lane([](int n, int m, int h) { return 16 * n + 8 * (m % 2) + 4 * h; });
-    static constexpr auto kLShift = per_lane([](int, int m, int) { return 4 * (m / 2); });
-    static constexpr auto kHBase = per_lane([](int n, int, int h) { return 8 * n + 4 * h; });
-    static constexpr auto kHShift = per_lane([](int, int m, int) { return 2 * m; });
-    const __m512i ql0 = load512(b.ql), ql1 = load512(b.ql + 64), qh = load512(b.qh);
-    const __m512i lbase = lanes_of(kLBase), lshift = lanes_of(kLShift), hbase = lanes_of(kHBase), hshift = lanes_of(kHShift);
-    MOE_UNROLL
-    for (int r = 0; r < 4; ++r) {
-      const __m512i rr = _mm512_set1_epi32(r);
-      const __m512i lo = _mm512_and_si512(
-          _mm512_srlv_epi32(_mm512_permutex2var_epi32(ql0, _mm512_add_epi32(lbase, rr), ql1), lshift),
-          _mm512_set1_epi8(0x0F));
-      const __m512i hi = _mm512_and_si512(
-          _mm512_srlv_epi32(_mm512_permutexvar_epi32(_mm512_add_epi32(hbase, rr), qh), hshift), _mm512_set1_epi8(3));
-      wq[r] = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 4));
-    }
-    ws = _mm512_mul_ps(floats_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales))), _mm512_set1_ps(half(b.d)));
-    wm = _mm512_mul_ps(ws, _mm512_set1_ps(32.0f));
-  }
-};
-
 // One weight row against NT tokens. The products of a tile's rounds accumulate in two int32 chains
 // (exact in any order: a lane sums at most 32 products of |level| <= 63 and |x| <= 128).
 template <typename K, int NT>
@@ -213,23 +183,23 @@ constexpr std::array<GroupKernel, sizeof...(I)> group_table(std::integer_sequenc
   return {&lanes_group<K, I + 1>...};
 }
 
+template <typename K>
+const GroupKernel* group_kernels() {
+  static constexpr auto table = group_table<K>(std::make_integer_sequence<int, kGroup>{});
+  return table.data();
+}
+
 const GroupKernel* group_kernels(GgmlType type) {
-  using Seq = std::make_integer_sequence<int, kGroup>;
-  static constexpr auto q2 = group_table<Q2K>(Seq{});
-  static constexpr auto q3 = group_table<Q3K>(Seq{});
-  static constexpr auto q4 = group_table<Q4K>(Seq{});
-  static constexpr auto q6 = group_table<Q6K>(Seq{});
   switch (type) {
-    case GgmlType::Q2_K: return q2.data();
-    case GgmlType::Q3_K: return q3.data();
-    case GgmlType::Q4_K: return q4.data();
-    case GgmlType::Q6_K: return q6.data();
+    case GgmlType::Q2_K: return group_kernels<Q2K>();
+    case GgmlType::Q3_K: return group_kernels<Q3K>();
+    case GgmlType::Q4_K: return group_kernels<Q4K>();
     default: return nullptr;
   }
 }
 
 // ---- many rows x many tokens: a register-blocked micro-kernel over rows unpacked once.
-// For a matmul the unpack above would be repeated for every group of tokens; instead each row is
+// For a matmul of more than kGroup tokens the unpack above would be repeated for every group of tokens; instead each row is
 // unpacked once into per-thread scratch (rounds and lane scales, 1.25-1.5 bytes per weight, L1/L2
 // resident) and a micro-kernel of R rows x T tokens reads it: each activation round loaded is used by R
 // rows and each weight round by T tokens, so neither operand's loads nor the unpack bound the loop, and
@@ -312,8 +282,9 @@ void micro_any(int T, const Slot<K>* const* rows, int64_t tiles, const uint8_t* 
 template <typename K>
 void rows_kernel(const uint8_t* w, size_t w_row_bytes, int64_t n_rows, int64_t nb, const uint8_t* x, size_t stride,
                  int64_t n_tok, float* y, size_t y_stride) {
-  if (n_tok == 1) {  // decode: unpack straight into registers, nothing to share
-    for (int64_t i = 0; i < n_rows; ++i) lanes_group<K, 1>(w + static_cast<size_t>(i) * w_row_bytes, nb, x, stride, y + i, y_stride);
+  if (n_tok <= kGroup) {  // decode and small batches: unpack straight into registers, once per row
+    const GroupKernel kernel = group_kernels<K>()[n_tok - 1];
+    for (int64_t i = 0; i < n_rows; ++i) kernel(w + static_cast<size_t>(i) * w_row_bytes, nb, x, stride, y + i, y_stride);
     return;
   }
   const int64_t tiles = K::tiles(nb);
@@ -346,7 +317,6 @@ bool lanes_rows_avx512(GgmlType type, int64_t n, const void* w, size_t w_row_byt
     case GgmlType::Q2_K: rows_kernel<Q2K>(wb, w_row_bytes, n_rows, nb, xb, x_stride, n_tok, y, y_stride); return true;
     case GgmlType::Q3_K: rows_kernel<Q3K>(wb, w_row_bytes, n_rows, nb, xb, x_stride, n_tok, y, y_stride); return true;
     case GgmlType::Q4_K: rows_kernel<Q4K>(wb, w_row_bytes, n_rows, nb, xb, x_stride, n_tok, y, y_stride); return true;
-    case GgmlType::Q6_K: rows_kernel<Q6K>(wb, w_row_bytes, n_rows, nb, xb, x_stride, n_tok, y, y_stride); return true;
     default: return false;
   }
 }

@@ -307,7 +307,7 @@ TEST(QuantSimd, ManyTokenDotsEqualSingleTokenDotsBitForBit) {
 
 // ---- the sub-block lane path (quant/lanes.h) ----
 
-const GgmlType kLaneTypes[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q6_K};
+const GgmlType kLaneTypes[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K};
 
 // Token rows of n values in the lane layout for `type`, one per float row, at `stride` bytes apart.
 std::vector<uint8_t> lane_rows(GgmlType type, const std::vector<std::vector<float>>& x, int64_t n, size_t stride) {
