@@ -117,11 +117,13 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
   const int64_t band_rows = std::max<int64_t>(2, (int64_t{128} << 10) / static_cast<int64_t>(w.row_bytes));
   const int64_t tile_tok = std::max<int64_t>(8, (int64_t{256} << 10) / static_cast<int64_t>(a.q_row_bytes));
   if (a.lanes_sub != 0) {
+    // The lane path unpacks each row once per tile of tokens, so its tiles take most of the L2.
+    const int64_t lane_tile = std::max<int64_t>(8, (int64_t{640} << 10) / static_cast<int64_t>(a.q_row_bytes));
     pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int) {
       for (int64_t b0 = r0; b0 < r1; b0 += band_rows) {
         const int64_t b1 = std::min(r1, b0 + band_rows);
-        for (int64_t t0 = 0; t0 < n_tok; t0 += tile_tok) {
-          const int64_t nt = std::min(tile_tok, n_tok - t0);
+        for (int64_t t0 = 0; t0 < n_tok; t0 += lane_tile) {
+          const int64_t nt = std::min(lane_tile, n_tok - t0);
           quant::lanes_rows(w.type, cols, w.row(b0), w.row_bytes, b1 - b0, a.q + static_cast<size_t>(t0) * a.q_row_bytes,
                             a.q_row_bytes, nt, y + t0 * rows + b0, static_cast<size_t>(rows));
         }
