@@ -92,6 +92,7 @@ void lanes_rows(GgmlType weight_type, int64_t n, const void* w, size_t w_row_byt
   if (!use_lanes(weight_type)) fail("lanes_rows: no lane kernel for ", type_name(weight_type), " on this CPU");
   check_lanes_row("lanes_rows", lanes_sub_block(weight_type), n);
   if (n_tok < 0 || n_rows < 0) fail("lanes_rows: negative count");
+  if (n_tok == 0 || n_rows == 0) return;
   if (!detail::lanes_rows_avx512(weight_type, n, w, w_row_bytes, n_rows, x, x_stride, n_tok, y, y_stride))
     fail("internal: lanes_rows has no kernel for ", type_name(weight_type));
 }

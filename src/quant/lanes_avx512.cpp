@@ -1,7 +1,8 @@
 // lanes_avx512.cpp: the AVX-512 VNNI kernels of the sub-block lane path (layout and rationale in
 // quant/lanes.h). Per tile of one weight row: build the rounds (each 64 weight levels, 4 from each of
 // 16 sub-blocks) with permutes, and the 16 lane scales in float; then for each of up to 8 tokens run one
-// dpbusd per round into int32 lanes and fold the tile in with 4 float instructions. The per-token
+// dpbusd per round into int32 lanes and fold the tile in with 4 float instructions (more tokens: the
+// rows are unpacked once into scratch for a 2-row x 4-token micro-kernel, further down). The per-token
 // instructions are the same for every group size, so a token's result never depends on its neighbours.
 //
 // Lane s of a tile is always sub-block s of the tile (values 16s.. for S = 16, 32s.. for S = 32); the

@@ -432,8 +432,8 @@ TEST(QuantLanes, RowBlocksEqualSingleTokensBitForBit) {
         const std::vector<uint8_t> row = random_weights(rng, type, n, rng() % 2 == 0);
         w.insert(w.end(), row.begin(), row.end());
       }
-      for (int64_t rows : {int64_t{1}, int64_t{2}, n_rows})
-        for (int64_t count : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4}, int64_t{5}, n_tok}) {
+      for (int64_t rows : {int64_t{0}, int64_t{1}, int64_t{2}, n_rows})
+        for (int64_t count : {int64_t{0}, int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4}, int64_t{5}, n_tok}) {
           const size_t y_stride = static_cast<size_t>(n_rows) + 2;
           std::vector<float> y(y_stride * static_cast<size_t>(n_tok), -1.0f);
           lanes_rows(type, n, w.data(), wrb, rows, xl.data(), stride, count, y.data(), y_stride);
