@@ -7,8 +7,10 @@
 // int32 lane without any scaling; the 16 sub-block scales are applied once per tile, in float, as
 //   acc += dy * (d*sc * isum - min_factor * bsum)          (per lane; 4 float instructions per tile).
 // The weights stay as GGUF stores them (no repacking, used in place from the mmap): the kernel gathers
-// each round's bytes with a permute, once per row and tile, and applies them to up to 8 tokens. The
-// activations are written in the matching order when they are quantized (once per token per matmul).
+// each round's bytes with a permute, once per row and tile, and applies them to up to 8 tokens; for more
+// tokens each row is unpacked once into per-thread scratch and a 2-row x 4-token micro-kernel reuses
+// every load. The activations are written in the matching order when they are quantized (once per token
+// per matmul).
 //
 // Tiles: sub-block size S = 32 (Q4_K: a tile is 2 super-blocks = 16 sub-blocks) or S = 16 (Q2_K, Q3_K:
 // a tile is 1 super-block). A tile of activations is LaneTile<S>: q[r][4s + k] = the Q8_K level of
@@ -17,8 +19,9 @@
 // super-blocks ends in a half tile whose lanes 8..15 are zero.
 //
 // The levels are exactly quantize_activations(Q8_K)'s, so the function computed is the same as vec_dot's;
-// only the float rounding differs (bounded in lanes_test.cpp). Every token count runs the same per-token
-// instructions (1 token is the group kernel with one member), so results do not depend on the batch.
+// only the float rounding differs (bounded in quant_simd_test.cpp's QuantLanes tests). Every path does
+// the same per-(row, token) arithmetic (1 token is the group kernel with one member), so results do not
+// depend on the batch (tested bit for bit).
 #pragma once
 #include <cstddef>
 #include <cstdint>
