@@ -214,7 +214,7 @@ void expect_plan_matches_rss(const std::string& model) {
   // kernel's fault-around window (64 KiB) around the row, and a whole large folio when the file sits in
   // the page cache in large folios (a freshly written file on ext4 maps entirely). So the process holds
   // between the distinct 64 KiB windows of the tokens seen and the whole table; the measured peak must
-  // be within 5 % of that interval.
+  // be within 5 % (at least 1 MiB, below) of that interval.
   const uint64_t emb = p["token_embd_bytes"], n_vocab = p["n_vocab"], row = emb / n_vocab, window = 64 << 10;
   std::set<uint64_t> windows;
   for (const auto* ids : {&prompt, &gen})
@@ -225,7 +225,11 @@ void expect_plan_matches_rss(const std::string& model) {
   const double least = full - static_cast<double>(emb - touched);
   const double measured = static_cast<double>(run.peak_rss_bytes);
   const double planned = std::clamp(measured, least, full);  // the plan's value nearest to the measurement
-  EXPECT_NEAR(planned / measured, 1.0, 0.05)
+  // 5 %, but never less than 1 MiB: on the ~12 MB stories260K process the peak RSS of the same command
+  // varies by itself (page-cache fault-around, allocator arenas, thread stacks): 11.16-11.45 MB over 12
+  // runs on an idle machine, and 12.19 MB once in CI with another test running beside it.
+  const double slack = std::max(0.05 * measured, double{1 << 20});
+  EXPECT_LE(std::fabs(planned - measured), slack)
       << model << ": planned " << least << " to " << full << " (embedding rows resident or not), measured " << measured;
   const std::string name = std::filesystem::path(model).filename().string();
   ::testing::Test::RecordProperty("plan_vs_rss_" + name, std::to_string((planned - measured) / measured * 100) + "%");
