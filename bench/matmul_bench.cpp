@@ -12,12 +12,11 @@
 // 192 MiB (the matrix alone, 18-59 MiB, would partly stay in a 32 MiB L3).
 #include <benchmark/benchmark.h>
 
-#include <cstring>
 #include <map>
 #include <memory>
-#include <random>
 #include <vector>
 
+#include "bench_data.h"
 #include "gguf/ggml_types.h"
 #include "kernels/matmul.h"
 #include "quant/quant.h"
@@ -31,6 +30,7 @@ using moe::GgmlType;
 using moe::kernels::Activations;
 using moe::kernels::Precision;
 using moe::kernels::TensorView;
+using moe::bench::random_floats;
 
 constexpr int64_t kCols = 4096;
 constexpr int64_t kRows = 14336;
@@ -38,14 +38,6 @@ constexpr int64_t kRows = 14336;
 moe::ThreadPool& pool() {
   static moe::ThreadPool p(moe::physical_core_count());
   return p;
-}
-
-std::vector<float> random_floats(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(n));
-  for (float& v : x) v = normal(rng);
-  return x;
 }
 
 // The weight matrices of one type, built once: 64 distinct quantized rows repeated (quantizing all
@@ -65,14 +57,7 @@ const Matrix& matrix(GgmlType type) {
   const size_t rb = static_cast<size_t>(*moe::row_bytes(type, kCols));
   const size_t matrix_bytes = rb * kRows;
   const size_t n_copies = (kStreamBytes + matrix_bytes - 1) / matrix_bytes;
-  slot->bytes.resize(matrix_bytes * n_copies);
-  constexpr int64_t kDistinct = 64;
-  for (int64_t r = 0; r < kDistinct; ++r) {
-    const std::vector<float> f = random_floats(kCols, static_cast<uint32_t>(r + 1));
-    moe::quant::quantize_row(type, f.data(), slot->bytes.data() + rb * static_cast<size_t>(r), kCols);
-  }
-  for (int64_t r = kDistinct; r < kRows * static_cast<int64_t>(n_copies); ++r)
-    std::memcpy(slot->bytes.data() + rb * static_cast<size_t>(r), slot->bytes.data() + rb * static_cast<size_t>(r % kDistinct), rb);
+  slot->bytes = moe::bench::repeated_rows(type, kCols, kRows * static_cast<int64_t>(n_copies));
   for (size_t c = 0; c < n_copies; ++c) {
     TensorView v;
     v.type = type;

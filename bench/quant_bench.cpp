@@ -11,11 +11,10 @@
 // Plus quant_activations/<type>/<isa>: quantizing one 4096-float activation row (reported in float bytes).
 #include <benchmark/benchmark.h>
 
-#include <cstring>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "bench_data.h"
 #include "quant/quant.h"
 #include "util/cpu.h"
 #include "util/error.h"
@@ -24,6 +23,7 @@ namespace {
 
 using moe::GgmlType;
 using moe::Isa;
+using moe::bench::random_floats;
 
 constexpr int64_t kCols = 4096;
 constexpr int64_t kExpertRows = 14336;
@@ -35,28 +35,7 @@ const GgmlType kWeightTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
 
 size_t row_size(GgmlType type) { return static_cast<size_t>(*moe::row_bytes(type, kCols)); }
 
-std::vector<float> random_floats(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(n));
-  for (float& v : x) v = normal(rng);
-  return x;
-}
-
-// `rows` weight rows: 64 distinct quantized rows repeated (quantizing every row would take longer than
-// the benchmark; repeated content streams from memory all the same).
-std::vector<uint8_t> weight_rows(GgmlType type, int64_t rows) {
-  const size_t rb = row_size(type);
-  const int64_t distinct = rows < 64 ? rows : 64;
-  std::vector<uint8_t> w(rb * static_cast<size_t>(rows));
-  for (int64_t r = 0; r < distinct; ++r) {
-    const std::vector<float> f = random_floats(kCols, static_cast<uint32_t>(r + 1));
-    moe::quant::quantize_row(type, f.data(), w.data() + rb * static_cast<size_t>(r), kCols);
-  }
-  for (int64_t r = distinct; r < rows; ++r)
-    std::memcpy(w.data() + rb * static_cast<size_t>(r), w.data() + rb * static_cast<size_t>(r % distinct), rb);
-  return w;
-}
+std::vector<uint8_t> weight_rows(GgmlType type, int64_t rows) { return moe::bench::repeated_rows(type, kCols, rows); }
 
 std::vector<uint8_t> activation_row(GgmlType weight_type) {
   const GgmlType act = moe::quant::activation_type(weight_type);
