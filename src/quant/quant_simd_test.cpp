@@ -316,6 +316,13 @@ std::vector<uint8_t> lane_rows(GgmlType type, const std::vector<std::vector<floa
   return out;
 }
 
+// n_tok tokens of fresh random floats in the lane layout, `stride` bytes apart.
+std::vector<uint8_t> random_lane_rows(std::mt19937_64& rng, GgmlType type, int64_t n, int64_t n_tok, size_t stride) {
+  std::vector<std::vector<float>> f;
+  for (int64_t t = 0; t < n_tok; ++t) f.push_back(random_floats(rng, n));
+  return lane_rows(type, f, n, stride);
+}
+
 TEST(QuantLanes, ActivationLayoutIsThePermutedQ8KBlocks) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("MOE_TEST_SEED=" + std::to_string(seed));
@@ -388,10 +395,8 @@ TEST(QuantLanes, GroupsEqualSingleTokensBitForBit) {
   for (GgmlType type : kLaneTypes)
     for (int64_t n : {768, 1024}) {
       const int64_t n_tok = 19;
-      std::vector<std::vector<float>> f;
-      for (int64_t t = 0; t < n_tok; ++t) f.push_back(random_floats(rng, n));
       const size_t stride = lanes_row_bytes(lanes_sub_block(type), n) + 64;
-      const std::vector<uint8_t> xl = lane_rows(type, f, n, stride);
+      const std::vector<uint8_t> xl = random_lane_rows(rng, type, n, n_tok, stride);
       const std::vector<uint8_t> w = random_weights(rng, type, n, rng() % 2 == 0);
       for (int64_t count : {int64_t{2}, int64_t{7}, int64_t{8}, int64_t{9}, n_tok}) {
         constexpr size_t kOutStride = 3;
@@ -422,10 +427,8 @@ TEST(QuantLanes, RowBlocksEqualSingleTokensBitForBit) {
   for (GgmlType type : kLaneTypes)
     for (int64_t n : {768, 1024}) {
       const int64_t n_tok = 11, n_rows = 5;
-      std::vector<std::vector<float>> f;
-      for (int64_t t = 0; t < n_tok; ++t) f.push_back(random_floats(rng, n));
       const size_t stride = lanes_row_bytes(lanes_sub_block(type), n);
-      const std::vector<uint8_t> xl = lane_rows(type, f, n, stride);
+      const std::vector<uint8_t> xl = random_lane_rows(rng, type, n, n_tok, stride);
       const size_t wrb = bytes_of(type, n);
       std::vector<uint8_t> w;
       for (int64_t r = 0; r < n_rows; ++r) {
