@@ -400,9 +400,10 @@ inline void token_rows(const uint8_t* x, size_t stride, const BlockQ8_K* (&rows)
   for (int t = 0; t < NT; ++t) rows[t] = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * stride);
 }
 
-template <bool kFifthBit, typename Block, int NT>
-void dot_q45_K_tokens(const void* wv, const uint8_t* xv, size_t stride, int64_t nb, float* out, size_t out_stride) {
-  const auto* w = static_cast<const Block*>(wv);
+// Q5_K (Q4_K runs on the lane kernels): dot_q45_K<true, BlockQ5_K>'s operations per token.
+template <int NT>
+void dot_q5_K_tokens(const void* wv, const uint8_t* xv, size_t stride, int64_t nb, float* out, size_t out_stride) {
+  const auto* w = static_cast<const BlockQ5_K*>(wv);
   const BlockQ8_K* x[NT];
   token_rows<NT>(xv, stride, x);
   __m512 acc[NT];
@@ -413,17 +414,14 @@ void dot_q45_K_tokens(const void* wv, const uint8_t* xv, size_t stride, int64_t 
     const __m128i sm = k4_scales_mins(w[i].scales);
     const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
     const __m512i scales = scale_lanes(sm, false);
-    __m512i hbits;
-    if constexpr (kFifthBit) hbits = broadcast256(w[i].qh);
+    const __m512i hbits = broadcast256(w[i].qh);
     __m512i q[4], sc[4];
     MOE_UNROLL
     for (int c = 0; c < 4; ++c) {
       q[c] = broadcast256(w[i].qs + 32 * c);
       q[c] = _mm512_and_si512(_mm512_mask_srli_epi16(q[c], kUpperHalf16, q[c], 4), _mm512_set1_epi8(0x0F));
-      if constexpr (kFifthBit) {
-        const __mmask64 high = _mm512_test_epi8_mask(hbits, bit_select(2 * c, 2 * c + 1));
-        q[c] = _mm512_mask_add_epi8(q[c], high, q[c], _mm512_set1_epi8(16));
-      }
+      const __mmask64 high = _mm512_test_epi8_mask(hbits, bit_select(2 * c, 2 * c + 1));
+      q[c] = _mm512_mask_add_epi8(q[c], high, q[c], _mm512_set1_epi8(16));
       sc[c] = scales_of_chunk32(scales, c);
     }
     const float dw = half(w[i].d), dm = half(w[i].dmin);
@@ -494,7 +492,7 @@ constexpr auto kernel_table(std::integer_sequence<int, I...>) {
   return std::array<TokensKernel, sizeof...(I)>{&K<I + 1>::run...};
 }
 
-template <int NT> struct Q5KTokens { static void run(const void* w, const uint8_t* x, size_t s, int64_t nb, float* o, size_t os) { dot_q45_K_tokens<true, BlockQ5_K, NT>(w, x, s, nb, o, os); } };
+template <int NT> struct Q5KTokens { static void run(const void* w, const uint8_t* x, size_t s, int64_t nb, float* o, size_t os) { dot_q5_K_tokens<NT>(w, x, s, nb, o, os); } };
 template <int NT> struct Q6KTokens { static void run(const void* w, const uint8_t* x, size_t s, int64_t nb, float* o, size_t os) { dot_q6_K_tokens<NT>(w, x, s, nb, o, os); } };
 
 const TokensKernel* tokens_kernels(GgmlType type) {
