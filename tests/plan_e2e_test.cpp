@@ -47,11 +47,11 @@ void expect_error(const std::vector<std::string>& args, const std::string& needl
 }
 
 TEST(PlanE2E, MixtralNumbers) {
-  json j = plan_json({"--preset", "mixtral-8x7b", "--type", "Q4_K_M", "--ctx", "32768", "--kv-cache-dtype", "fp8"});
+  json j = plan_json({"--preset", "mixtral-8x7b", "--type", "Q4_K_M", "--ctx", "32768", "--kv-cache-dtype", "q8_0"});
   for (const char* key : {"weights_bytes", "kv_bytes_per_token", "kv_bytes", "workspace_bytes", "overhead_bytes",
                           "total_bytes", "fits", "max_ctx", "max_seqs"})
     EXPECT_TRUE(j.contains(key)) << key;
-  EXPECT_EQ(j["kv_bytes"], 2'147'483'648ull);  // 32K context, 8-bit cache, one sequence
+  EXPECT_EQ(j["kv_bytes"], 2'147'483'648ull / 32 * 34);  // 32K context, 8-bit cache with its scales, one sequence
   EXPECT_EQ(j["weights_bytes"], 28'447'727'616ull);
   EXPECT_EQ(j["total_bytes"].get<uint64_t>(), j["file_bytes"].get<uint64_t>() + j["kv_bytes"].get<uint64_t>() +
                                                   j["workspace_bytes"].get<uint64_t>() +
@@ -84,13 +84,12 @@ TEST(PlanE2E, PresetTableOverEveryType) {
 }
 
 TEST(PlanE2E, EveryTypeAndKvType) {
-  for (const char* kv : {"f16", "bf16", "q8_0", "fp8", "f32"}) {
+  for (const char* kv : {"f16", "bf16", "q8_0", "f32"}) {
     for (const char* m : kMixes) {
       json j = plan_json({"--preset", "tiny-mixtral", "--type", m, "--kv-cache-dtype", kv, "--ctx", "1000", "--seqs", "3"});
       // tiny-mixtral: 2 layers x 2 KV heads x 64 dims, K and V.
       const uint64_t values = 2ull * 2 * 2 * 64;
       const uint64_t per_token = std::string(kv) == "f32" ? values * 4
-                                 : std::string(kv) == "fp8" ? values
                                  : std::string(kv) == "q8_0" ? values / 32 * 34
                                                               : values * 2;
       EXPECT_EQ(j["kv_bytes_per_token"], per_token) << kv;
@@ -98,6 +97,13 @@ TEST(PlanE2E, EveryTypeAndKvType) {
       EXPECT_EQ(j["type"], m);
     }
   }
+}
+
+TEST(PlanE2E, OffersOnlyKvTypesThatRun) {
+  // fp8 was once planned for and then refused by the cache at run time; now neither offers it.
+  expect_error({"plan", "--preset", "tiny-mixtral", "--kv-cache-dtype", "fp8"}, "unknown --kv-cache-dtype 'fp8'");
+  auto help = run_moe({"plan", "--help"});
+  EXPECT_EQ(help.out.find("fp8"), std::string::npos) << help.out;
 }
 
 TEST(PlanE2E, PlannedSizesAreWrittenSizes) {

@@ -277,7 +277,7 @@ int run_plan(const PlanOpts& o) {
   if (o.seqs < 1 || o.seqs > (1 << 20)) fail("--seqs ", o.seqs, " must be between 1 and 1048576");
   if (o.batch < 1 || o.batch > (1 << 20)) fail("--batch ", o.batch, " must be between 1 and 1048576");
   auto kv_type = kv::parse_kv_type(o.kv_type);
-  if (!kv_type) fail("unknown --kv-cache-dtype '", o.kv_type, "' (f16, bf16, q8_0, fp8, f32)");
+  if (!kv_type) fail("unknown --kv-cache-dtype '", o.kv_type, "' (f16, bf16, q8_0, f32)");
   const Budget budget = resolve_budget(o);
   const plan::QuantMix* mix = nullptr;
   const bool all_types = o.type == "all" || o.type == "ALL";
@@ -320,7 +320,7 @@ Registrar reg("plan", "Memory plan: weights, KV cache, workspace and overhead, a
                  "quantization to plan for (" + plan::mix_names() + ", or 'all' for a table); default: the file's own");
   sub.add_option("--ctx", o->ctx, "context tokens per sequence (default: the model's training context)");
   sub.add_option("--seqs", o->seqs, "sequences held at once (default 1)");
-  sub.add_option("--kv-cache-dtype", o->kv_type, "KV cache element type: f16 (default), bf16, q8_0, fp8, f32");
+  sub.add_option("--kv-cache-dtype", o->kv_type, "KV cache element type: f16 (default), bf16, q8_0, f32");
   sub.add_option("--memory", o->memory, "memory budget, e.g. 24GiB, 24GB, 24e9");
   sub.add_option("--device", o->device, "budget of a named device: rtx3090, rtx4090, rtx5090, a6000, a100-40, a100, h100, h200, host");
   sub.add_option("--batch", o->batch, "tokens per forward step, sizing the workspace (default 512)");

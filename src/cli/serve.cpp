@@ -107,7 +107,7 @@ int run_serve(const ServeOpts& o) {
   cfg.max_model_len = o.max_model_len;
   cfg.max_num_batched_tokens = o.max_num_batched_tokens;
   auto kv = kv::parse_kv_type(o.kv_cache_dtype);
-  if (!kv) fail("--kv-cache-dtype: unknown type '", o.kv_cache_dtype, "' (f16, q8_0, bf16, fp8 or f32)");
+  if (!kv) fail("--kv-cache-dtype: unknown type '", o.kv_cache_dtype, "' (f16, q8_0, bf16 or f32)");
   cfg.kv_type = *kv;
   if (!o.memory_budget.empty()) cfg.memory_budget = parse_bytes(o.memory_budget);
   cfg.enable_prefix_caching = o.enable_prefix_caching;
@@ -187,7 +187,7 @@ Registrar reg("serve", "Serve a model over an OpenAI-compatible HTTP API", [](CL
   sub.add_option("--max-num-batched-tokens", o->max_num_batched_tokens, "Tokens per engine step")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
-  sub.add_option("--kv-cache-dtype", o->kv_cache_dtype, "KV cache element type: f16 or q8_0 (also bf16, fp8, f32)")
+  sub.add_option("--kv-cache-dtype", o->kv_cache_dtype, "KV cache element type: f16 or q8_0 (also bf16, f32)")
       ->capture_default_str();
   sub.add_option("--memory-budget", o->memory_budget,
                  "Bytes for the KV cache, like 2G (default: max-model-len x max-num-seqs)");

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/attention_simd.h"
+#include "kv/kv_types.h"
 #include "quant/blocks.h"
 #include "quant/quant.h"
 #include "util/cpu.h"
@@ -100,19 +101,12 @@ void attend_typed(const float* q, const PagedRows& k, const PagedRows& v, int64_
 
 }  // namespace
 
-bool kv_element_supported(GgmlType t) {
-  return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16 || t == GgmlType::Q8_0;
-}
+bool kv_element_supported(GgmlType t) { return kv::kv_type_of_element(t).has_value(); }
 
 size_t kv_row_bytes(GgmlType type, int64_t n) {
-  const auto un = static_cast<size_t>(n);
-  switch (type) {
-    case GgmlType::F32: return un * 4;
-    case GgmlType::F16:
-    case GgmlType::BF16: return un * 2;
-    case GgmlType::Q8_0: return (un + quant::kQK - 1) / quant::kQK * sizeof(quant::BlockQ8_0);
-    default: fail("KV cache element type ", type_name(type), " is not supported");
-  }
+  const auto kvt = kv::kv_type_of_element(type);
+  if (!kvt) fail("KV cache element type ", type_name(type), " is not supported");
+  return static_cast<size_t>(kv::kv_row_bytes(*kvt, n));
 }
 
 void store_kv_row(GgmlType type, const float* src, int64_t n, uint8_t* dst) {

@@ -1,8 +1,8 @@
 // attention.h: causal scaled-dot-product attention of one query head over a paged KV cache, and the
 // conversions between float rows and the cache's element types.
 //
-// The cache is described only by addresses (pool base, a sequence's block ids, strides), so this
-// kernel knows nothing of how the cache is managed. The softmax is computed online, one chunk of
+// The cache is described only by addresses (kv::PagedRows, built by kv::Cache::rows: the one place
+// that knows the block layout), so this kernel knows nothing of how the cache is managed. The softmax is computed online, one chunk of
 // positions at a time (running max and sum, rescaling the accumulator), so the scratch is a few
 // head-sized rows whatever the context length.
 #pragma once
@@ -11,29 +11,17 @@
 
 #include "gguf/ggml_types.h"
 #include "kernels/matmul.h"
+#include "kv/paged_rows.h"
 
 namespace moe::kernels {
 
-// One sequence's K (or V) rows of one layer, paged: position p lives in block blocks[p / block_tokens]
-// at byte offset + (p % block_tokens) * row_bytes from that block's start.
-struct PagedRows {
-  const uint8_t* pool = nullptr;
-  const int32_t* blocks = nullptr;
-  size_t block_bytes = 0;
-  size_t offset = 0;
-  size_t row_bytes = 0;
-  int64_t block_tokens = 16;
-  GgmlType type = GgmlType::F16;
+using kv::PagedRows;
 
-  const uint8_t* row(int64_t pos) const {
-    return pool + static_cast<size_t>(blocks[pos / block_tokens]) * block_bytes + offset +
-           static_cast<size_t>(pos % block_tokens) * row_bytes;
-  }
-};
-
-// Cache element types this kernel reads and writes: F32, F16, BF16, Q8_0.
+// Cache element types this kernel reads and writes: the elements of kv/kv_types.h's table (F32, F16,
+// BF16, Q8_0).
 bool kv_element_supported(GgmlType type);
-// Bytes of one row of n values (Q8_0 rounds up to whole 32-value blocks, the padding being zeros).
+// Bytes of one row of n values (Q8_0 rounds up to whole 32-value blocks, the padding being zeros);
+// kv::kv_row_bytes for the element's KV type.
 size_t kv_row_bytes(GgmlType type, int64_t n);
 // Encodes n floats into a row of `type` (dst holds kv_row_bytes(type, n)).
 void store_kv_row(GgmlType type, const float* src, int64_t n, uint8_t* dst);

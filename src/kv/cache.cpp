@@ -19,8 +19,6 @@ void check_geometry(const Geometry& g) {
   if (g.n_layer > 4096 || g.n_head_kv > 4096 || g.head_dim > 4096)
     fail("KV cache geometry is out of range (layers ", g.n_layer, ", KV heads ", g.n_head_kv, ", head size ",
          g.head_dim, ")");
-  if (g.type == KvType::FP8)
-    fail("KV cache type fp8 is not supported yet; use f16, bf16, q8_0 or f32");
 }
 
 }  // namespace
@@ -42,9 +40,9 @@ int64_t Cache::blocks_for_tokens(int64_t n_tokens) {
   return (n_tokens + kBlockTokens - 1) / kBlockTokens;
 }
 
-Cache::Cache(const Geometry& g, int64_t n_blocks) : geom_(g) {
+Cache::Cache(const Geometry& g, int64_t n_blocks) : geom_(g), element_(kv_type_info(g.type).element) {
   block_bytes_ = bytes_per_block(g);
-  row_bytes_ = kv_bytes_per_token_layer(g.type, g.n_head_kv, g.head_dim) / 2;
+  row_bytes_ = kv_row_bytes(g.type, g.n_head_kv * g.head_dim);
   if (n_blocks < 1) fail("the KV cache needs at least one block of ", kBlockTokens, " tokens");
   if (n_blocks > kMaxBlocks) fail("KV cache of ", n_blocks, " blocks is too large");
   n_blocks_ = n_blocks;
@@ -102,6 +100,14 @@ void Cache::reserve(int32_t seq, int64_t n_tokens) {
          n_free_blocks(), " of ", n_blocks_, " are free");
   Sequence& s = seqs_[seq];
   for (int64_t i = 0; i < need; ++i) s.blocks.push_back(allocate_block());
+}
+
+void Cache::reserve_all(std::span<const std::pair<int32_t, int64_t>> seq_tokens) {
+  int64_t need = 0;
+  for (const auto& [seq, n_tokens] : seq_tokens) need += blocks_needed(seq, n_tokens);
+  if (!can_allocate(need))
+    fail("KV cache is full: this batch needs ", need, " more blocks, ", n_free_blocks(), " of ", n_blocks_, " are free");
+  for (const auto& [seq, n_tokens] : seq_tokens) reserve(seq, n_tokens);
 }
 
 void Cache::truncate(int32_t seq, int64_t n_tokens) {

@@ -7,15 +7,20 @@
 // token's n_head_kv * head_dim values of the element type. So a block is exactly
 // kBlockTokens * kv_bytes_per_token(type, n_layer, n_head_kv, head_dim) bytes, the planner's formula.
 //
-// The cache stores bytes and bookkeeping only; the model writes and reads rows (kernels/attention.h).
+// The cache owns this layout: rows() is the only way to a row's bytes (kv/paged_rows.h), and
+// reserve()/reserve_all() are the only ways blocks are taken for a sequence's positions. The model
+// writes and the attention kernel reads rows through those views (kernels/attention.h).
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "kv/kv_types.h"
+#include "kv/paged_rows.h"
 
 namespace moe::kv {
 
@@ -33,8 +38,8 @@ class Cache {
   static int64_t blocks_for_bytes(const Geometry& g, uint64_t budget_bytes);  // floor
   static int64_t blocks_for_tokens(int64_t n_tokens);                         // ceil(n / kBlockTokens)
 
-  // Allocates n_blocks blocks (at least 1). Throws moe::Error when the type is not storable (FP8) or
-  // the allocation fails.
+  // Allocates n_blocks blocks (at least 1). Throws moe::Error on a bad geometry or when the allocation
+  // fails.
   Cache(const Geometry& g, int64_t n_blocks);
   ~Cache();
   Cache(const Cache&) = delete;
@@ -52,6 +57,21 @@ class Cache {
   size_t v_offset(int64_t layer) const { return k_offset(layer) + kBlockTokens * row_bytes_; }
   uint8_t* data() { return data_.get(); }
   const uint8_t* data() const { return data_.get(); }
+  // How the rows' values are encoded (kv_type_info(geometry().type).element).
+  GgmlType element_type() const { return element_; }
+
+  // --- row addresses ----------------------------------------------------------------------------
+  enum class Part { K, V };
+  // Layer `layer`'s K (or V) rows of the sequence whose block table is `blocks` (block_table(seq).data(),
+  // which the caller may keep for a step: tables change only in reserve/truncate/free).
+  PagedRows rows(const int32_t* blocks, int64_t layer, Part part) const {
+    return PagedRows{data_.get(), blocks, block_bytes_, part == Part::K ? k_offset(layer) : v_offset(layer), row_bytes_,
+                     kBlockTokens, element_};
+  }
+  // The row of position `pos` in those rows, for writing (the position's block must be reserved).
+  uint8_t* row_for_write(const int32_t* blocks, int64_t layer, Part part, int64_t pos) {
+    return data_.get() + (rows(blocks, layer, part).row(pos) - data_.get());
+  }
 
   // --- sequences -------------------------------------------------------------------------------
   bool has_sequence(int32_t seq) const { return seqs_.count(seq) != 0; }
@@ -67,6 +87,9 @@ class Cache {
   // Grows the sequence's table to hold positions [0, n_tokens) (creating the sequence if new).
   // Throws moe::Error, changing nothing, when the pool has too few free blocks.
   void reserve(int32_t seq, int64_t n_tokens);
+  // reserve() for several sequences (each at most once), all or nothing: throws moe::Error naming the
+  // shortfall, changing nothing, when the pool cannot hold them all. A forward step calls this.
+  void reserve_all(std::span<const std::pair<int32_t, int64_t>> seq_tokens);
   // Drops positions >= n_tokens, returning blocks no longer needed.
   void truncate(int32_t seq, int64_t n_tokens);
   void free_sequence(int32_t seq);
@@ -89,6 +112,7 @@ class Cache {
   };
   void check_block(int32_t block) const;
   Geometry geom_;
+  GgmlType element_ = GgmlType::F16;
   int64_t n_blocks_ = 0;
   size_t row_bytes_ = 0;
   size_t block_bytes_ = 0;

@@ -1,40 +1,61 @@
-// kv_types.cpp: KV element types and sizes.
+// kv_types.cpp: the table of KV element types and the sizes derived from it.
 #include "kv/kv_types.h"
 
-namespace moe::kv {
 
-const char* kv_type_name(KvType t) {
-  switch (t) {
-    case KvType::F32: return "f32";
-    case KvType::F16: return "f16";
-    case KvType::BF16: return "bf16";
-    case KvType::Q8_0: return "q8_0";
-    case KvType::FP8: return "fp8";
-  }
-  return "?";
+#include "util/error.h"
+
+namespace moe::kv {
+namespace {
+
+// Table order is the order help texts list them in: the default first.
+constexpr KvTypeInfo kTypes[] = {
+    {KvType::F16, "f16", GgmlType::F16, 1, 2},
+    {KvType::BF16, "bf16", GgmlType::BF16, 1, 2},
+    {KvType::Q8_0, "q8_0", GgmlType::Q8_0, 32, 34},
+    {KvType::F32, "f32", GgmlType::F32, 1, 4},
+};
+
+}  // namespace
+
+const KvTypeInfo& kv_type_info(KvType t) {
+  for (const KvTypeInfo& i : kTypes)
+    if (i.type == t) return i;
+  fail("internal: KV type ", static_cast<int>(t), " is not in the table");
 }
 
+const char* kv_type_name(KvType t) { return kv_type_info(t).name; }
+
 std::optional<KvType> parse_kv_type(std::string_view n) {
-  if (n == "f32") return KvType::F32;
-  if (n == "f16") return KvType::F16;
-  if (n == "bf16") return KvType::BF16;
-  if (n == "q8_0") return KvType::Q8_0;
-  if (n == "fp8" || n == "fp8_e4m3") return KvType::FP8;
+  for (const KvTypeInfo& i : kTypes)
+    if (n == i.name) return i.type;
   return std::nullopt;
 }
 
+const std::string& kv_type_names() {
+  static const std::string names = [] {
+    std::string s;
+    for (const KvTypeInfo& i : kTypes) s += (s.empty() ? "" : ", ") + std::string(i.name);
+    return s;
+  }();
+  return names;
+}
+
+std::optional<KvType> kv_type_of_element(GgmlType element) {
+  for (const KvTypeInfo& i : kTypes)
+    if (i.element == element) return i.type;
+  return std::nullopt;
+}
+
+uint64_t kv_row_bytes(KvType t, int64_t n_values) {
+  const KvTypeInfo& i = kv_type_info(t);
+  const auto blocks = (static_cast<uint64_t>(n_values) + static_cast<uint64_t>(i.block_values) - 1) /
+                      static_cast<uint64_t>(i.block_values);
+  return blocks * static_cast<uint64_t>(i.block_bytes);
+}
+
 uint64_t kv_bytes_per_token_layer(KvType t, int64_t n_head_kv, int64_t head_dim) {
-  uint64_t values = static_cast<uint64_t>(n_head_kv) * static_cast<uint64_t>(head_dim);  // of K, and of V
-  uint64_t one;
-  switch (t) {
-    case KvType::F32: one = values * 4; break;
-    case KvType::F16:
-    case KvType::BF16: one = values * 2; break;
-    case KvType::FP8: one = values; break;
-    case KvType::Q8_0: one = (values + 31) / 32 * 34; break;
-    default: one = values * 4;
-  }
-  return 2 * one;
+  const int64_t values = n_head_kv * head_dim;  // of K, and of V
+  return 2 * kv_row_bytes(t, values);
 }
 
 uint64_t kv_bytes_per_token(KvType t, int64_t n_layer, int64_t n_head_kv, int64_t head_dim) {

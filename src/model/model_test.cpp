@@ -24,6 +24,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gguf/gguf.h"
@@ -550,6 +551,56 @@ TEST(Model, KvRewindRecomputesTheSameLogits) {
   for (size_t i = 3; i < tokens.size(); ++i) b.add(tokens[i], static_cast<int32_t>(i), 0, true);
   model->forward(b, cache, r);
   EXPECT_EQ(std::vector<float>(r.logits.begin(), r.logits.end()), std::vector<float>(want.begin() + 3 * s.n_vocab, want.end()));
+}
+
+TEST(Model, TwoModelsShareOneSpecAndOneModelServesTwoThreads) {
+  Spec s;
+  s.seed = 33;
+  ModelFile f(s);
+  ModelOptions o;
+  o.n_threads = 1;
+  auto first = Model::load(f.m.path, o);
+  const auto tokens = random_tokens(9, s.n_vocab, 8);
+  const auto want = run_batch(*first, tokens, kv::KvType::F16);
+  // A second model over the same spec: the same mapped weights (no second load), its own workspace.
+  o.max_batch_tokens = 4;
+  Model second(first->spec(), o);
+  EXPECT_EQ(second.spec().get(), first->spec().get());
+  EXPECT_EQ(second.weights().layers[0].wq.data, first->weights().layers[0].wq.data);
+  EXPECT_EQ(second.file().file_size(), first->file().file_size());
+  EXPECT_EQ(run_batch(second, tokens, kv::KvType::F16), want);
+  // The views keep the mapped file alive: the spec outlives both models and the file's removal.
+  std::shared_ptr<const ModelSpec> spec = first->spec();
+  EXPECT_EQ(spec->weights.layers[0].wq.residency, Residency::Mmap);
+  EXPECT_EQ(spec->weights.layers[0].wq.owner.get(), spec->file.get());
+  first.reset();
+  EXPECT_EQ(run_batch(second, tokens, kv::KvType::F16), want);
+  // Two threads stepping their own caches through one model get what one thread gets.
+  std::vector<float> a, b;
+  std::thread ta([&] { for (int i = 0; i < 5; ++i) a = run_one_by_one(second, tokens, kv::KvType::F16); });
+  std::thread tb([&] { for (int i = 0; i < 5; ++i) b = run_one_by_one(second, tokens, kv::KvType::F16); });
+  ta.join();
+  tb.join();
+  EXPECT_EQ(a, want);
+  EXPECT_EQ(b, want);
+}
+
+TEST(Model, CpuBackendRefusesDeviceViews) {
+  Spec s;
+  s.seed = 35;
+  ModelFile f(s);
+  auto loaded = ModelSpec::load(f.m.path);
+  auto spec = std::make_shared<ModelSpec>(*loaded);
+  spec->weights.layers[1].wo.residency = Residency::Device;
+  ModelOptions o;
+  o.n_threads = 1;
+  try {
+    Model m(std::shared_ptr<const ModelSpec>(spec), o);
+    ADD_FAILURE() << "a device view was accepted by the CPU backend";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("device memory"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Model, WorkspaceBytesGrowWithTheBatch) {

@@ -20,16 +20,19 @@ std::string shape_str(const std::array<int64_t, 4>& ne, uint32_t n_dims) {
 
 class Binder {
  public:
-  Binder(const gguf::File& f) : f_(f) {}
+  Binder(const gguf::File& f, std::shared_ptr<const void> owner) : f_(f), owner_(std::move(owner)) {}
 
   const gguf::TensorInfo* find(const std::string& name) const { return f_.find_tensor(name); }
 
   // A tensor with ggml shape `ne` (ne0 first, trailing ones may be omitted by the file).
-  TensorView bind(const std::string& name, std::array<int64_t, 3> ne) const {
+  WeightView bind(const std::string& name, std::array<int64_t, 3> ne) const {
     const gguf::TensorInfo* t = f_.find_tensor(name);
     if (!t) fail("tensor '", name, "' is missing");
-    return view(*t, ne);
+    return in_map(view(*t, ne));
   }
+
+  // A view of the file's memory map, kept alive by the owner.
+  WeightView in_map(const TensorView& v) const { return WeightView(v, Residency::Mmap, owner_); }
 
   TensorView view(const gguf::TensorInfo& t, std::array<int64_t, 3> ne) const {
     std::array<int64_t, 4> want{ne[0], ne[1], ne[2], 1};
@@ -53,8 +56,8 @@ class Binder {
   }
 
   // A norm weight: n floats, used directly as float*.
-  TensorView bind_norm(const std::string& name, int64_t n) const {
-    TensorView v = bind(name, {n, 1, 1});
+  WeightView bind_norm(const std::string& name, int64_t n) const {
+    WeightView v = bind(name, {n, 1, 1});
     if (v.type != GgmlType::F32) fail("tensor '", name, "' has type ", type_name(v.type), "; norm weights must be F32");
     if (reinterpret_cast<uintptr_t>(v.data) % alignof(float) != 0) fail("tensor '", name, "' is not 4-byte aligned");
     return v;
@@ -62,6 +65,7 @@ class Binder {
 
  private:
   const gguf::File& f_;
+  std::shared_ptr<const void> owner_;
 };
 
 }  // namespace
@@ -75,8 +79,8 @@ const char* expert_layout_name(ExpertLayout layout) {
   return "?";
 }
 
-Weights Weights::from_gguf(const gguf::File& f, const HParams& hp) {
-  Binder b(f);
+Weights Weights::from_gguf(const gguf::File& f, const HParams& hp, std::shared_ptr<const void> owner) {
+  Binder b(f, std::move(owner));
   Weights w;
   const int64_t E = hp.n_embd, V = hp.n_vocab, F = hp.n_ff;
   const int64_t q_dim = hp.n_head * hp.head_dim, kv_dim = hp.n_head_kv * hp.head_dim;
@@ -114,13 +118,13 @@ Weights Weights::from_gguf(const gguf::File& f, const HParams& hp) {
         break;
       case ExpertLayout::Stacked: {
         L.router = b.bind(p + "ffn_gate_inp.weight", {E, hp.n_expert, 1});
-        TensorView gate = b.bind(p + "ffn_gate_exps.weight", {E, F, hp.n_expert});
-        TensorView up = b.bind(p + "ffn_up_exps.weight", {E, F, hp.n_expert});
-        TensorView down = b.bind(p + "ffn_down_exps.weight", {F, E, hp.n_expert});
+        WeightView gate = b.bind(p + "ffn_gate_exps.weight", {E, F, hp.n_expert});
+        WeightView up = b.bind(p + "ffn_up_exps.weight", {E, F, hp.n_expert});
+        WeightView down = b.bind(p + "ffn_down_exps.weight", {F, E, hp.n_expert});
         for (int64_t e = 0; e < hp.n_expert; ++e) {
-          L.ffn_gate.push_back(gate.matrix(e));
-          L.ffn_up.push_back(up.matrix(e));
-          L.ffn_down.push_back(down.matrix(e));
+          L.ffn_gate.push_back(b.in_map(gate.matrix(e)));
+          L.ffn_up.push_back(b.in_map(up.matrix(e)));
+          L.ffn_down.push_back(b.in_map(down.matrix(e)));
         }
         break;
       }

@@ -37,9 +37,8 @@ MemoryPlan plan(const Planned& p, int64_t ctx, kv::KvType t, int64_t seqs = 1) {
 TEST(Memory, MixtralKvNumbers) {
   const Planned m = preset("mixtral-8x7b", "Q4_K_M");
   EXPECT_EQ(plan(m, 32768, kv::KvType::F16).kv_bytes_per_token, 131'072u);
-  // The seed's "2.1 GB" for a 32K context with an 8-bit cache.
-  EXPECT_EQ(plan(m, 32768, kv::KvType::FP8).kv_bytes, 2'147'483'648u);
-  // q8_0 adds a 2-byte scale per 32 values: 34/32 of fp8.
+  // The seed's "2.1 GB" for a 32K context with an 8-bit cache is 2^31 bytes of values; q8_0 adds a
+  // 2-byte scale per 32 values: 34/32 of that.
   EXPECT_EQ(plan(m, 32768, kv::KvType::Q8_0).kv_bytes, 2'147'483'648u / 32 * 34);
   EXPECT_EQ(plan(m, 32768, kv::KvType::F32).kv_bytes, 4 * 2'147'483'648ull);
   EXPECT_EQ(plan(m, 32768, kv::KvType::BF16).kv_bytes, 2 * 2'147'483'648ull);
