@@ -1,7 +1,9 @@
-// dot_avx512.cpp: AVX-512 (F+BW+VL+DQ+VNNI) dot products of every supported block format against 8-bit
-// activations, one row or many tokens at a time; the float dot products and activation quantizers are
-// quant/vec_kernels.h's, instantiated here for 16 lanes. Compiled with the AVX-512 flags and only called
-// when the CPU has them (quant.cpp dispatches through util/cpu.h); nothing here runs at static init.
+// dot_avx512.cpp: AVX-512 (F+BW+VL+DQ+VNNI) dot products against 8-bit activations of the block formats
+// matmul runs row by row on AVX-512 (the legacy formats, Q5_K, Q6_K; Q2_K, Q3_K and Q4_K run on the lane
+// kernels, lanes_avx512.cpp), one row or many tokens at a time; the float dot products and activation
+// quantizers are quant/vec_kernels.h's, instantiated here for 16 lanes. Compiled with the AVX-512 flags
+// and only called when the CPU has them (quant.cpp dispatches through util/cpu.h); nothing here runs at
+// static init.
 //
 // Decode is bound by memory bandwidth, so each kernel is shaped to spend few instructions per weight byte:
 // - VNNI _mm512_dpbusd_epi32 multiplies UNSIGNED weight bytes by SIGNED activation bytes and adds groups
@@ -222,73 +224,15 @@ inline __m512i bit_select(int lo, int hi) {
                             _mm256_set1_epi8(static_cast<char>(1 << hi)), 1);
 }
 
-// Two-bit levels of chunk c (Q2_K and Q3_K): value 64c + l (l < 32) is bits 4(c%2) of qs[32(c/2) + l],
-// value 64c + 32 + l is bits 4(c%2) + 2.
-inline __m512i two_bit_chunk(const uint8_t* qs, int c) {
-  __m512i q = broadcast256(qs + 32 * (c / 2));
-  if (c % 2) q = _mm512_srli_epi16(q, 4);
-  q = _mm512_mask_srli_epi16(q, kUpperHalf16, q, 2);
-  return _mm512_and_si512(q, _mm512_set1_epi8(3));
-}
-
 inline __m256i load_bsums(const BlockQ8_K& y) { return load256(y.bsums); }
 
 // int32 of the eight lanes of madd(a, b) (16 int16 products summed in pairs), zero-extended to 16 lanes.
 inline __m512i madd_wide(__m256i a, __m256i b) { return _mm512_zextsi256_si512(_mm256_madd_epi16(a, b)); }
 
-float dot_q2_K(const void* wv, const void* xv, int64_t nb) {
-  const auto* w = static_cast<const BlockQ2_K*>(wv);
-  const auto* x = static_cast<const BlockQ8_K*>(xv);
-  __m512 acc = _mm512_setzero_ps();
-  __m256 acc_min = _mm256_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m128i packed = load128(w[i].scales);
-    const __m128i sc8 = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
-    const __m128i m8 = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
-    const __m256i min_sum = _mm256_madd_epi16(_mm256_cvtepu8_epi16(m8), load_bsums(x[i]));
-    const __m512i scales = scale_lanes(sc8, false);
-    __m512i part[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};  // two chains, half the latency
-    for (int c = 0; c < 4; ++c) {
-      const __m512i r = dot4(two_bit_chunk(w[i].qs, c), load512(x[i].qs + 64 * c));
-      part[c % 2] = _mm512_dpwssd_epi32(part[c % 2], r, scales_of_chunk16(scales, c));
-    }
-    const __m512i isum = _mm512_add_epi32(part[0], part[1]);
-    const float dy = x[i].d;
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(half(w[i].d) * dy), _mm512_cvtepi32_ps(isum), acc);
-    acc_min = _mm256_fmadd_ps(_mm256_set1_ps(half(w[i].dmin) * dy), _mm256_cvtepi32_ps(min_sum), acc_min);
-  }
-  return hsum(acc) - hsum(acc_min);
-}
-
-// Q3_K: level = low2 + 4 * hbit - 4, computed as unsigned low2 + 4 * hbit minus 4 * bsums.
-float dot_q3_K(const void* wv, const void* xv, int64_t nb) {
-  const auto* w = static_cast<const BlockQ3_K*>(wv);
-  const auto* x = static_cast<const BlockQ8_K*>(xv);
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m128i sc8 = q3_K_scales(w[i].scales);
-    const __m512i offset = _mm512_slli_epi32(madd_wide(_mm256_cvtepi8_epi16(sc8), load_bsums(x[i])), 2);
-    const __m512i scales = scale_lanes(sc8, true);
-    const __m512i hmask = broadcast256(w[i].hmask);
-    __m512i part[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-    for (int c = 0; c < 4; ++c) {
-      __m512i q = two_bit_chunk(w[i].qs, c);
-      // The third bit of value 64c + l is bit (64c + l) / 32 of hmask[l % 32].
-      const __mmask64 high = _mm512_test_epi8_mask(hmask, bit_select(2 * c, 2 * c + 1));
-      q = _mm512_mask_add_epi8(q, high, q, _mm512_set1_epi8(4));
-      part[c % 2] = _mm512_dpwssd_epi32(part[c % 2], dot4(q, load512(x[i].qs + 64 * c)), scales_of_chunk16(scales, c));
-    }
-    const __m512i isum = _mm512_sub_epi32(_mm512_add_epi32(part[0], part[1]), offset);
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(half(w[i].d) * x[i].d), _mm512_cvtepi32_ps(isum), acc);
-  }
-  return hsum(acc);
-}
-
-// Q4_K / Q5_K: chunk c = sub-blocks 2c (low nibbles of qs[32c ..]) and 2c + 1 (high nibbles), plus bit
-// 2c / 2c + 1 of qh[l] as the fifth bit for Q5_K.
-template <bool kFifthBit, typename Block>
-float dot_q45_K(const void* wv, const void* xv, int64_t nb) {
-  const auto* w = static_cast<const Block*>(wv);
+// Q5_K: chunk c = sub-blocks 2c (low nibbles of qs[32c ..]) and 2c + 1 (high nibbles), plus bit 2c /
+// 2c + 1 of qh[l] as the fifth bit.
+float dot_q5_K(const void* wv, const void* xv, int64_t nb) {
+  const auto* w = static_cast<const BlockQ5_K*>(wv);
   const auto* x = static_cast<const BlockQ8_K*>(xv);
   __m512 acc = _mm512_setzero_ps();
   __m256 acc_min = _mm256_setzero_ps();
@@ -297,16 +241,13 @@ float dot_q45_K(const void* wv, const void* xv, int64_t nb) {
     // Each min covers 32 values = two bsums: madd of [b0, b1, ...] with [m0, m0, m1, m1, ...].
     const __m256i min_sum = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)), load_bsums(x[i]));
     const __m512i scales = scale_lanes(sm, false);  // lanes 0..7 scales (8..15 mins, never selected)
-    __m512i hbits;
-    if constexpr (kFifthBit) hbits = broadcast256(w[i].qh);
+    const __m512i hbits = broadcast256(w[i].qh);
     __m512i part[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
     for (int c = 0; c < 4; ++c) {
       __m512i q = broadcast256(w[i].qs + 32 * c);
       q = _mm512_and_si512(_mm512_mask_srli_epi16(q, kUpperHalf16, q, 4), _mm512_set1_epi8(0x0F));
-      if constexpr (kFifthBit) {
-        const __mmask64 high = _mm512_test_epi8_mask(hbits, bit_select(2 * c, 2 * c + 1));
-        q = _mm512_mask_add_epi8(q, high, q, _mm512_set1_epi8(16));
-      }
+      const __mmask64 high = _mm512_test_epi8_mask(hbits, bit_select(2 * c, 2 * c + 1));
+      q = _mm512_mask_add_epi8(q, high, q, _mm512_set1_epi8(16));
       part[c % 2] = _mm512_dpwssd_epi32(part[c % 2], dot4(q, load512(x[i].qs + 64 * c)), scales_of_chunk32(scales, c));
     }
     const __m512i isum = _mm512_add_epi32(part[0], part[1]);
@@ -364,7 +305,7 @@ inline void token_rows(const uint8_t* x, size_t stride, const BlockQ8_K* (&rows)
   for (int t = 0; t < NT; ++t) rows[t] = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * stride);
 }
 
-// Q5_K (Q4_K runs on the lane kernels): dot_q45_K<true, BlockQ5_K>'s operations per token.
+// Q5_K (Q4_K runs on the lane kernels): dot_q5_K's operations per token.
 template <int NT>
 void dot_q5_K_tokens(const void* wv, const uint8_t* xv, size_t stride, int64_t nb, float* out, size_t out_stride) {
   const auto* w = static_cast<const BlockQ5_K*>(wv);
@@ -487,10 +428,9 @@ DotFn dot_avx512(GgmlType type) {
     case GgmlType::Q8_0: return &row_dot<kQK, dot_legacy<BlockQ8_0, BlockQ8_0, lanes_q8_0, false>>;
     case GgmlType::Q4_1: return &row_dot<kQK, dot_legacy<BlockQ4_1, BlockQ8_1, lanes_q4_1, true>>;
     case GgmlType::Q5_1: return &row_dot<kQK, dot_legacy<BlockQ5_1, BlockQ8_1, lanes_q5_1, true>>;
-    case GgmlType::Q2_K: return &row_dot<kQKK, dot_q2_K>;
-    case GgmlType::Q3_K: return &row_dot<kQKK, dot_q3_K>;
-    case GgmlType::Q4_K: return &row_dot<kQKK, dot_q45_K<false, BlockQ4_K>>;
-    case GgmlType::Q5_K: return &row_dot<kQKK, dot_q45_K<true, BlockQ5_K>>;
+    // Q2_K, Q3_K and Q4_K: none. matmul runs them on the lane kernels (lanes_avx512.cpp); one-row
+    // callers get the AVX2 kernels, which streamed as fast (BENCHMARKS.md, dot-product kernels).
+    case GgmlType::Q5_K: return &row_dot<kQKK, dot_q5_K>;
     case GgmlType::Q6_K: return &row_dot<kQKK, dot_q6_K>;
     default: return float_dot<Vec16>(type);
   }
