@@ -1,5 +1,6 @@
-// quant_bench.cpp: Google Benchmark micro-benchmarks of the block-format dot products (quant::vec_dot_isa)
-// for every weight type and every ISA this CPU has, single thread.
+// quant_bench.cpp: Google Benchmark micro-benchmarks of the block-format dot products (the kernels of
+// quant::kernels_for, resolved once per benchmark as matmul resolves them once per call) for every weight
+// type and every ISA this CPU has, single thread.
 //
 // Two shapes, both reporting weight bytes per second (SetBytesProcessed counts weight bytes only; the
 // activation row is small and stays in cache, as in a real matrix-vector product):
@@ -55,8 +56,9 @@ void dot_row(benchmark::State& state, GgmlType type, Isa isa) {
   if (skip_unsupported(state, isa)) return;
   const std::vector<uint8_t> w = weight_rows(type, 1);
   const std::vector<uint8_t> x = activation_row(type);
+  const moe::quant::DotFn dot = moe::quant::kernels_for(type, isa).dot;
   for (auto _ : state) {
-    float r = moe::quant::vec_dot_isa(isa, type, kCols, w.data(), x.data());
+    float r = dot(kCols, w.data(), x.data());
     benchmark::DoNotOptimize(r);
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w.size()));
@@ -71,10 +73,11 @@ void dot_matrix(benchmark::State& state, GgmlType type, Isa isa) {
   const std::vector<uint8_t> x = activation_row(type);
   std::vector<float> y(static_cast<size_t>(rows));
   const size_t rb = row_size(type);
+  const moe::quant::DotFn dot = moe::quant::kernels_for(type, isa).dot;
   for (auto _ : state) {
     for (int64_t r = 0; r < rows; ++r) {
       const uint8_t* row = w.data() + rb * static_cast<size_t>(r);
-      y[static_cast<size_t>(r)] = moe::quant::vec_dot_isa(isa, type, kCols, row, x.data());
+      y[static_cast<size_t>(r)] = dot(kCols, row, x.data());
     }
     benchmark::ClobberMemory();
   }
@@ -86,8 +89,9 @@ void activations(benchmark::State& state, GgmlType act, Isa isa) {
   if (skip_unsupported(state, isa)) return;
   const std::vector<float> x = random_floats(kCols, 99);
   std::vector<uint8_t> out(static_cast<size_t>(*moe::row_bytes(act, kCols)));
+  const moe::quant::QuantizeFn quantize = moe::quant::activation_quantizer(act, isa);
   for (auto _ : state) {
-    moe::quant::quantize_activations_isa(isa, act, x.data(), out.data(), kCols);
+    quantize(x.data(), out.data(), kCols);
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * kCols * static_cast<int64_t>(sizeof(float)));

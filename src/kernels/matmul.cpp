@@ -1,5 +1,8 @@
 // matmul.cpp: batched matrix-vector products over GGUF block formats (see matmul.h for the contract).
 // Loops run row-outer, token-inner so one weight row is read from memory once for the whole batch.
+// Dispatch happens once per call: quant::kernels_for() resolves the weight type's kernels for the active
+// ISA and the path (one token, many tokens, lane kernels) is chosen once; rows and tiles then call the
+// resolved function pointers without further checks.
 #include "kernels/matmul.h"
 
 #include <algorithm>
@@ -78,9 +81,11 @@ Activations prepare_activations(const float* x, int64_t n_tok, int64_t cols, Ggm
   a.qtype = act;
   a.q = buf;
   a.q_row_bytes = *rb;
-  size_t stride = *rb;
+  const size_t stride = *rb;
+  quant::check_row("quantize_activations", act, cols);
+  const quant::QuantizeFn quantize = quant::activation_quantizer(act, active_isa());
   pool.parallel_for(n_tok, 1, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; ++t) quant::quantize_activations(act, x + t * cols, buf + t * stride, cols);
+    for (int64_t t = b; t < e; ++t) quantize(x + t * cols, buf + t * stride, cols);
   });
   return a;
 }
@@ -102,10 +107,12 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
     return;
   }
 
+  const quant::Kernels k = quant::kernels_for(w.type, active_isa());  // throws for a type without a dot
+  quant::check_row("matmul", w.type, cols);
   if (is_float_type(w.type)) {
     pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int) {
       for (int64_t r = r0; r < r1; ++r)
-        for (int64_t t = 0; t < n_tok; ++t) y[t * rows + r] = quant::vec_dot(w.type, cols, w.row(r), a.x + t * cols);
+        for (int64_t t = 0; t < n_tok; ++t) y[t * rows + r] = k.dot(cols, w.row(r), a.x + t * cols);
     });
     return;
   }
@@ -117,6 +124,7 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
   const int64_t band_rows = std::max<int64_t>(2, (int64_t{128} << 10) / static_cast<int64_t>(w.row_bytes));
   const int64_t tile_tok = std::max<int64_t>(8, (int64_t{256} << 10) / static_cast<int64_t>(a.q_row_bytes));
   if (a.lanes_sub != 0) {
+    if (k.lanes_rows == nullptr) fail("internal: lane-layout activations for ", type_name(w.type), " on ", isa_name(k.isa));
     // The lane path unpacks each row once per tile of tokens, so its tiles take most of the L2.
     const int64_t lane_tile = std::max<int64_t>(8, (int64_t{640} << 10) / static_cast<int64_t>(a.q_row_bytes));
     pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int) {
@@ -124,8 +132,8 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
         const int64_t b1 = std::min(r1, b0 + band_rows);
         for (int64_t t0 = 0; t0 < n_tok; t0 += lane_tile) {
           const int64_t nt = std::min(lane_tile, n_tok - t0);
-          quant::lanes_rows(w.type, cols, w.row(b0), w.row_bytes, b1 - b0, a.q + static_cast<size_t>(t0) * a.q_row_bytes,
-                            a.q_row_bytes, nt, y + t0 * rows + b0, static_cast<size_t>(rows));
+          k.lanes_rows(cols, w.row(b0), w.row_bytes, b1 - b0, a.q + static_cast<size_t>(t0) * a.q_row_bytes, a.q_row_bytes,
+                       nt, y + t0 * rows + b0, static_cast<size_t>(rows));
         }
       }
     });
@@ -133,11 +141,11 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
   }
   if (n_tok == 1) {
     pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int) {
-      for (int64_t r = r0; r < r1; ++r) y[r] = quant::vec_dot(w.type, cols, w.row(r), a.q);
+      for (int64_t r = r0; r < r1; ++r) y[r] = k.dot(cols, w.row(r), a.q);
     });
     return;
   }
-  // Many tokens: each weight row meets a group of tokens at once (quant::vec_dot_tokens unpacks the row's
+  // Many tokens: each weight row meets a group of tokens at once (the many-token kernels unpack the row's
   // blocks once per group). A band of rows (~128 KiB of weights) is swept by the tokens a tile (~256 KiB
   // of activations) at a time, so weights are read from memory once and activations from L2/L3 once per
   // band rather than once per row.
@@ -148,7 +156,7 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
         const int64_t nt = std::min(tile_tok, n_tok - t0);
         const uint8_t* x = a.q + static_cast<size_t>(t0) * a.q_row_bytes;
         for (int64_t r = b0; r < b1; ++r)
-          quant::vec_dot_tokens(w.type, cols, w.row(r), x, a.q_row_bytes, nt, y + t0 * rows + r, static_cast<size_t>(rows));
+          k.dot_many(cols, w.row(r), x, a.q_row_bytes, nt, y + t0 * rows + r, static_cast<size_t>(rows));
       }
     }
   });

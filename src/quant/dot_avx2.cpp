@@ -1,6 +1,7 @@
-// dot_avx2.cpp: AVX2 dot products of every supported block format against 8-bit activations, and the
-// AVX2 activation quantizers. Compiled with -mavx2 -mfma -mf16c -mbmi2 and only called when the CPU has
-// them (quant.cpp dispatches through util/cpu.h), so nothing here may run at static-initialization time.
+// dot_avx2.cpp: AVX2 dot products of every supported block format against 8-bit activations; the float
+// dot products and activation quantizers are quant/vec_kernels.h's, instantiated here for 8 lanes.
+// Compiled with -mavx2 -mfma -mf16c -mbmi2 and only called when the CPU has them (quant.cpp dispatches
+// through util/cpu.h), so nothing here may run at static-initialization time.
 //
 // Arithmetic contract (see quant/ref.h): inside a block the integer products are summed exactly in int32
 // (_mm256_maddubs_epi16 multiplies an UNSIGNED byte by a SIGNED byte into int16 pairs, which never
@@ -23,19 +24,14 @@
 #include "quant/blocks.h"
 #include "quant/kquant_scales.h"
 #include "quant/simd.h"
+#include "quant/vec.h"
+#include "quant/vec_kernels.h"
 #include "util/fp16.h"
 
 namespace moe::quant::detail {
 namespace {
 
 // ---------------------------------------------------------------------------------------------- helpers
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 inline float hsum(__m128 s) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -179,14 +175,6 @@ inline __m256i widen_signed(const void* p) {
 
 inline __m256i load_bsums(const BlockQ8_K& y) { return load256(y.bsums); }
 
-// Horizontal int32 sum of a register.
-inline int hsum_i32(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm_cvtsi128_si32(s);
-}
-
 // The 16 sub-block scales (low nibbles) and mins (high nibbles) of a Q2_K block as int16.
 // Element p = 128n + 32j + l has its two bits at 2j of qs[32n + l] and sub-block p / 16, so group
 // g = 4n + j of 32 consecutive elements uses sub-blocks 2g and 2g + 1.
@@ -325,179 +313,30 @@ float dot_q6_K(const void* wv, const void* xv, int64_t nb) {
   return hsum(acc);
 }
 
-// --------------------------------------------------------------------------------------- float weights
-
-// Eight weights as floats from `Load`, four independent accumulators; the tail (n % 32) in scalar.
-template <typename W, __m256 (*Load)(const W*), float (*Scalar)(W)>
-float dot_float(const void* wv, const float* x, int64_t n) {
-  const auto* w = static_cast<const W*>(wv);
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32)
-    for (int k = 0; k < 4; ++k) acc[k] = _mm256_fmadd_ps(Load(w + i + 8 * k), _mm256_loadu_ps(x + i + 8 * k), acc[k]);
-  for (; i + 8 <= n; i += 8) acc[0] = _mm256_fmadd_ps(Load(w + i), _mm256_loadu_ps(x + i), acc[0]);
-  float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
-  for (; i < n; ++i) sum += Scalar(w[i]) * x[i];
-  return sum;
-}
-
-inline __m256 load_f32(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load_f16(const uint16_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-inline __m256 load_bf16(const uint16_t* p) {
-  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
-}
-inline float scalar_f32(float v) { return v; }
-inline float scalar_f16(uint16_t v) { return half(v); }
-inline float scalar_bf16(uint16_t v) { return bf16_to_fp32(v); }
-
-
-// ------------------------------------------------------------------------------ activation quantizers
-// Bit-identical to quant/quantize_ref.cpp: the same float operations on the same values (IEEE mul and
-// div are exact-rounded in any unit; max and rounding are exact), including its NaN rules.
-
-inline __m256 abs_ps(__m256 v) { return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF))); }
-
-// Largest |x| over n (a multiple of 8) floats, ignoring NaN as the reference's "a > amax" does: vmaxps
-// returns its second operand when the first is NaN.
-inline float abs_max(const float* x, int n) {
-  __m256 m = _mm256_setzero_ps();
-  for (int i = 0; i < n; i += 8) m = _mm256_max_ps(abs_ps(_mm256_loadu_ps(x + i)), m);
-  __m128 s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_max_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// Clamp to [lo, hi] with NaN -> lo (vmaxps returns the second operand, lo, for a NaN first operand).
-inline __m256 clamp(__m256 v, float lo, float hi) {
-  return _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
-}
-
-// C roundf (ties away from zero): truncate, then step away from zero when the dropped part is >= 0.5
-// (v - trunc(v) is exact). Adding 0.5 first would be wrong for 0.49999997.
-inline __m256i round_away(__m256 v) {
-  const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-  const __m256 frac = abs_ps(_mm256_sub_ps(v, t));
-  const __m256 away = _mm256_or_ps(_mm256_and_ps(v, _mm256_set1_ps(-0.0f)), _mm256_set1_ps(1.0f));
-  const __m256 step = _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), away);
-  return _mm256_cvttps_epi32(_mm256_add_ps(t, step));
-}
-
-inline __m256i round_even(__m256 v) {
-  return _mm256_cvttps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-}
-
-// 32 int32 (in [-128, 127]) to 32 bytes in order.
-inline __m256i pack_bytes(__m256i a, __m256i b, __m256i c, __m256i d) {
-  const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
-  return _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
-
-// One Q8_0/Q8_1 block: qs = roundf(x * id) clamped to +-127, with d = amax / 127 unrounded; returns the
-// sum of the levels (Q8_1's s).
-inline int quantize_q8_block(const float* x, int8_t* qs, uint16_t* d_half, float* d_out) {
-  const float amax = abs_max(x, kQK);
-  const float d = amax / 127.0f;
-  *d_out = d;
-  const float id = d != 0 ? 1.0f / d : 0.0f;
-  *d_half = fp32_to_fp16(d);
-  const __m256 vid = _mm256_set1_ps(id);
-  __m256i q[4];
-  for (int k = 0; k < 4; ++k) q[k] = round_away(clamp(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), vid), -127.0f, 127.0f));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs), pack_bytes(q[0], q[1], q[2], q[3]));
-  return hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
-}
-
-void quantize_q8_0(const float* x, void* dst, int64_t n) {
-  auto* y = static_cast<BlockQ8_0*>(dst);
-  float d;
-  for (int64_t i = 0; i < n / kQK; ++i) quantize_q8_block(x + kQK * i, y[i].qs, &y[i].d, &d);
-}
-
-void quantize_q8_1(const float* x, void* dst, int64_t n) {
-  auto* y = static_cast<BlockQ8_1*>(dst);
-  for (int64_t i = 0; i < n / kQK; ++i) {
-    float d;
-    const int sum = quantize_q8_block(x + kQK * i, y[i].qs, &y[i].d, &d);
-    y[i].s = fp32_to_fp16(static_cast<float>(sum) * d);
-  }
-}
-
-// Q8_K: d = 1 / iscale with iscale = -127 / max, max the first value of largest magnitude; levels
-// round half to even, clamped to [-128, 127] (NaN -> -128); bsums of each 16.
-void quantize_q8_K(const float* x, void* dst, int64_t n) {
-  auto* y = static_cast<BlockQ8_K*>(dst);
-  for (int64_t i = 0; i < n / kQKK; ++i, x += kQKK) {
-    const float amax = abs_max(x, kQKK);
-    if (amax == 0) {
-      std::memset(&y[i], 0, sizeof(y[i]));
-      continue;
-    }
-    int first = 0;  // the first index with |x| == amax (the reference keeps the first on ties)
-    for (int k = 0; k < kQKK; k += 8) {
-      const __m256 magnitude = abs_ps(_mm256_loadu_ps(x + k));
-      const int hit = _mm256_movemask_ps(_mm256_cmp_ps(magnitude, _mm256_set1_ps(amax), _CMP_EQ_OQ));
-      if (hit) {
-        first = k + __builtin_ctz(static_cast<unsigned>(hit));
-        break;
-      }
-    }
-    const float iscale = -127.0f / x[first];
-    const __m256 vs = _mm256_set1_ps(iscale);
-    for (int g = 0; g < kQKK / 32; ++g) {
-      __m256i q[4];
-      for (int k = 0; k < 4; ++k)
-        q[k] = round_even(clamp(_mm256_mul_ps(vs, _mm256_loadu_ps(x + 32 * g + 8 * k)), -128.0f, 127.0f));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[i].qs + 32 * g), pack_bytes(q[0], q[1], q[2], q[3]));
-      y[i].bsums[2 * g] = static_cast<int16_t>(hsum_i32(_mm256_add_epi32(q[0], q[1])));
-      y[i].bsums[2 * g + 1] = static_cast<int16_t>(hsum_i32(_mm256_add_epi32(q[2], q[3])));
-    }
-    y[i].d = 1.0f / iscale;
-  }
+// A kernel over nb blocks of kBlock values as a DotFn over n values.
+template <int kBlock, float (*Kernel)(const void*, const void*, int64_t)>
+float row_dot(int64_t n, const void* w, const void* x) {
+  return Kernel(w, x, n / kBlock);
 }
 
 }  // namespace
 
-bool vec_dot_avx2(GgmlType type, int64_t n, const void* w, const void* x, float* out) {
-  const int64_t nl = n / kQK, nk = n / kQKK;
+DotFn dot_avx2(GgmlType type) {
   switch (type) {
-    case GgmlType::Q4_0: *out = dot_scaled<BlockQ4_0, BlockQ8_0, lanes_q4_0>(w, x, nl); return true;
-    case GgmlType::Q5_0: *out = dot_scaled<BlockQ5_0, BlockQ8_0, lanes_q5_0>(w, x, nl); return true;
-    case GgmlType::Q8_0: *out = dot_scaled<BlockQ8_0, BlockQ8_0, lanes_q8_0>(w, x, nl); return true;
-    case GgmlType::Q4_1: *out = dot_scaled_min<BlockQ4_1, lanes_q4_1>(w, x, nl); return true;
-    case GgmlType::Q5_1: *out = dot_scaled_min<BlockQ5_1, lanes_q5_1>(w, x, nl); return true;
-    case GgmlType::Q2_K: *out = dot_q2_K(w, x, nk); return true;
-    case GgmlType::Q3_K: *out = dot_q3_K(w, x, nk); return true;
-    case GgmlType::Q4_K: *out = dot_q45_K<false, BlockQ4_K>(w, x, nk); return true;
-    case GgmlType::Q5_K: *out = dot_q45_K<true, BlockQ5_K>(w, x, nk); return true;
-    case GgmlType::Q6_K: *out = dot_q6_K(w, x, nk); return true;
-    case GgmlType::F32:
-      *out = dot_float<float, load_f32, scalar_f32>(w, static_cast<const float*>(x), n);
-      return true;
-    case GgmlType::F16:
-      *out = dot_float<uint16_t, load_f16, scalar_f16>(w, static_cast<const float*>(x), n);
-      return true;
-    case GgmlType::BF16:
-      *out = dot_float<uint16_t, load_bf16, scalar_bf16>(w, static_cast<const float*>(x), n);
-      return true;
-    default: return false;
+    case GgmlType::Q4_0: return &row_dot<kQK, dot_scaled<BlockQ4_0, BlockQ8_0, lanes_q4_0>>;
+    case GgmlType::Q5_0: return &row_dot<kQK, dot_scaled<BlockQ5_0, BlockQ8_0, lanes_q5_0>>;
+    case GgmlType::Q8_0: return &row_dot<kQK, dot_scaled<BlockQ8_0, BlockQ8_0, lanes_q8_0>>;
+    case GgmlType::Q4_1: return &row_dot<kQK, dot_scaled_min<BlockQ4_1, lanes_q4_1>>;
+    case GgmlType::Q5_1: return &row_dot<kQK, dot_scaled_min<BlockQ5_1, lanes_q5_1>>;
+    case GgmlType::Q2_K: return &row_dot<kQKK, dot_q2_K>;
+    case GgmlType::Q3_K: return &row_dot<kQKK, dot_q3_K>;
+    case GgmlType::Q4_K: return &row_dot<kQKK, dot_q45_K<false, BlockQ4_K>>;
+    case GgmlType::Q5_K: return &row_dot<kQKK, dot_q45_K<true, BlockQ5_K>>;
+    case GgmlType::Q6_K: return &row_dot<kQKK, dot_q6_K>;
+    default: return float_dot<Vec8>(type);
   }
 }
 
-}  // namespace moe::quant::detail
-
-namespace moe::quant::detail {
-
-bool quantize_activations_avx2(GgmlType act_type, const float* x, void* dst, int64_t n) {
-  switch (act_type) {
-    case GgmlType::Q8_0: quantize_q8_0(x, dst, n); return true;
-    case GgmlType::Q8_1: quantize_q8_1(x, dst, n); return true;
-    case GgmlType::Q8_K: quantize_q8_K(x, dst, n); return true;
-    default: return false;
-  }
-}
+QuantizeFn quantizer_avx2(GgmlType act_type) { return activation_quantizer<Vec8>(act_type); }
 
 }  // namespace moe::quant::detail

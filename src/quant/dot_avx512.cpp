@@ -1,6 +1,9 @@
-// dot_avx512.cpp: AVX-512 (F+BW+VL+DQ+VNNI) dot products of every supported block format against 8-bit
-// activations, and the AVX-512 activation quantizers. Compiled with the AVX-512 flags and only called
-// when the CPU has them (quant.cpp dispatches through util/cpu.h); nothing here runs at static init.
+// dot_avx512.cpp: AVX-512 (F+BW+VL+DQ+VNNI) dot products against 8-bit activations of the block formats
+// matmul runs row by row on AVX-512 (the legacy formats, Q5_K, Q6_K; Q2_K, Q3_K and Q4_K run on the lane
+// kernels, lanes_avx512.cpp), one row or many tokens at a time; the float dot products and activation
+// quantizers are quant/vec_kernels.h's, instantiated here for 16 lanes. Compiled with the AVX-512 flags
+// and only called when the CPU has them (quant.cpp dispatches through util/cpu.h); nothing here runs at
+// static init.
 //
 // Decode is bound by memory bandwidth, so each kernel is shaped to spend few instructions per weight byte:
 // - VNNI _mm512_dpbusd_epi32 multiplies UNSIGNED weight bytes by SIGNED activation bytes and adds groups
@@ -24,6 +27,8 @@
 #include "quant/blocks.h"
 #include "quant/kquant_scales.h"
 #include "quant/simd.h"
+#include "quant/vec.h"
+#include "quant/vec_kernels.h"
 #include "util/fp16.h"
 
 namespace moe::quant::detail {
@@ -45,18 +50,6 @@ inline float half(uint16_t h) { return _cvtsh_ss(h); }
 
 // sum over groups of four of u[k] * s[k], u unsigned bytes, s signed bytes, into 16 fresh int32 lanes.
 inline __m512i dot4(__m512i u, __m512i s) { return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s); }
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// (Both halves by extract: GCC 12's _mm512_castps512_ps256 trips -Wuninitialized in its own header.)
-inline float hsum(__m512 v) {
-  return hsum(_mm256_add_ps(_mm512_extractf32x8_ps(v, 0), _mm512_extractf32x8_ps(v, 1)));
-}
 
 // ------------------------------------------------------------------------------------ legacy formats
 
@@ -231,73 +224,15 @@ inline __m512i bit_select(int lo, int hi) {
                             _mm256_set1_epi8(static_cast<char>(1 << hi)), 1);
 }
 
-// Two-bit levels of chunk c (Q2_K and Q3_K): value 64c + l (l < 32) is bits 4(c%2) of qs[32(c/2) + l],
-// value 64c + 32 + l is bits 4(c%2) + 2.
-inline __m512i two_bit_chunk(const uint8_t* qs, int c) {
-  __m512i q = broadcast256(qs + 32 * (c / 2));
-  if (c % 2) q = _mm512_srli_epi16(q, 4);
-  q = _mm512_mask_srli_epi16(q, kUpperHalf16, q, 2);
-  return _mm512_and_si512(q, _mm512_set1_epi8(3));
-}
-
 inline __m256i load_bsums(const BlockQ8_K& y) { return load256(y.bsums); }
 
 // int32 of the eight lanes of madd(a, b) (16 int16 products summed in pairs), zero-extended to 16 lanes.
 inline __m512i madd_wide(__m256i a, __m256i b) { return _mm512_zextsi256_si512(_mm256_madd_epi16(a, b)); }
 
-float dot_q2_K(const void* wv, const void* xv, int64_t nb) {
-  const auto* w = static_cast<const BlockQ2_K*>(wv);
-  const auto* x = static_cast<const BlockQ8_K*>(xv);
-  __m512 acc = _mm512_setzero_ps();
-  __m256 acc_min = _mm256_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m128i packed = load128(w[i].scales);
-    const __m128i sc8 = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
-    const __m128i m8 = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
-    const __m256i min_sum = _mm256_madd_epi16(_mm256_cvtepu8_epi16(m8), load_bsums(x[i]));
-    const __m512i scales = scale_lanes(sc8, false);
-    __m512i part[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};  // two chains, half the latency
-    for (int c = 0; c < 4; ++c) {
-      const __m512i r = dot4(two_bit_chunk(w[i].qs, c), load512(x[i].qs + 64 * c));
-      part[c % 2] = _mm512_dpwssd_epi32(part[c % 2], r, scales_of_chunk16(scales, c));
-    }
-    const __m512i isum = _mm512_add_epi32(part[0], part[1]);
-    const float dy = x[i].d;
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(half(w[i].d) * dy), _mm512_cvtepi32_ps(isum), acc);
-    acc_min = _mm256_fmadd_ps(_mm256_set1_ps(half(w[i].dmin) * dy), _mm256_cvtepi32_ps(min_sum), acc_min);
-  }
-  return hsum(acc) - hsum(acc_min);
-}
-
-// Q3_K: level = low2 + 4 * hbit - 4, computed as unsigned low2 + 4 * hbit minus 4 * bsums.
-float dot_q3_K(const void* wv, const void* xv, int64_t nb) {
-  const auto* w = static_cast<const BlockQ3_K*>(wv);
-  const auto* x = static_cast<const BlockQ8_K*>(xv);
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m128i sc8 = q3_K_scales(w[i].scales);
-    const __m512i offset = _mm512_slli_epi32(madd_wide(_mm256_cvtepi8_epi16(sc8), load_bsums(x[i])), 2);
-    const __m512i scales = scale_lanes(sc8, true);
-    const __m512i hmask = broadcast256(w[i].hmask);
-    __m512i part[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-    for (int c = 0; c < 4; ++c) {
-      __m512i q = two_bit_chunk(w[i].qs, c);
-      // The third bit of value 64c + l is bit (64c + l) / 32 of hmask[l % 32].
-      const __mmask64 high = _mm512_test_epi8_mask(hmask, bit_select(2 * c, 2 * c + 1));
-      q = _mm512_mask_add_epi8(q, high, q, _mm512_set1_epi8(4));
-      part[c % 2] = _mm512_dpwssd_epi32(part[c % 2], dot4(q, load512(x[i].qs + 64 * c)), scales_of_chunk16(scales, c));
-    }
-    const __m512i isum = _mm512_sub_epi32(_mm512_add_epi32(part[0], part[1]), offset);
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(half(w[i].d) * x[i].d), _mm512_cvtepi32_ps(isum), acc);
-  }
-  return hsum(acc);
-}
-
-// Q4_K / Q5_K: chunk c = sub-blocks 2c (low nibbles of qs[32c ..]) and 2c + 1 (high nibbles), plus bit
-// 2c / 2c + 1 of qh[l] as the fifth bit for Q5_K.
-template <bool kFifthBit, typename Block>
-float dot_q45_K(const void* wv, const void* xv, int64_t nb) {
-  const auto* w = static_cast<const Block*>(wv);
+// Q5_K: chunk c = sub-blocks 2c (low nibbles of qs[32c ..]) and 2c + 1 (high nibbles), plus bit 2c /
+// 2c + 1 of qh[l] as the fifth bit.
+float dot_q5_K(const void* wv, const void* xv, int64_t nb) {
+  const auto* w = static_cast<const BlockQ5_K*>(wv);
   const auto* x = static_cast<const BlockQ8_K*>(xv);
   __m512 acc = _mm512_setzero_ps();
   __m256 acc_min = _mm256_setzero_ps();
@@ -306,16 +241,13 @@ float dot_q45_K(const void* wv, const void* xv, int64_t nb) {
     // Each min covers 32 values = two bsums: madd of [b0, b1, ...] with [m0, m0, m1, m1, ...].
     const __m256i min_sum = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)), load_bsums(x[i]));
     const __m512i scales = scale_lanes(sm, false);  // lanes 0..7 scales (8..15 mins, never selected)
-    __m512i hbits;
-    if constexpr (kFifthBit) hbits = broadcast256(w[i].qh);
+    const __m512i hbits = broadcast256(w[i].qh);
     __m512i part[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
     for (int c = 0; c < 4; ++c) {
       __m512i q = broadcast256(w[i].qs + 32 * c);
       q = _mm512_and_si512(_mm512_mask_srli_epi16(q, kUpperHalf16, q, 4), _mm512_set1_epi8(0x0F));
-      if constexpr (kFifthBit) {
-        const __mmask64 high = _mm512_test_epi8_mask(hbits, bit_select(2 * c, 2 * c + 1));
-        q = _mm512_mask_add_epi8(q, high, q, _mm512_set1_epi8(16));
-      }
+      const __mmask64 high = _mm512_test_epi8_mask(hbits, bit_select(2 * c, 2 * c + 1));
+      q = _mm512_mask_add_epi8(q, high, q, _mm512_set1_epi8(16));
       part[c % 2] = _mm512_dpwssd_epi32(part[c % 2], dot4(q, load512(x[i].qs + 64 * c)), scales_of_chunk32(scales, c));
     }
     const __m512i isum = _mm512_add_epi32(part[0], part[1]);
@@ -355,33 +287,6 @@ float dot_q6_K(const void* wv, const void* xv, int64_t nb) {
   return hsum(acc);
 }
 
-// --------------------------------------------------------------------------------------- float weights
-
-// 16 weights as floats from `Load` (masked for the tail: masked loads do not touch the masked-off bytes).
-template <typename W, __m512 (*Load)(const W*, __mmask16)>
-float dot_float(const void* wv, const float* x, int64_t n) {
-  const auto* w = static_cast<const W*>(wv);
-  constexpr __mmask16 kAll = 0xFFFF;
-  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-  int64_t i = 0;
-  for (; i + 64 <= n; i += 64)
-    for (int k = 0; k < 4; ++k)
-      acc[k] = _mm512_fmadd_ps(Load(w + i + 16 * k, kAll), _mm512_loadu_ps(x + i + 16 * k), acc[k]);
-  for (; i + 16 <= n; i += 16) acc[0] = _mm512_fmadd_ps(Load(w + i, kAll), _mm512_loadu_ps(x + i), acc[0]);
-  if (i < n) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
-    acc[1] = _mm512_fmadd_ps(Load(w + i, m), _mm512_maskz_loadu_ps(m, x + i), acc[1]);
-  }
-  return hsum(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
-}
-
-inline __m512 load_f32(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-inline __m512 load_f16(const uint16_t* p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
-inline __m512 load_bf16(const uint16_t* p, __mmask16 m) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
-}
-
-
 // -------------------------------------------------------------------- many tokens against one weight row
 // Prefill and batched decode multiply each weight row by many tokens' activations. These kernels unpack a
 // super-block's levels and scales once into registers and apply them to NT tokens, instead of once per
@@ -400,7 +305,7 @@ inline void token_rows(const uint8_t* x, size_t stride, const BlockQ8_K* (&rows)
   for (int t = 0; t < NT; ++t) rows[t] = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * stride);
 }
 
-// Q5_K (Q4_K runs on the lane kernels): dot_q45_K<true, BlockQ5_K>'s operations per token.
+// Q5_K (Q4_K runs on the lane kernels): dot_q5_K's operations per token.
 template <int NT>
 void dot_q5_K_tokens(const void* wv, const uint8_t* xv, size_t stride, int64_t nb, float* out, size_t out_stride) {
   const auto* w = static_cast<const BlockQ5_K*>(wv);
@@ -495,161 +400,50 @@ constexpr auto kernel_table(std::integer_sequence<int, I...>) {
 template <int NT> struct Q5KTokens { static void run(const void* w, const uint8_t* x, size_t s, int64_t nb, float* o, size_t os) { dot_q5_K_tokens<NT>(w, x, s, nb, o, os); } };
 template <int NT> struct Q6KTokens { static void run(const void* w, const uint8_t* x, size_t s, int64_t nb, float* o, size_t os) { dot_q6_K_tokens<NT>(w, x, s, nb, o, os); } };
 
-const TokensKernel* tokens_kernels(GgmlType type) {
-  using Seq = std::make_integer_sequence<int, kTokenGroup>;
-  static constexpr auto q5 = kernel_table<Q5KTokens>(Seq{});
-  static constexpr auto q6 = kernel_table<Q6KTokens>(Seq{});
-  switch (type) {
-    case GgmlType::Q5_K: return q5.data();
-    case GgmlType::Q6_K: return q6.data();
-    default: return nullptr;
+// Any number of tokens through K's group kernels: groups of kTokenGroup, then a smaller last group.
+template <template <int> class K>
+void dot_tokens_grouped(int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_tok, float* out,
+                        size_t out_stride) {
+  static constexpr auto kernels = kernel_table<K>(std::make_integer_sequence<int, kTokenGroup>{});
+  const auto* xb = static_cast<const uint8_t*>(x);
+  for (int64_t t0 = 0; t0 < n_tok; t0 += kTokenGroup) {
+    const int64_t nt = std::min<int64_t>(kTokenGroup, n_tok - t0);
+    kernels[static_cast<size_t>(nt - 1)](w, xb + static_cast<size_t>(t0) * x_stride, x_stride, n / kQKK,
+                                         out + static_cast<size_t>(t0) * out_stride, out_stride);
   }
 }
 
-// ------------------------------------------------------------------------------ activation quantizers
-// Bit-identical to quant/quantize_ref.cpp: the same float operations on the same values (IEEE mul and
-// div are exactly rounded in any unit; max, clamping and rounding to integers are exact), with its NaN
-// rules. 16 floats per register: a Q8_0/Q8_1 block is two, a Q8_K block sixteen.
-
-inline __m512 abs_ps(__m512 v) { return _mm512_abs_ps(v); }
-
-// Largest |x| over n (a multiple of 16) floats, ignoring NaN as the reference's "a > amax" does: vmaxps
-// returns its second operand when the first is NaN.
-inline float abs_max(const float* x, int n) {
-  __m512 m = _mm512_setzero_ps();
-  for (int i = 0; i < n; i += 16) m = _mm512_max_ps(abs_ps(_mm512_loadu_ps(x + i)), m);
-  return _mm512_reduce_max_ps(m);  // no NaN left: the order of the reduction cannot matter
-}
-
-// Clamp to [lo, hi] with NaN -> lo (vmaxps returns the second operand, lo, for a NaN first operand).
-inline __m512 clamp(__m512 v, float lo, float hi) {
-  return _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
-}
-
-// C roundf (ties away from zero): truncate, then step away from zero when the dropped part is >= 0.5
-// (v - trunc(v) is exact). Adding 0.5 first would be wrong for 0.49999997.
-inline __m512i round_away(__m512 v) {
-  const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-  const __mmask16 up = _mm512_cmp_ps_mask(abs_ps(_mm512_sub_ps(v, t)), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
-  const __m512 away = _mm512_or_ps(_mm512_and_ps(v, _mm512_set1_ps(-0.0f)), _mm512_set1_ps(1.0f));
-  return _mm512_cvttps_epi32(_mm512_mask_add_ps(t, up, t, away));
-}
-
-inline __m512i round_even(__m512 v) {
-  return _mm512_cvttps_epi32(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-}
-
-// 16 int32 in [-128, 127] to 16 bytes.
-inline void store_bytes(int8_t* dst, __m512i q) {
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtsepi32_epi8(q));
-}
-
-// One Q8_0/Q8_1 block: qs = roundf(x * id) clamped to +-127, with d = amax / 127 unrounded (returned);
-// *sum = the sum of the levels (Q8_1's s).
-inline float quantize_q8_block(const float* x, int8_t* qs, uint16_t* d_half, int* sum) {
-  const float amax = abs_max(x, kQK);
-  const float d = amax / 127.0f;
-  const float id = d != 0 ? 1.0f / d : 0.0f;
-  *d_half = fp32_to_fp16(d);
-  const __m512 vid = _mm512_set1_ps(id);
-  const __m512i q0 = round_away(clamp(_mm512_mul_ps(_mm512_loadu_ps(x), vid), -127.0f, 127.0f));
-  const __m512i q1 = round_away(clamp(_mm512_mul_ps(_mm512_loadu_ps(x + 16), vid), -127.0f, 127.0f));
-  store_bytes(qs, q0);
-  store_bytes(qs + 16, q1);
-  *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-  return d;
-}
-
-void quantize_q8_0(const float* x, void* dst, int64_t n) {
-  auto* y = static_cast<BlockQ8_0*>(dst);
-  int sum;
-  for (int64_t i = 0; i < n / kQK; ++i) quantize_q8_block(x + kQK * i, y[i].qs, &y[i].d, &sum);
-}
-
-void quantize_q8_1(const float* x, void* dst, int64_t n) {
-  auto* y = static_cast<BlockQ8_1*>(dst);
-  for (int64_t i = 0; i < n / kQK; ++i) {
-    int sum;
-    const float d = quantize_q8_block(x + kQK * i, y[i].qs, &y[i].d, &sum);
-    y[i].s = fp32_to_fp16(static_cast<float>(sum) * d);
-  }
-}
-
-// Q8_K: d = 1 / iscale with iscale = -127 / max, max the first value of largest magnitude; levels
-// round half to even, clamped to [-128, 127] (NaN -> -128); bsums of each 16.
-void quantize_q8_K(const float* x, void* dst, int64_t n) {
-  auto* y = static_cast<BlockQ8_K*>(dst);
-  for (int64_t i = 0; i < n / kQKK; ++i, x += kQKK) {
-    const float amax = abs_max(x, kQKK);
-    if (amax == 0) {
-      std::memset(&y[i], 0, sizeof(y[i]));
-      continue;
-    }
-    int first = 0;  // the first index with |x| == amax (the reference keeps the first on ties)
-    for (int k = 0; k < kQKK; k += 16) {
-      const __mmask16 hit = _mm512_cmp_ps_mask(abs_ps(_mm512_loadu_ps(x + k)), _mm512_set1_ps(amax), _CMP_EQ_OQ);
-      if (hit) {
-        first = k + __builtin_ctz(static_cast<unsigned>(hit));
-        break;
-      }
-    }
-    const float iscale = -127.0f / x[first];
-    const __m512 vs = _mm512_set1_ps(iscale);
-    for (int g = 0; g < kQKK / 16; ++g) {
-      const __m512i q = round_even(clamp(_mm512_mul_ps(vs, _mm512_loadu_ps(x + 16 * g)), -128.0f, 127.0f));
-      store_bytes(y[i].qs + 16 * g, q);
-      y[i].bsums[g] = static_cast<int16_t>(_mm512_reduce_add_epi32(q));
-    }
-    y[i].d = 1.0f / iscale;
-  }
+// A kernel over nb blocks of kBlock values as a DotFn over n values.
+template <int kBlock, float (*Kernel)(const void*, const void*, int64_t)>
+float row_dot(int64_t n, const void* w, const void* x) {
+  return Kernel(w, x, n / kBlock);
 }
 
 }  // namespace
 
-bool vec_dot_avx512(GgmlType type, int64_t n, const void* w, const void* x, float* out) {
-  const int64_t nl = n / kQK, nk = n / kQKK;
+DotFn dot_avx512(GgmlType type) {
   switch (type) {
-    case GgmlType::Q4_0: *out = dot_legacy<BlockQ4_0, BlockQ8_0, lanes_q4_0, false>(w, x, nl); return true;
-    case GgmlType::Q5_0: *out = dot_legacy<BlockQ5_0, BlockQ8_0, lanes_q5_0, false>(w, x, nl); return true;
-    case GgmlType::Q8_0: *out = dot_legacy<BlockQ8_0, BlockQ8_0, lanes_q8_0, false>(w, x, nl); return true;
-    case GgmlType::Q4_1: *out = dot_legacy<BlockQ4_1, BlockQ8_1, lanes_q4_1, true>(w, x, nl); return true;
-    case GgmlType::Q5_1: *out = dot_legacy<BlockQ5_1, BlockQ8_1, lanes_q5_1, true>(w, x, nl); return true;
-    case GgmlType::Q2_K: *out = dot_q2_K(w, x, nk); return true;
-    case GgmlType::Q3_K: *out = dot_q3_K(w, x, nk); return true;
-    case GgmlType::Q4_K: *out = dot_q45_K<false, BlockQ4_K>(w, x, nk); return true;
-    case GgmlType::Q5_K: *out = dot_q45_K<true, BlockQ5_K>(w, x, nk); return true;
-    case GgmlType::Q6_K: *out = dot_q6_K(w, x, nk); return true;
-    case GgmlType::F32: *out = dot_float<float, load_f32>(w, static_cast<const float*>(x), n); return true;
-    case GgmlType::F16: *out = dot_float<uint16_t, load_f16>(w, static_cast<const float*>(x), n); return true;
-    case GgmlType::BF16: *out = dot_float<uint16_t, load_bf16>(w, static_cast<const float*>(x), n); return true;
-    default: return false;
+    case GgmlType::Q4_0: return &row_dot<kQK, dot_legacy<BlockQ4_0, BlockQ8_0, lanes_q4_0, false>>;
+    case GgmlType::Q5_0: return &row_dot<kQK, dot_legacy<BlockQ5_0, BlockQ8_0, lanes_q5_0, false>>;
+    case GgmlType::Q8_0: return &row_dot<kQK, dot_legacy<BlockQ8_0, BlockQ8_0, lanes_q8_0, false>>;
+    case GgmlType::Q4_1: return &row_dot<kQK, dot_legacy<BlockQ4_1, BlockQ8_1, lanes_q4_1, true>>;
+    case GgmlType::Q5_1: return &row_dot<kQK, dot_legacy<BlockQ5_1, BlockQ8_1, lanes_q5_1, true>>;
+    // Q2_K, Q3_K and Q4_K: none. matmul runs them on the lane kernels (lanes_avx512.cpp); one-row
+    // callers get the AVX2 kernels, which streamed as fast (BENCHMARKS.md, dot-product kernels).
+    case GgmlType::Q5_K: return &row_dot<kQKK, dot_q5_K>;
+    case GgmlType::Q6_K: return &row_dot<kQKK, dot_q6_K>;
+    default: return float_dot<Vec16>(type);
   }
 }
 
-bool vec_dot_tokens_avx512(GgmlType type, int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_tok,
-                           float* out, size_t out_stride) {
-  const TokensKernel* kernels = tokens_kernels(type);
-  if (kernels == nullptr) return false;
-  const auto* xb = static_cast<const uint8_t*>(x);
-  for (int64_t t0 = 0; t0 < n_tok; t0 += kTokenGroup) {
-    const int64_t nt = std::min<int64_t>(kTokenGroup, n_tok - t0);
-    kernels[nt - 1](w, xb + static_cast<size_t>(t0) * x_stride, x_stride, n / kQKK, out + static_cast<size_t>(t0) * out_stride,
-                    out_stride);
-  }
-  return true;
-}
-
-}  // namespace moe::quant::detail
-
-namespace moe::quant::detail {
-
-bool quantize_activations_avx512(GgmlType act_type, const float* x, void* dst, int64_t n) {
-  switch (act_type) {
-    case GgmlType::Q8_0: quantize_q8_0(x, dst, n); return true;
-    case GgmlType::Q8_1: quantize_q8_1(x, dst, n); return true;
-    case GgmlType::Q8_K: quantize_q8_K(x, dst, n); return true;
-    default: return false;
+DotTokensFn dot_tokens_avx512(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q5_K: return &dot_tokens_grouped<Q5KTokens>;
+    case GgmlType::Q6_K: return &dot_tokens_grouped<Q6KTokens>;
+    default: return nullptr;
   }
 }
+
+QuantizeFn quantizer_avx512(GgmlType act_type) { return activation_quantizer<Vec16>(act_type); }
 
 }  // namespace moe::quant::detail

@@ -172,6 +172,12 @@ float dot_q8_K(int64_t nb, const BlockQ8_K* w, const BlockQ8_K* x) {
   return sum;
 }
 
+float dot_f32(int64_t n, const float* w, const float* x) {
+  float sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += w[i] * x[i];
+  return sum;
+}
+
 template <float (*Widen)(uint16_t)>
 float dot_half(int64_t n, const uint16_t* w, const float* x) {
   float sum = 0;
@@ -179,38 +185,32 @@ float dot_half(int64_t n, const uint16_t* w, const float* x) {
   return sum;
 }
 
-template <typename Block>
-const Block* blocks(const void* p) {
-  return static_cast<const Block*>(p);
+// A kernel over nb blocks of kBlock values as a DotFn over n values.
+template <typename WB, typename XB, int kBlock, float (*Kernel)(int64_t, const WB*, const XB*)>
+float row_dot(int64_t n, const void* w, const void* x) {
+  return Kernel(n / kBlock, static_cast<const WB*>(w), static_cast<const XB*>(x));
 }
 
 }  // namespace
 
-float vec_dot(GgmlType type, int64_t n, const void* w, const void* x) {
-  const int64_t nl = n / kQK, nk = n / kQKK;
+DotFn dot_kernel(GgmlType type) {
   switch (type) {
-    case GgmlType::F32: {
-      const auto* a = static_cast<const float*>(w);
-      const auto* b = static_cast<const float*>(x);
-      float sum = 0;
-      for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
-      return sum;
-    }
-    case GgmlType::F16: return dot_half<fp16_to_fp32>(n, static_cast<const uint16_t*>(w), static_cast<const float*>(x));
-    case GgmlType::BF16: return dot_half<bf16_to_fp32>(n, static_cast<const uint16_t*>(w), static_cast<const float*>(x));
-    case GgmlType::Q4_0: return dot_q4_0(nl, blocks<BlockQ4_0>(w), blocks<BlockQ8_0>(x));
-    case GgmlType::Q4_1: return dot_q4_1(nl, blocks<BlockQ4_1>(w), blocks<BlockQ8_1>(x));
-    case GgmlType::Q5_0: return dot_q5_0(nl, blocks<BlockQ5_0>(w), blocks<BlockQ8_0>(x));
-    case GgmlType::Q5_1: return dot_q5_1(nl, blocks<BlockQ5_1>(w), blocks<BlockQ8_1>(x));
-    case GgmlType::Q8_0: return dot_q8(nl, blocks<BlockQ8_0>(w), blocks<BlockQ8_0>(x));
-    case GgmlType::Q8_1: return dot_q8(nl, blocks<BlockQ8_1>(w), blocks<BlockQ8_0>(x));
-    case GgmlType::Q2_K: return dot_q2_K(nk, blocks<BlockQ2_K>(w), blocks<BlockQ8_K>(x));
-    case GgmlType::Q3_K: return dot_q3_K(nk, blocks<BlockQ3_K>(w), blocks<BlockQ8_K>(x));
-    case GgmlType::Q4_K: return dot_k4<BlockQ4_K, false>(nk, blocks<BlockQ4_K>(w), blocks<BlockQ8_K>(x));
-    case GgmlType::Q5_K: return dot_k4<BlockQ5_K, true>(nk, blocks<BlockQ5_K>(w), blocks<BlockQ8_K>(x));
-    case GgmlType::Q6_K: return dot_q6_K(nk, blocks<BlockQ6_K>(w), blocks<BlockQ8_K>(x));
-    case GgmlType::Q8_K: return dot_q8_K(nk, blocks<BlockQ8_K>(w), blocks<BlockQ8_K>(x));
-    default: fail("vec_dot: no dot product for ", type_name(type));
+    case GgmlType::F32: return &row_dot<float, float, 1, dot_f32>;
+    case GgmlType::F16: return &row_dot<uint16_t, float, 1, dot_half<fp16_to_fp32>>;
+    case GgmlType::BF16: return &row_dot<uint16_t, float, 1, dot_half<bf16_to_fp32>>;
+    case GgmlType::Q4_0: return &row_dot<BlockQ4_0, BlockQ8_0, kQK, dot_q4_0>;
+    case GgmlType::Q4_1: return &row_dot<BlockQ4_1, BlockQ8_1, kQK, dot_q4_1>;
+    case GgmlType::Q5_0: return &row_dot<BlockQ5_0, BlockQ8_0, kQK, dot_q5_0>;
+    case GgmlType::Q5_1: return &row_dot<BlockQ5_1, BlockQ8_1, kQK, dot_q5_1>;
+    case GgmlType::Q8_0: return &row_dot<BlockQ8_0, BlockQ8_0, kQK, dot_q8<BlockQ8_0>>;
+    case GgmlType::Q8_1: return &row_dot<BlockQ8_1, BlockQ8_0, kQK, dot_q8<BlockQ8_1>>;
+    case GgmlType::Q2_K: return &row_dot<BlockQ2_K, BlockQ8_K, kQKK, dot_q2_K>;
+    case GgmlType::Q3_K: return &row_dot<BlockQ3_K, BlockQ8_K, kQKK, dot_q3_K>;
+    case GgmlType::Q4_K: return &row_dot<BlockQ4_K, BlockQ8_K, kQKK, dot_k4<BlockQ4_K, false>>;
+    case GgmlType::Q5_K: return &row_dot<BlockQ5_K, BlockQ8_K, kQKK, dot_k4<BlockQ5_K, true>>;
+    case GgmlType::Q6_K: return &row_dot<BlockQ6_K, BlockQ8_K, kQKK, dot_q6_K>;
+    case GgmlType::Q8_K: return &row_dot<BlockQ8_K, BlockQ8_K, kQKK, dot_q8_K>;
+    default: return nullptr;
   }
 }
 

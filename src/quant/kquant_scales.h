@@ -1,6 +1,7 @@
 // kquant_scales.h: the packed six-bit scales of Q3_K and Q4_K/Q5_K unpacked into a 128-bit register of
 // bytes, shared by every SIMD file (SSE2 only, so any x86-64 translation unit may include it). The bit
-// layouts are documented beside the scalar decoders in quant/dequant_ref.cpp.
+// layouts are documented beside the scalar decoders in quant/dequant_ref.cpp. In an anonymous namespace,
+// as quant/vec.h: each SIMD file's copy is compiled with its own flags and never merged by the linker.
 #pragma once
 #include <emmintrin.h>
 
@@ -8,6 +9,7 @@
 #include <cstring>
 
 namespace moe::quant::detail {
+namespace {
 
 inline uint32_t read_u32(const void* p) {
   uint32_t v;
@@ -40,4 +42,5 @@ inline __m128i k4_scales_mins(const uint8_t* packed) {
                         static_cast<int>(m_hi));
 }
 
+}  // namespace
 }  // namespace moe::quant::detail

@@ -1,6 +1,6 @@
 // lanes.cpp: the portable half of the sub-block lane path (see lanes.h): which types have it, the
-// activation layout (a permutation of quantize_activations' Q8_K blocks), and the checked entry point of
-// the AVX-512 kernels in lanes_avx512.cpp.
+// activation layout (a permutation of quantize_activations' Q8_K blocks), and the checked entry points of
+// the AVX-512 kernels in lanes_avx512.cpp (matmul takes the kernel from quant::kernels_for instead).
 #include "quant/lanes.h"
 
 #include <algorithm>
@@ -61,13 +61,14 @@ size_t lanes_row_bytes(int sub, int64_t n) {
 
 void quantize_activations_lanes(int sub, const float* x, void* dst, int64_t n) {
   check_lanes_row("quantize_activations_lanes", sub, n);
+  const QuantizeFn quantize_q8_K = activation_quantizer(GgmlType::Q8_K, active_isa());
   BlockQ8_K blocks[2];
   auto* out = static_cast<uint8_t*>(dst);
   const int64_t nb = n / kQKK;
   const int per_tile = sub == 32 ? 2 : 1;
   for (int64_t b = 0; b < nb; b += per_tile) {
     const int count = static_cast<int>(std::min<int64_t>(per_tile, nb - b));
-    quantize_activations(GgmlType::Q8_K, x + b * kQKK, blocks, count * kQKK);
+    quantize_q8_K(x + b * kQKK, blocks, count * kQKK);
     if (sub == 32) {
       write_tile<32>(blocks, count, reinterpret_cast<detail::LaneTile<32>*>(out));
       out += sizeof(detail::LaneTile<32>);
@@ -83,8 +84,7 @@ void vec_dot_lanes(GgmlType weight_type, int64_t n, const void* w, const void* x
   if (!use_lanes(weight_type)) fail("vec_dot_lanes: no lane kernel for ", type_name(weight_type), " on this CPU");
   check_lanes_row("vec_dot_lanes", lanes_sub_block(weight_type), n);
   if (n_tok < 0) fail("vec_dot_lanes: negative token count ", n_tok);
-  if (!detail::vec_dot_lanes_avx512(weight_type, n, w, x, x_stride, n_tok, out, out_stride))
-    fail("internal: vec_dot_lanes has no kernel for ", type_name(weight_type));
+  detail::lanes_dot_avx512(weight_type)(n, w, x, x_stride, n_tok, out, out_stride);
 }
 
 void lanes_rows(GgmlType weight_type, int64_t n, const void* w, size_t w_row_bytes, int64_t n_rows, const void* x,
@@ -93,8 +93,7 @@ void lanes_rows(GgmlType weight_type, int64_t n, const void* w, size_t w_row_byt
   check_lanes_row("lanes_rows", lanes_sub_block(weight_type), n);
   if (n_tok < 0 || n_rows < 0) fail("lanes_rows: negative count");
   if (n_tok == 0 || n_rows == 0) return;
-  if (!detail::lanes_rows_avx512(weight_type, n, w, w_row_bytes, n_rows, x, x_stride, n_tok, y, y_stride))
-    fail("internal: lanes_rows has no kernel for ", type_name(weight_type));
+  detail::lanes_rows_avx512(weight_type)(n, w, w_row_bytes, n_rows, x, x_stride, n_tok, y, y_stride);
 }
 
 }  // namespace moe::quant

@@ -19,6 +19,7 @@
 #include "quant/kquant_scales.h"
 #include "quant/lanes.h"
 #include "quant/simd.h"
+#include "quant/vec.h"
 
 namespace moe::quant::detail {
 namespace {
@@ -28,15 +29,6 @@ namespace {
 inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
 inline __m512i lanes_of(const std::array<int, 16>& v) { return _mm512_loadu_si512(v.data()); }
 inline float half(uint16_t h) { return _cvtsh_ss(h); }
-
-// The sum of the 16 lanes in a fixed order (halves by extract: GCC 12's _mm512_reduce_add_ps trips
-// -Wuninitialized inside its own header).
-inline float reduce(__m512 v) {
-  const __m256 s8 = _mm256_add_ps(_mm512_extractf32x8_ps(v, 0), _mm512_extractf32x8_ps(v, 1));
-  __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-  s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-  return _mm_cvtss_f32(_mm_add_ss(s4, _mm_movehdup_ps(s4)));
-}
 
 // 16 int8 (signed) or uint8 as 16 floats.
 inline __m512 floats_i8(__m128i b) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)); }
@@ -173,7 +165,7 @@ void lanes_group(const void* w, int64_t nb, const uint8_t* x, size_t stride, flo
     }
   }
   MOE_UNROLL
-  for (int t = 0; t < NT; ++t) out[static_cast<size_t>(t) * out_stride] = reduce(acc[t]);
+  for (int t = 0; t < NT; ++t) out[static_cast<size_t>(t) * out_stride] = hsum(acc[t]);
 }
 
 constexpr int kGroup = 8;  // tokens per group: 8 accumulators + 8 rounds + scales fit the 32 registers
@@ -188,15 +180,6 @@ template <typename K>
 const GroupKernel* group_kernels() {
   static constexpr auto table = group_table<K>(std::make_integer_sequence<int, kGroup>{});
   return table.data();
-}
-
-const GroupKernel* group_kernels(GgmlType type) {
-  switch (type) {
-    case GgmlType::Q2_K: return group_kernels<Q2K>();
-    case GgmlType::Q3_K: return group_kernels<Q3K>();
-    case GgmlType::Q4_K: return group_kernels<Q4K>();
-    default: return nullptr;
-  }
 }
 
 // ---- many rows x many tokens: a register-blocked micro-kernel over rows unpacked once.
@@ -264,7 +247,7 @@ void micro(const Slot<K>* const* rows, int64_t tiles, const uint8_t* x, size_t s
   MOE_UNROLL
   for (int i = 0; i < R; ++i)
     MOE_UNROLL
-    for (int t = 0; t < T; ++t) y[static_cast<size_t>(t) * y_stride + static_cast<size_t>(i)] = reduce(acc[i][t]);
+    for (int t = 0; t < T; ++t) y[static_cast<size_t>(t) * y_stride + static_cast<size_t>(i)] = hsum(acc[i][t]);
 }
 
 constexpr int kMicroRows = 2, kMicroTokens = 4;
@@ -307,32 +290,44 @@ void rows_kernel(const uint8_t* w, size_t w_row_bytes, int64_t n_rows, int64_t n
   }
 }
 
-}  // namespace
-
-bool lanes_rows_avx512(GgmlType type, int64_t n, const void* w, size_t w_row_bytes, int64_t n_rows, const void* x,
-                       size_t x_stride, int64_t n_tok, float* y, size_t y_stride) {
-  const auto* wb = static_cast<const uint8_t*>(w);
-  const auto* xb = static_cast<const uint8_t*>(x);
-  const int64_t nb = n / kQKK;
-  switch (type) {
-    case GgmlType::Q2_K: rows_kernel<Q2K>(wb, w_row_bytes, n_rows, nb, xb, x_stride, n_tok, y, y_stride); return true;
-    case GgmlType::Q3_K: rows_kernel<Q3K>(wb, w_row_bytes, n_rows, nb, xb, x_stride, n_tok, y, y_stride); return true;
-    case GgmlType::Q4_K: rows_kernel<Q4K>(wb, w_row_bytes, n_rows, nb, xb, x_stride, n_tok, y, y_stride); return true;
-    default: return false;
-  }
+template <typename K>
+void rows_kernel_n(int64_t n, const void* w, size_t w_row_bytes, int64_t n_rows, const void* x, size_t x_stride,
+                   int64_t n_tok, float* y, size_t y_stride) {
+  rows_kernel<K>(static_cast<const uint8_t*>(w), w_row_bytes, n_rows, n / kQKK, static_cast<const uint8_t*>(x), x_stride,
+                 n_tok, y, y_stride);
 }
 
-bool vec_dot_lanes_avx512(GgmlType type, int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_tok,
-                          float* out, size_t out_stride) {
-  const GroupKernel* kernels = group_kernels(type);
-  if (kernels == nullptr) return false;
+// One weight row against any number of tokens: groups of kGroup, then a smaller last group.
+template <typename K>
+void dot_grouped(int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_tok, float* out,
+                 size_t out_stride) {
+  const GroupKernel* kernels = group_kernels<K>();
   const auto* xb = static_cast<const uint8_t*>(x);
   for (int64_t t0 = 0; t0 < n_tok; t0 += kGroup) {
     const int64_t nt = std::min<int64_t>(kGroup, n_tok - t0);
     kernels[nt - 1](w, n / kQKK, xb + static_cast<size_t>(t0) * x_stride, x_stride,
                     out + static_cast<size_t>(t0) * out_stride, out_stride);
   }
-  return true;
+}
+
+}  // namespace
+
+LanesRowsFn lanes_rows_avx512(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q2_K: return &rows_kernel_n<Q2K>;
+    case GgmlType::Q3_K: return &rows_kernel_n<Q3K>;
+    case GgmlType::Q4_K: return &rows_kernel_n<Q4K>;
+    default: return nullptr;
+  }
+}
+
+DotTokensFn lanes_dot_avx512(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q2_K: return &dot_grouped<Q2K>;
+    case GgmlType::Q3_K: return &dot_grouped<Q3K>;
+    case GgmlType::Q4_K: return &dot_grouped<Q4K>;
+    default: return nullptr;
+  }
 }
 
 }  // namespace moe::quant::detail

@@ -1,12 +1,14 @@
-// quant.cpp: the public entry points of src/quant. Validates the arguments a caller (or a file) can get
-// wrong, then picks the implementation: the SIMD kernel for the requested ISA when that file has one for
-// the type (simd.h functions return false otherwise), falling back AVX-512 -> AVX2 -> scalar reference.
+// quant.cpp: the dispatcher of src/quant. kernels_for() validates a type once and resolves each of its
+// operations to one function pointer: the scalar reference (quant/ref.h), replaced by the AVX2 kernel
+// and then the AVX-512 kernel where those files have one (simd.h) and the ISA allows. matmul calls it once
+// per operation; the checked entry points (vec_dot, quantize_activations, ...) go through it per call.
 // Dequantization and weight quantization are scalar only: they run once per load or conversion, while
 // dot products and activation quantization run in every matmul.
 #include "quant/quant.h"
 
 #include <cstring>
 
+#include "quant/lanes.h"
 #include "quant/ref.h"
 #include "quant/simd.h"
 #include "util/error.h"
@@ -15,7 +17,7 @@ namespace moe::quant {
 namespace {
 
 // Elements per block of a type this module handles (0 for others). A switch, not the type table's
-// search, because vec_dot checks it once per row of every matmul.
+// search: the checked entry points call it on every call.
 int64_t block_size(GgmlType type) {
   switch (type) {
     case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16:
@@ -31,7 +33,24 @@ int64_t block_size(GgmlType type) {
   }
 }
 
-// Throws moe::Error unless n is a whole number of blocks of a type this module handles.
+// The best ISA not above the requested one that this CPU has (callers may ask for any).
+Isa usable(Isa isa) { return isa_supported(isa) ? isa : detected_isa(); }
+
+void copy_floats(const float* x, void* dst, int64_t n) { std::memcpy(dst, x, static_cast<size_t>(n) * sizeof(float)); }
+
+// The single-row dot product of a type that has one, for an ISA this CPU has: the scalar reference,
+// replaced by each SIMD file's kernel up to that ISA.
+DotFn dot_kernel(GgmlType weight_type, Isa isa) {
+  DotFn dot = ref::dot_kernel(weight_type);
+  if (isa >= Isa::AVX2)
+    if (DotFn f = detail::dot_avx2(weight_type)) dot = f;
+  if (isa >= Isa::AVX512)
+    if (DotFn f = detail::dot_avx512(weight_type)) dot = f;
+  return dot;
+}
+
+}  // namespace
+
 void check_row(const char* what, GgmlType type, int64_t n) {
   const int64_t bs = block_size(type);
   if (bs == 0) fail(what, ": unsupported tensor type ", type_name(type));
@@ -39,10 +58,36 @@ void check_row(const char* what, GgmlType type, int64_t n) {
     fail(what, ": ", n, " elements is not a whole number of ", type_name(type), " blocks of ", bs);
 }
 
-// The best ISA not above the requested one that this CPU has (callers may ask for any).
-Isa usable(Isa isa) { return isa_supported(isa) ? isa : detected_isa(); }
+QuantizeFn activation_quantizer(GgmlType act_type, Isa isa) {
+  QuantizeFn q = nullptr;
+  switch (act_type) {
+    case GgmlType::Q8_0: q = ref::quantize_q8_0; break;
+    case GgmlType::Q8_1: q = ref::quantize_q8_1; break;
+    case GgmlType::Q8_K: q = ref::quantize_q8_K; break;
+    case GgmlType::F32: return copy_floats;
+    default: fail("quantize_activations: ", type_name(act_type), " is not an activation block type");
+  }
+  isa = usable(isa);
+  if (isa >= Isa::AVX2)
+    if (QuantizeFn f = detail::quantizer_avx2(act_type)) q = f;
+  if (isa >= Isa::AVX512)
+    if (QuantizeFn f = detail::quantizer_avx512(act_type)) q = f;
+  return q;
+}
 
-}  // namespace
+Kernels kernels_for(GgmlType weight_type, Isa isa) {
+  Kernels k;
+  k.weight_type = weight_type;
+  k.act_type = activation_type(weight_type);  // throws for a type without a dot product
+  k.isa = usable(isa);
+  k.quantize = activation_quantizer(k.act_type, k.isa);
+  k.dot = dot_kernel(weight_type, k.isa);
+  if (k.isa >= Isa::AVX512) {
+    k.dot_tokens = detail::dot_tokens_avx512(weight_type);
+    if (lanes_sub_block(weight_type) != 0) k.lanes_rows = detail::lanes_rows_avx512(weight_type);
+  }
+  return k;
+}
 
 bool is_supported(GgmlType type) { return block_size(type) != 0; }
 
@@ -91,26 +136,13 @@ void quantize_activations(GgmlType act_type, const float* x, void* dst, int64_t 
 
 void quantize_activations_isa(Isa isa, GgmlType act_type, const float* x, void* dst, int64_t n) {
   check_row("quantize_activations", act_type, n);
-  isa = usable(isa);
-  if (isa >= Isa::AVX512 && detail::quantize_activations_avx512(act_type, x, dst, n)) return;
-  if (isa >= Isa::AVX2 && detail::quantize_activations_avx2(act_type, x, dst, n)) return;
-  switch (act_type) {
-    case GgmlType::Q8_0: return ref::quantize_q8_0(x, dst, n);
-    case GgmlType::Q8_1: return ref::quantize_q8_1(x, dst, n);
-    case GgmlType::Q8_K: return ref::quantize_q8_K(x, dst, n);
-    case GgmlType::F32: std::memcpy(dst, x, static_cast<size_t>(n) * sizeof(float)); return;
-    default: fail("quantize_activations: ", type_name(act_type), " is not an activation block type");
-  }
+  activation_quantizer(act_type, isa)(x, dst, n);
 }
 
 float vec_dot_isa(Isa isa, GgmlType weight_type, int64_t n, const void* w, const void* x) {
   activation_type(weight_type);  // throws for a type without a dot product
   check_row("vec_dot", weight_type, n);
-  isa = usable(isa);
-  float out = 0;
-  if (isa >= Isa::AVX512 && detail::vec_dot_avx512(weight_type, n, w, x, &out)) return out;
-  if (isa >= Isa::AVX2 && detail::vec_dot_avx2(weight_type, n, w, x, &out)) return out;
-  return ref::vec_dot(weight_type, n, w, x);
+  return dot_kernel(weight_type, usable(isa))(n, w, x);
 }
 
 float vec_dot(GgmlType weight_type, int64_t n, const void* w, const void* x) {
@@ -119,22 +151,10 @@ float vec_dot(GgmlType weight_type, int64_t n, const void* w, const void* x) {
 
 void vec_dot_tokens_isa(Isa isa, GgmlType weight_type, int64_t n, const void* w, const void* x, size_t x_stride,
                         int64_t n_tok, float* out, size_t out_stride) {
-  activation_type(weight_type);
+  const Kernels k = kernels_for(weight_type, isa);
   check_row("vec_dot_tokens", weight_type, n);
   if (n_tok < 0) fail("vec_dot_tokens: negative token count ", n_tok);
-  isa = usable(isa);
-  if (n_tok > 1 && isa >= Isa::AVX512 &&
-      detail::vec_dot_tokens_avx512(weight_type, n, w, x, x_stride, n_tok, out, out_stride))
-    return;
-  // No many-token kernel for this type and ISA: one dot product per token gives the same numbers.
-  const auto* xb = static_cast<const uint8_t*>(x);
-  for (int64_t t = 0; t < n_tok; ++t)
-    out[static_cast<size_t>(t) * out_stride] = vec_dot_isa(isa, weight_type, n, w, xb + static_cast<size_t>(t) * x_stride);
-}
-
-void vec_dot_tokens(GgmlType weight_type, int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_tok,
-                    float* out, size_t out_stride) {
-  vec_dot_tokens_isa(active_isa(), weight_type, n, w, x, x_stride, n_tok, out, out_stride);
+  k.dot_many(n, w, x, x_stride, n_tok, out, out_stride);
 }
 
 }  // namespace moe::quant

@@ -1,5 +1,5 @@
 // ref.h: the scalar reference of every block format, the definition the SIMD kernels are tested against.
-// quant.cpp's dispatcher calls these for Isa::Scalar and for every type a SIMD file has no kernel for.
+// quant.cpp's kernels_for() starts from these (Isa::Scalar, and every type a SIMD file has no kernel for).
 // They take already-validated arguments: n a multiple of the type's block size, a type that has the
 // operation (the dispatcher checks and throws moe::Error first).
 //
@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "gguf/ggml_types.h"
+#include "quant/quant.h"
 
 namespace moe::quant::ref {
 
@@ -30,9 +31,9 @@ void quantize_q8_0(const float* x, void* dst, int64_t n);
 void quantize_q8_1(const float* x, void* dst, int64_t n);
 void quantize_q8_K(const float* x, void* dst, int64_t n);
 
-// sum over n elements of weight row w (type) times activation row x (activation_type(type) blocks, or
-// floats for F32/F16/BF16).
-float vec_dot(GgmlType type, int64_t n, const void* w, const void* x);
+// The dot product of a weight row of `type` with an activation row (activation_type(type) blocks, or
+// floats for F32/F16/BF16); null for a type without one.
+DotFn dot_kernel(GgmlType type);
 
 // Unpacking of the packed K-quant scales (shared by the decoders and the dot products).
 // Q3_K: the sixteen signed scales (-32..31) of a super-block from its 12 packed bytes.
