@@ -184,6 +184,7 @@ void Model::matmul(const TensorView& w, Activations& a, float* y) {
 }
 
 void Model::forward(const Batch& b, kv::Cache& cache, ForwardResult& result, const ForwardOptions& options) {
+  std::lock_guard<std::mutex> lock(forward_mu_);
   const int64_t n = b.size();
   if (b.positions.size() != b.tokens.size() || b.seq_ids.size() != b.tokens.size() ||
       b.want_logits.size() != b.tokens.size())

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -86,7 +87,8 @@ class Model {
 
   // Runs the batch, writing K/V into `cache` and producing outputs for entries with want_logits.
   // Throws moe::Error (before changing the cache) for bad token ids, positions or sequences, a cache of
-  // another geometry, or when the cache has too few free blocks.
+  // another geometry, or when the cache has too few free blocks. Calls are serialized (the workspace is
+  // the model's own), so several engines may share one model, each with its own cache.
   void forward(const Batch& batch, kv::Cache& cache, ForwardResult& result, const ForwardOptions& options = {});
 
   // Bytes of the buffers forward() uses, allocated once at load (the memory planner calls this).
@@ -115,6 +117,7 @@ class Model {
   int64_t max_batch_ = 0;
   Precision precision_ = Precision::Fast;
   std::unique_ptr<Workspace> ws_;
+  std::mutex forward_mu_;  // one forward at a time: ws_ and the per-chunk vectors below are shared
   // [n_layer * n_expert]; atomic so that another thread (metrics) may read them during a step.
   std::unique_ptr<std::atomic<int64_t>[]> expert_counts_;
   size_t n_counts_ = 0;
