@@ -102,7 +102,7 @@ struct Stats {
   int64_t prefix_cache_queries = 0, prefix_cache_hits = 0;  // in blocks
   int64_t prompt_tokens_total = 0, generated_tokens_total = 0;
   int64_t preemptions = 0;
-  std::vector<std::vector<int64_t>> expert_tokens;  // [layer][expert] tokens routed so far
+  std::vector<std::vector<int64_t>> expert_tokens;  // [layer][expert] tokens routed so far (by every engine on the model)
 };
 
 class Engine {
