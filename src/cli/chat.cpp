@@ -33,12 +33,14 @@ struct ChatOpts {
 
 int run_chat(const ChatOpts& o) {
   engine::EngineConfig cfg;
-  cfg.model_path = model_or_default(o.model);
-  cfg.n_threads = o.threads;
   cfg.max_num_seqs = 1;
   cfg.max_model_len = o.ctx;
-  cfg.chat_template_override = o.chat_template;
-  engine::Engine eng(cfg);
+  engine::LoadOptions lo;
+  lo.n_threads = o.threads;
+  lo.max_batch_tokens = cfg.max_num_batched_tokens;
+  lo.chat_template_override = o.chat_template;
+  const auto model = engine::load_model(model_or_default(o.model), lo);
+  engine::Engine eng(model, cfg);
   const bool interactive = isatty(STDIN_FILENO);
 
   nlohmann::ordered_json messages;
@@ -73,7 +75,7 @@ int run_chat(const ChatOpts& o) {
     if (line.empty()) continue;
     messages.push_back({{"role", "user"}, {"content", line}});
     engine::Request req;
-    req.prompt = eng.chat_prompt(messages);  // the model's template, BOS exactly once
+    req.prompt = model->prompts->chat_prompt(messages);  // the model's template, BOS exactly once
     req.max_tokens = o.n_predict;
     req.sampling.temperature = o.temp;
     req.sampling.top_p = o.top_p;

@@ -1,19 +1,21 @@
 // run.cpp: `moe run [MODEL] [-p PROMPT] ...`: generates text from a prompt on one sequence and streams
-// it to stdout as it comes. The prompt is processed in one batched forward pass, then one token per
-// step; generation stops at the model's end-of-sequence token or after -n tokens. One timing line
-// goes to stderr. The tokenizer is touched only to encode the prompt and to decode the output.
+// it to stdout as it comes. It goes through the serving engine, so it stops where `moe chat` and `moe
+// serve` stop (the model's end-of-sequence token, the chat template's end-of-turn tokens) and samples
+// the same way; the prompt is plain text (no chat template), with the model's BOS as the PromptBuilder
+// adds it. The prompt is read before the weights are bound so the model's batch is sized by it (at most
+// 512 tokens, as `moe plan --batch` assumes). One timing line goes to stderr.
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <memory>
-#include <random>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "cli/command.h"
+#include "engine/engine.h"
 #include "gguf/gguf.h"
-#include "kv/cache.h"
 #include "model/model.h"
-#include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 
@@ -52,80 +54,88 @@ int run_run(const RunOpts& o) {
   if (o.n_predict < 0) fail("-n must be >= 0");
   if (o.ctx < 0) fail("--ctx must be >= 0");
 
-  sampling::Params sp;
-  sp.temperature = o.temp;
-  sp.top_k = o.top_k;
-  sp.top_p = o.top_p;
-  sp.min_p = o.min_p;
-  sp.repeat_penalty = o.repeat_penalty;
-  sp.seed = o.seed >= 0 ? static_cast<uint64_t>(o.seed) : std::random_device{}();
-  sampling::Sampler sampler(sp);
+  engine::Request req;
+  req.max_tokens = o.n_predict;
+  req.sampling.temperature = o.temp;
+  req.sampling.top_k = o.top_k;
+  req.sampling.top_p = o.top_p;
+  req.sampling.min_p = o.min_p;
+  req.sampling.repetition_penalty = o.repeat_penalty;
+  if (o.seed >= 0) req.sampling.seed = static_cast<uint64_t>(o.seed);
 
   gguf::File file = gguf::File::open(model_or_default(o.model));
-  const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_gguf(file);
-  const std::vector<int32_t> prompt = tok.encode(o.prompt, tok.add_bos());
-  if (prompt.empty()) fail("the prompt is empty (and the model adds no BOS token)");
-  const auto n_prompt = static_cast<int64_t>(prompt.size());
+  auto tok = std::make_shared<const tokenizer::Tokenizer>(tokenizer::Tokenizer::from_gguf(file));
+  auto prompts = std::make_shared<const engine::PromptBuilder>(tok, "", file.get_string("tokenizer.chat_template"),
+                                                               /*announce_fallback=*/false);
+  req.prompt = prompts->text_prompt(o.prompt);
+  if (req.prompt.empty()) fail("the prompt is empty (and the model adds no BOS token)");
+  const auto n_prompt = static_cast<int64_t>(req.prompt.size());
 
-  model::ModelOptions mo;
-  mo.n_threads = o.threads;
-  mo.max_batch_tokens = std::min<int64_t>(n_prompt, 512);
-  model::Model m(std::move(file), mo);
-  const model::HParams& hp = m.hparams();
+  engine::LoadOptions lo;
+  lo.n_threads = o.threads;
+  lo.max_batch_tokens = std::min<int64_t>(n_prompt, 512);
+  const auto model = engine::load_model(std::move(file), tok, prompts, lo);
+  const model::HParams& hp = model->model->hparams();
   const int64_t ctx = o.ctx > 0 ? o.ctx : std::min(hp.n_ctx_train, n_prompt + o.n_predict);
   if (n_prompt > ctx) fail("the prompt has ", n_prompt, " tokens, more than the context of ", ctx);
-  kv::Cache cache(m.kv_geometry(*kv_type), kv::Cache::blocks_for_tokens(ctx));
 
   if (o.print_ids) {
-    std::printf("%s\n", join_ids(prompt).c_str());
+    std::printf("%s\n", join_ids(req.prompt).c_str());
   } else {
     std::printf("%s", o.prompt.c_str());
   }
   std::fflush(stdout);
 
-  std::vector<int32_t> history = prompt;
   std::vector<int32_t> generated;
-  tokenizer::StreamDecoder decoder(tok, /*continuation=*/true);
-  model::Batch batch;
-  model::ForwardResult res;
-  for (int64_t i = 0; i < n_prompt; ++i) batch.add(prompt[i], static_cast<int32_t>(i), 0, i + 1 == n_prompt);
-
+  engine::FinishReason why = engine::FinishReason::Length;
+  engine::Usage usage;
   const auto t0 = clock::now();
-  auto t_prompt = t0;
-  bool context_full = false;
-  for (int64_t step = 0; step < o.n_predict; ++step) {
-    if (batch.positions.back() >= ctx) {
-      context_full = true;
-      break;
-    }
-    m.forward(batch, cache, res);
-    if (step == 0) t_prompt = clock::now();
-    const sampling::Sampled s = sampler.sample({res.logits.data(), static_cast<size_t>(hp.n_vocab)}, history);
-    if (s.id == tok.eos_id()) break;
-    history.push_back(s.id);
-    generated.push_back(s.id);
-    if (!o.print_ids) {
-      std::string text = decoder.push(s.id);
-      std::fwrite(text.data(), 1, text.size(), stdout);
-      std::fflush(stdout);
-    }
-    batch.clear();
-    batch.add(s.id, static_cast<int32_t>(history.size() - 1), 0, true);
+  auto t_end = t0;
+  if (o.n_predict > 0) {
+    // One sequence; `ctx` positions are computed, and the token sampled from the last of them is still
+    // emitted (the engine's max_model_len counts it).
+    engine::EngineConfig cfg;
+    cfg.max_num_seqs = 1;
+    cfg.max_model_len = ctx + 1;
+    cfg.max_num_batched_tokens = lo.max_batch_tokens;
+    cfg.kv_type = *kv_type;
+    cfg.enable_prefix_caching = false;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool finished = false;
+    std::string error;
+    engine::Engine eng(model, cfg);  // after what its callbacks use: it stops first
+    engine::Callbacks cb;
+    cb.on_delta = [&](const engine::Delta& d) {
+      generated.insert(generated.end(), d.token_ids.begin(), d.token_ids.end());
+      if (!o.print_ids && !d.text.empty()) {
+        std::fwrite(d.text.data(), 1, d.text.size(), stdout);
+        std::fflush(stdout);
+      }
+    };
+    cb.on_finish = [&](engine::FinishReason r, const engine::Usage& u, const std::string& err) {
+      std::lock_guard<std::mutex> lock(mu);
+      why = r;
+      usage = u;
+      error = err;
+      finished = true;
+      t_end = clock::now();
+      cv.notify_all();
+    };
+    eng.submit(std::move(req), std::move(cb));
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return finished; });
+    if (why == engine::FinishReason::Error) fail(error);
   }
-  const auto t_end = clock::now();
-  if (o.print_ids) {
-    std::printf("%s\n", join_ids(generated).c_str());
-  } else {
-    std::string rest = decoder.flush();
-    std::fwrite(rest.data(), 1, rest.size(), stdout);
-    std::printf("\n");
-  }
+  if (o.print_ids) std::printf("%s", join_ids(generated).c_str());
+  std::printf("\n");
   std::fflush(stdout);
 
   auto secs = [](auto d) { return std::chrono::duration<double>(d).count(); };
-  const double tp = secs(t_prompt - t0), tg = secs(t_end - t_prompt);
   // The first generated token is sampled from the prompt pass; the decode rate counts the rest.
+  const double tp = usage.time_to_first_token_s, tg = std::max(0.0, secs(t_end - t0) - tp);
   const auto n_decode = static_cast<int64_t>(generated.size()) > 0 ? static_cast<int64_t>(generated.size()) - 1 : 0;
+  const bool context_full = why == engine::FinishReason::Length && usage.completion_tokens < o.n_predict;
   std::fprintf(stderr, "%sprompt: %lld tokens, %.1f tokens/s | generated: %zu tokens, %.1f tokens/s\n",
                context_full ? "(context full) " : "", (long long)n_prompt, tp > 0 ? n_prompt / tp : 0.0,
                generated.size(), tg > 0 ? n_decode / tg : 0.0);

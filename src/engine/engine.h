@@ -1,12 +1,14 @@
 // engine.h: the serving engine: requests in, streamed tokens out, many sequences at once.
 //
-// One engine thread runs the loop: each step builds one batch from the decode tokens of running
-// sequences plus chunks of waiting prompts (continuous batching, chunked prefill) under
-// max_num_batched_tokens, runs Model::forward over it, samples where a token is due, and hands each
-// request its new text through its callbacks. KV memory is a paged cache; full blocks are hashed by
-// their token prefix so a repeated system prompt is computed once (prefix caching); when blocks run
-// out the newest running sequence is preempted and later recomputed. Frontends (CLI, HTTP server)
-// only talk to this interface.
+// One engine thread runs the loop: each step the Scheduler (scheduler.h) builds one batch from the
+// decode tokens of running sequences plus chunks of waiting prompts (continuous batching, chunked
+// prefill) under max_num_batched_tokens, the engine runs Model::forward over it, samples where a token
+// is due (a chain of logits processors, sampling/sampler.h), and hands each request its new text
+// through its callbacks. KV memory is a paged cache; full blocks are hashed by their token prefix so a
+// repeated system prompt is computed once (prefix caching); when blocks run out the newest running
+// sequence is preempted and later recomputed. The engine runs a model it is given (loaded_model.h), so
+// engines can share one; prompts are built outside it (prompt_builder.h). Frontends (CLI, HTTP server)
+// only talk to this interface and to the PromptBuilder.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -19,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/loaded_model.h"
 #include "kv/kv_types.h"
 
 namespace moe::tokenizer { class Tokenizer; }
@@ -28,6 +31,7 @@ namespace moe::model { struct HParams; }
 namespace moe::engine {
 
 struct EngineConfig {
+  // model_path, n_threads and chat_template_override are for Engine(config), which loads the model.
   std::string model_path;
   int n_threads = 0;                      // 0: physical cores
   int max_num_seqs = 16;                  // running sequences at once
@@ -38,6 +42,7 @@ struct EngineConfig {
   bool enable_prefix_caching = true;
   int max_queue = 256;                    // waiting requests beyond this are refused
   std::string chat_template_override;     // a built-in name or template text; empty: the model's own
+                                          // (for Engine(config); see LoadOptions)
 };
 
 struct SamplingParams {
@@ -97,13 +102,17 @@ struct Stats {
   int64_t prefix_cache_queries = 0, prefix_cache_hits = 0;  // in blocks
   int64_t prompt_tokens_total = 0, generated_tokens_total = 0;
   int64_t preemptions = 0;
-  std::vector<std::vector<int64_t>> expert_tokens;  // [layer][expert] tokens routed so far
+  std::vector<std::vector<int64_t>> expert_tokens;  // [layer][expert] tokens routed so far (by every engine on the model)
 };
 
 class Engine {
  public:
-  explicit Engine(const EngineConfig& config);  // loads the model; throws moe::Error
-  ~Engine();                                     // stops the loop (cancels what is left)
+  // Runs on a loaded model, which other engines may share (each engine has its own KV cache). Throws
+  // moe::Error for a bad configuration.
+  Engine(std::shared_ptr<const LoadedModel> model, const EngineConfig& config);
+  // Loads config.model_path first (load_model with the config's threads, batch size and template).
+  explicit Engine(const EngineConfig& config);
+  ~Engine();  // stops the loop (cancels what is left)
 
   // Queues a request; returns its id. Throws moe::Error if it can never run (prompt longer than
   // max_model_len: the message says by how much) and QueueFull when max_queue requests wait.
@@ -116,16 +125,16 @@ class Engine {
   void drain();
 
   Stats stats() const;
+  const LoadedModel& model() const;
   const tokenizer::Tokenizer& tokenizer() const;
-  const tmpl::ChatTemplate& chat_template() const;
   const model::HParams& hparams() const;
   int64_t max_model_len() const;
   const EngineConfig& config() const;
-  // The prompt ids of a conversation: the chat template rendered with the generation prompt and the
-  // model's BOS/EOS texts, special-token texts parsed as tokens, and BOS exactly once (a template that
-  // writes it gets no second one). Throws moe::Error with the template's message.
+  // The model's PromptBuilder, and three of its answers, for callers that hold only an engine. Generation
+  // stops on end_of_turn_ids() like on EOS (unless a request ignores EOS).
+  const PromptBuilder& prompt_builder() const;
+  const tmpl::ChatTemplate& chat_template() const;
   std::vector<int32_t> chat_prompt(const nlohmann::ordered_json& messages) const;
-  // The chat template's end-of-turn token ids (e.g. <|im_end|> for ChatML), added to stop ids.
   const std::vector<int32_t>& end_of_turn_ids() const;
 
   struct Impl;

@@ -22,6 +22,9 @@ class JsonConstraint {
   bool advance(std::string_view text);
   // The top-level object is closed.
   bool complete() const { return state_ == State::Done; }
+  // Inside a string's characters (not in an escape): every text of bytes >= 0x20 other than '"' and
+  // '\\' is accepted here and leaves the state as it is (what JsonVocabulary precomputes per token).
+  bool in_string() const { return state_ == State::String; }
   // The shortest text that closes the object from here (finishing the open string, number, literal or
   // key/value, then every open container). The engine forces it, one allowed token at a time, when the
   // token budget left is no longer than it, so json_object output is complete JSON even when the model

@@ -33,37 +33,59 @@ void Sampler::validate(const Params& p) {
   if (p.n_top_logprobs < 0 || p.n_top_logprobs > 1000) fail("top logprobs ", p.n_top_logprobs, " must be in [0, 1000]");
 }
 
-Sampler::Sampler(const Params& params) : p_(params), rng_(params.seed) { validate(params); }
-
-Sampled Sampler::sample(std::span<const float> logits, std::span<const int32_t> history) {
+void PenaltyProcessor::apply(std::span<float> logits, const SequenceContext& context) {
+  const std::span<const int32_t> history = context.history;
+  if (history.empty() || last_n_ == 0) return;
   const auto n = static_cast<int32_t>(logits.size());
+  size_t window = last_n_ < 0 ? history.size() : std::min<size_t>(history.size(), last_n_);
+  auto recent = history.subspan(history.size() - window);
+  counts_.assign(static_cast<size_t>(n), 0);
+  for (int32_t id : recent)
+    if (id >= 0 && id < n) ++counts_[static_cast<size_t>(id)];
+  for (int32_t id = 0; id < n; ++id) {
+    const int32_t c = counts_[static_cast<size_t>(id)];
+    if (c == 0) continue;
+    float& l = logits[static_cast<size_t>(id)];
+    l = l <= 0 ? l * repeat_ : l / repeat_;
+    l -= static_cast<float>(c) * frequency_ + presence_;
+  }
+}
+
+Sampler::Sampler(const Params& params) : p_(params), rng_(params.seed) {
+  validate(params);
+  if (PenaltyProcessor::active(p_.repeat_penalty, p_.presence_penalty, p_.frequency_penalty))
+    shapers_.push_back(std::make_unique<PenaltyProcessor>(p_.repeat_penalty, p_.presence_penalty, p_.frequency_penalty,
+                                                          p_.repeat_last_n));
+}
+
+Sampler::~Sampler() = default;
+
+void Sampler::add_constraint(std::unique_ptr<LogitsProcessor> constraint) { constraints_.push_back(std::move(constraint)); }
+
+Sampled Sampler::sample(std::span<const float> raw_logits, std::span<const int32_t> history, int64_t tokens_left) {
+  const auto n = static_cast<int32_t>(raw_logits.size());
   if (n <= 0) fail("cannot sample from an empty vocabulary");
   Sampled out;
+  const SequenceContext context{history, tokens_left};
 
-  // The model's distribution, for logprobs: log_softmax of the raw logits.
+  // Constraints decide what is possible; what follows sees only their result.
+  std::span<const float> logits = raw_logits;
+  if (!constraints_.empty()) {
+    constrained_.assign(raw_logits.begin(), raw_logits.end());
+    for (auto& c : constraints_) c->apply(constrained_, context);
+    logits = constrained_;
+  }
+
+  // The distribution logprobs are reported under: log_softmax of the constrained logits.
   float mx = -std::numeric_limits<float>::infinity();
   for (float v : logits) mx = std::max(mx, v);
   double z = 0;
   for (float v : logits) z += std::exp(static_cast<double>(v) - mx);
   const double log_z = mx + std::log(z);
 
-  // Penalties over the last repeat_last_n tokens of the history.
+  // Penalties (and any later shaper) on a copy: logprobs stay those of the constrained distribution.
   work_.assign(logits.begin(), logits.end());
-  const bool penalize = p_.repeat_penalty != 1.0f || p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f;
-  if (penalize && !history.empty() && p_.repeat_last_n != 0) {
-    size_t window = p_.repeat_last_n < 0 ? history.size() : std::min<size_t>(history.size(), p_.repeat_last_n);
-    auto recent = history.subspan(history.size() - window);
-    counts_.assign(static_cast<size_t>(n), 0);
-    for (int32_t id : recent)
-      if (id >= 0 && id < n) ++counts_[static_cast<size_t>(id)];
-    for (int32_t id = 0; id < n; ++id) {
-      const int32_t c = counts_[static_cast<size_t>(id)];
-      if (c == 0) continue;
-      float& l = work_[static_cast<size_t>(id)];
-      l = l <= 0 ? l * p_.repeat_penalty : l / p_.repeat_penalty;
-      l -= static_cast<float>(c) * p_.frequency_penalty + p_.presence_penalty;
-    }
-  }
+  for (auto& p : shapers_) p->apply(work_, context);
 
   cand_.resize(static_cast<size_t>(n));
   for (int32_t id = 0; id < n; ++id) cand_[static_cast<size_t>(id)] = {id, work_[static_cast<size_t>(id)]};
@@ -127,6 +149,8 @@ Sampled Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
     out.top.reserve(k);
     for (size_t i = 0; i < k; ++i) out.top.push_back({cand_[i].id, static_cast<float>(cand_[i].logit - log_z)});
   }
+  for (auto& c : constraints_) c->accept(out.id);
+  for (auto& p : shapers_) p->accept(out.id);
   return out;
 }
 

@@ -1,14 +1,18 @@
 // sampler.h: turns a row of logits into the next token, with llama.cpp's semantics and order:
-// penalties (repetition, presence, frequency over the last N tokens) -> top-k -> top-p -> min-p ->
-// temperature -> a draw from a seeded std::mt19937_64 (same seed, same tokens). Temperature <= 0 is
-// greedy (argmax after penalties, ties to the lower id). It also reports the log-probability of the
-// chosen token and of the top-n alternatives under the model's own distribution (the log-softmax of
-// the raw logits, before penalties and filters), which is what OpenAI-style logprobs report.
+// constraints (logits processors that forbid tokens, e.g. JSON) -> penalties (repetition, presence,
+// frequency over the last N tokens, a PenaltyProcessor) -> top-k -> top-p -> min-p -> temperature -> a
+// draw from a seeded std::mt19937_64 (same seed, same tokens). Temperature <= 0 is greedy (argmax after
+// penalties, ties to the lower id). It also reports the log-probability of the chosen token and of the
+// top-n alternatives under the model's own distribution (the log-softmax of the logits after the
+// constraints, before penalties and filters), which is what OpenAI-style logprobs report.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <span>
 #include <vector>
+
+#include "sampling/logits_processor.h"
 
 namespace moe::sampling {
 
@@ -39,13 +43,17 @@ struct Sampled {
 class Sampler {
  public:
   explicit Sampler(const Params& params);
-  const Params& params() const { return p_; }
+  ~Sampler();
+  // Adds a constraint to the chain (applied in the order added, before the penalties).
+  void add_constraint(std::unique_ptr<LogitsProcessor> constraint);
   // Throws moe::Error for parameters out of range (negative penalties, top_p <= 0, NaN ...).
   static void validate(const Params& params);
 
   // Samples from `logits` (n_vocab values). `history` holds the tokens so far (prompt and generated);
-  // the penalties look at its last repeat_last_n entries.
-  Sampled sample(std::span<const float> logits, std::span<const int32_t> history);
+  // the penalties look at its last repeat_last_n entries. `tokens_left` (this one included) is for
+  // constraints that must finish in time. Every processor is told the chosen token.
+  Sampled sample(std::span<const float> logits, std::span<const int32_t> history,
+                 int64_t tokens_left = std::numeric_limits<int64_t>::max());
 
  private:
   struct Candidate {
@@ -55,8 +63,10 @@ class Sampler {
   Params p_;
   std::mt19937_64 rng_;
   std::vector<Candidate> cand_;
-  std::vector<float> work_;
-  std::vector<int32_t> counts_;
+  std::vector<std::unique_ptr<LogitsProcessor>> constraints_;
+  std::vector<std::unique_ptr<LogitsProcessor>> shapers_;  // penalties
+  std::vector<float> constrained_;  // the row after the constraints
+  std::vector<float> work_;         // ... and after the shapers
 };
 
 }  // namespace moe::sampling

@@ -1,6 +1,7 @@
 // engine_backend.cpp: Backend over engine::Engine (see engine_backend.h).
 #include "server/engine_backend.h"
 
+#include "engine/prompt_builder.h"
 #include "tokenizer/tokenizer.h"
 
 namespace moe::server {
@@ -21,10 +22,10 @@ std::vector<int32_t> EngineBackend::tokenize(std::string_view text, bool add_bos
 std::string EngineBackend::detokenize(std::span<const int32_t> ids) const { return engine_.tokenizer().decode(ids); }
 
 std::vector<int32_t> EngineBackend::chat_prompt(const nlohmann::json& messages) const {
-  return engine_.chat_prompt(messages);
+  return engine_.prompt_builder().chat_prompt(messages);
 }
 
-std::vector<int32_t> EngineBackend::end_of_turn_ids() const { return engine_.end_of_turn_ids(); }
+std::vector<int32_t> EngineBackend::end_of_turn_ids() const { return engine_.prompt_builder().end_of_turn_ids(); }
 int32_t EngineBackend::n_vocab() const { return engine_.tokenizer().n_vocab(); }
 int64_t EngineBackend::max_model_len() const { return engine_.max_model_len(); }
 
