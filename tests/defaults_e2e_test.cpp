@@ -66,8 +66,6 @@ class Server {
       if (std::regex_search(err_, m, listening)) {
         host_ = m[1];
         port_ = std::stoi(m[2]);
-        // The lines after it (a warning) are written at once; take what is there.
-        read_some(200);
         return;
       }
       if (!read_some(1000)) break;  // the child closed stderr: it exited

@@ -24,8 +24,10 @@ int shell(const std::string& cmd) {
 }
 
 TEST(Install, InstalledRunFindsItsBundledModelFromAnotherDirectory) {
-  const char* build = std::getenv("MOE_BINARY_DIR");
-  ASSERT_TRUE(build && *build) << "MOE_BINARY_DIR is not set (ctest sets it)";
+  // The build tree is the folder of the `moe` under test (MOE_BIN, else MOE_BINARY_DIR/moe, else
+  // build/moe of the source tree: fixtures.h), where CMake writes cmake_install.cmake.
+  const std::string build = fs::path(moe::testing::moe_binary()).parent_path().string();
+  ASSERT_TRUE(fs::exists(build + "/cmake_install.cmake")) << build << " is not a CMake build tree";
   TempDir tmp;
   const std::string prefix = tmp.file("prefix"), elsewhere = tmp.file("elsewhere");
   fs::create_directories(elsewhere);

@@ -179,13 +179,16 @@ int run_serve(const ServeOpts& o) {
   std::string memory_lines, line;
   std::istringstream plan_text(plan::describe_pool(pool));
   while (std::getline(plan_text, line)) memory_lines += "moe serve: " + line + "\n";
+  // The warning comes before the "listening on" line, which is what scripts wait for.
+  const std::string open_warning =
+      api_key.empty() && !is_loopback(o.host)
+          ? cat("moe serve: warning: listening on ", o.host, ":", port,
+                " without an API key: anyone who can reach this address can use the model (set --api-key, "
+                "--api-key-file or MOE_API_KEY)\n")
+          : std::string();
   std::cerr << "moe serve: serving " << so.served_model_name << " (context " << backend.max_model_len()
-            << " tokens)\n" << memory_lines << "moe serve: listening on http://" << o.host << ":" << port << std::endl;
-  if (api_key.empty() && !is_loopback(o.host))
-    std::cerr << "moe serve: warning: listening on " << o.host << ":" << port
-              << " without an API key: anyone who can reach this address can use the model "
-                 "(set --api-key, --api-key-file or MOE_API_KEY)"
-              << std::endl;
+            << " tokens)\n" << memory_lines << open_warning << "moe serve: listening on http://" << o.host << ":"
+            << port << std::endl;
 
   std::atomic<bool> serving_done{false};
   std::thread watcher([&] {
