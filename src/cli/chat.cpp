@@ -13,6 +13,7 @@
 #include <string>
 
 #include "cli/command.h"
+#include "cli/common_flags.h"
 #include "engine/engine.h"
 #include "util/error.h"
 
@@ -115,7 +116,8 @@ int run_chat(const ChatOpts& o) {
 Registrar reg("chat", "Chat with a model interactively, using its chat template (/reset, /system TEXT, /exit)",
               [](CLI::App& sub) {
                 auto o = std::make_shared<ChatOpts>();
-                sub.add_option("model", o->model, "GGUF model (default: the bundled model)");
+                auto model = std::make_shared<ModelArg>();
+                add_model_options(sub, *model, "GGUF model (default: MOE_MODEL, else the bundled model)");
                 sub.add_option("--system", o->system, "System message");
                 sub.add_option("--chat-template", o->chat_template, "Built-in template name, .jinja file or template text");
                 sub.add_option("-n,--n-predict", o->n_predict, "Maximum tokens per reply")->check(CLI::Range(1, 1 << 20));
@@ -123,8 +125,12 @@ Registrar reg("chat", "Chat with a model interactively, using its chat template 
                 sub.add_option("--top-p", o->top_p, "Top-p")->check(CLI::Range(0.0, 1.0));
                 sub.add_option("--seed", o->seed, "Seed (turn i uses seed + i)");
                 sub.add_option("-t,--threads", o->threads, "Threads (default: physical cores)")->check(CLI::Range(0, 1024));
-                sub.add_option("-c,--ctx", o->ctx, "Context length")->check(CLI::Range(16, 1 << 24));
-                return [o] { return run_chat(*o); };
+                add_context_option(sub, o->ctx, "Context length (0: the model's)")->capture_default_str();
+                sub.footer(environment_footer({"MOE_MODEL", "MOE_ISA"}));
+                return [o, model] {
+                  o->model = model->model();
+                  return run_chat(*o);
+                };
               });
 
 }  // namespace

@@ -36,9 +36,10 @@ struct Registrar {
 };
 
 // The bundled default model (models/stories260K-moe.gguf): looked up through $MOE_DEFAULT_MODEL, then
-// beside the binary (../models, ../../models), then ./models. Throws moe::Error when not found.
+// relative to the binary (../share/moe/models where `cmake --install` puts it, ../models, ../../models),
+// then ./models. Throws moe::Error when not found.
 std::string default_model_path();
-// `path` if not empty, else default_model_path().
+// `path` if not empty, else $MOE_MODEL if set, else default_model_path().
 std::string model_or_default(const std::string& path);
 
 }  // namespace moe::cli

@@ -15,9 +15,11 @@
 #include "gguf/gguf.h"
 #include "model/hparams.h"
 #include "plan/geometry.h"
+#include "plan/kv_pool.h"
 #include "plan/layout.h"
 #include "plan/memory.h"
 #include "plan/quant_mix.h"
+#include "util/available_memory.h"
 #include "util/error.h"
 #include "util/thread_pool.h"
 
@@ -38,6 +40,9 @@ struct PlanOpts {
   int threads = 0;
   std::string runtime_bytes;  // overrides the measured runtime base
   bool json = false;
+  bool serve = false;          // plan the KV pool `moe serve` would size (plan/kv_pool.h)
+  bool seqs_given = false;
+  double utilization = 0.9;
 };
 
 // What is being planned: a geometry, the metadata the runtime will parse, and the tensor layout.
@@ -267,6 +272,58 @@ void print_table(const PlanOpts& o, const gguf::File* file, const model::HParams
   }
 }
 
+// `moe plan --serve`: the KV pool `moe serve` would size with the same options, from the same function,
+// printed as its start-up lines (or JSON). The available memory is --memory/--device when given, else
+// what serve would read (MemAvailable or the cgroup's room).
+int print_serve_plan(const PlanOpts& o, const Subject& s, kv::KvType kv_type, uint64_t process_base, const Budget& b) {
+  plan::PoolOptions po;
+  po.max_model_len = o.ctx == -1 ? 0 : o.ctx;
+  po.max_model_len_given = o.ctx != -1;
+  po.max_num_seqs = o.seqs_given ? o.seqs : 16;  // serve's default
+  po.kv_type = kv_type;
+  po.batch_tokens = o.batch;
+  po.n_threads = o.threads > 0 ? o.threads : physical_core_count();
+  po.http_threads = plan::serve_http_threads(po.max_num_seqs);
+  po.process_base_bytes = process_base;
+  po.utilization = o.utilization;
+  if (b.explicit_budget) {
+    po.available = b.bytes;
+    po.available_source = b.label;
+  } else {
+    const AvailableMemory a = read_available_memory();
+    po.available = a.bytes;
+    po.available_source = a.source();
+  }
+  const plan::PoolPlan p = plan::plan_kv_pool(s.hp, s.weights, s.metadata, po);
+  if (!o.json) {
+    std::printf("%s", plan::describe_pool(p).c_str());
+    return 0;
+  }
+  nlohmann::json j;
+  j["model"] = s.label;
+  j["available_bytes"] = po.available;
+  j["available_source"] = po.available_source;
+  j["utilization"] = po.utilization;
+  j["usable_bytes"] = p.usable;
+  j["max_model_len"] = p.max_model_len;
+  j["ctx_capped"] = p.ctx_capped;
+  j["max_num_seqs"] = po.max_num_seqs;
+  j["kv_cache_dtype"] = kv::kv_type_name(kv_type);
+  j["kv_block_bytes"] = p.block_bytes;
+  j["kv_blocks"] = p.kv_blocks;
+  j["kv_pool_bytes"] = p.kv_bytes;
+  j["full_sequences"] = p.full_sequences();
+  j["limited_by"] = p.limited_by;
+  j["weights_mapped_bytes"] = p.weights_mapped;
+  j["weights_resident_bytes"] = p.weights_resident;
+  j["weights_cached_bytes"] = p.weights_cached;
+  j["weights_paged_bytes"] = p.weights_paged();
+  j["workspace_bytes"] = p.memory.workspace_bytes;
+  j["overhead_bytes"] = p.memory.overhead_bytes;
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
 int run_plan(const PlanOpts& o) {
   // The runtime's own resident size, measured before this process touches any model (see memory.h).
   const uint64_t process_base = o.runtime_bytes.empty() ? plan::process_base_bytes(plan::current_rss_bytes())
@@ -295,6 +352,10 @@ int run_plan(const PlanOpts& o) {
   }
   const gguf::File* fp = file ? &*file : nullptr;
 
+  if (o.serve) {
+    if ((!fp && !mix) || all_types) fail("--serve plans one model: give a file, or --preset with one --type");
+    return print_serve_plan(o, subject_for(o, fp, hp, mix), *kv_type, process_base, budget);
+  }
   if ((!fp && !mix) || all_types) {
     print_table(o, fp, hp, *kv_type, process_base, budget);
     return 0;
@@ -318,10 +379,13 @@ Registrar reg("plan", "Memory plan: weights, KV cache, workspace and overhead, a
   sub.add_option("--layers", o->layers, "with --preset: only the first N layers (as `moe synth --layers`)");
   sub.add_option("--type", o->type,
                  "quantization to plan for (" + plan::mix_names() + ", or 'all' for a table); default: the file's own");
-  sub.add_option("--ctx", o->ctx, "context tokens per sequence (default: the model's training context)");
-  sub.add_option("--seqs", o->seqs, "sequences held at once (default 1)");
+  sub.add_option("-c,--ctx,--ctx-size,--max-model-len", o->ctx,
+                 "context tokens per sequence (default: the model's training context)");
+  CLI::Option* seqs = sub.add_option("--seqs,--parallel,--max-num-seqs", o->seqs,
+                                     "sequences held at once (default 1; with --serve, 16 as serve's; also -np N)");
   sub.add_option("--kv-cache-dtype", o->kv_type, "KV cache element type: f16 (default), bf16, q8_0, f32");
-  sub.add_option("--memory", o->memory, "memory budget, e.g. 24GiB, 24GB, 24e9");
+  sub.add_option("--memory,--memory-available", o->memory,
+                 "memory budget, e.g. 24GiB, 24GB, 24e9 (with --serve: the memory available)");
   sub.add_option("--device", o->device, "budget of a named device: rtx3090, rtx4090, rtx5090, a6000, a100-40, a100, h100, h200, host");
   sub.add_option("--batch", o->batch, "tokens per forward step, sizing the workspace (default 512)");
   sub.add_option("-t,--threads", o->threads, "compute threads (default: physical cores)");
@@ -329,7 +393,15 @@ Registrar reg("plan", "Memory plan: weights, KV cache, workspace and overhead, a
                  "resident size of the runtime itself (default: measured from this process, plus the code a run "
                  "pages in)");
   sub.add_flag("--json", o->json, "print one JSON object");
-  return [o] { return run_plan(*o); };
+  sub.add_flag("--serve", o->serve,
+               "plan the KV pool `moe serve` would size with these options (from MemAvailable or the cgroup "
+               "limit unless --memory/--device)");
+  sub.add_option("--memory-utilization,--gpu-memory-utilization", o->utilization,
+                 "with --serve: the fraction of the available memory to plan for (default 0.9)");
+  return [o, seqs] {
+    o->seqs_given = seqs->count() > 0;
+    return run_plan(*o);
+  };
 });
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/common_flags.h"
 #include "engine/engine.h"
 #include "gguf/gguf.h"
 #include "model/model.h"
@@ -144,7 +145,8 @@ int run_run(const RunOpts& o) {
 
 const Registrar reg("run", "Generate text from a prompt", [](CLI::App& sub) {
   auto o = std::make_shared<RunOpts>();
-  sub.add_option("model", o->model, "GGUF model file (default: the bundled model)");
+  auto model = std::make_shared<ModelArg>();
+  add_model_options(sub, *model, "GGUF model file (default: MOE_MODEL, else the bundled model)");
   sub.add_option("-p,--prompt", o->prompt, "prompt text")->capture_default_str();
   sub.add_option("-n,--n-predict", o->n_predict, "tokens to generate at most")->capture_default_str();
   sub.add_option("--temp", o->temp, "temperature (0: greedy)")->capture_default_str();
@@ -155,10 +157,14 @@ const Registrar reg("run", "Generate text from a prompt", [](CLI::App& sub) {
   sub.add_option("--seed", o->seed, "random seed (default: random)");
   sub.add_option("-t,--threads", o->threads, "threads (0: physical cores)");
   sub.add_option("--kv-cache-dtype", o->kv_type, "KV cache element type: f16, bf16, q8_0, f32")->capture_default_str();
-  sub.add_option("--ctx", o->ctx, "context size in tokens (0: prompt + n, at most the model's)");
+  add_context_option(sub, o->ctx, "context size in tokens (0: prompt + n, at most the model's)");
   sub.add_flag("--print-ids", o->print_ids, "print token ids instead of text (prompt ids, then generated ids)")
       ->group("");
-  return [o] { return run_run(*o); };
+  sub.footer(environment_footer({"MOE_MODEL", "MOE_ISA"}));
+  return [o, model] {
+    o->model = model->model();
+    return run_run(*o);
+  };
 });
 
 }  // namespace

@@ -2,11 +2,14 @@
 // SIGTERM and SIGINT are blocked in every thread (the mask is set before the engine starts its threads)
 // and taken by one watcher thread with sigwait, so the graceful shutdown runs as ordinary code, not in
 // a signal handler: 503 for new requests, finish what is in flight, exit 0.
+// The KV pool is sized before the engine loads, from the memory that is really there (plan/kv_pool.h):
+// a context that cannot fit is refused here, at start, rather than the kernel killing the server later.
 #include <pthread.h>
 #include <signal.h>
 
 #include <atomic>
 #include <cctype>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -15,15 +18,18 @@
 #include <thread>
 
 #include "cli/command.h"
+#include "cli/common_flags.h"
 #include "engine/engine.h"
 #include "gguf/gguf.h"
 #include "model/hparams.h"
+#include "plan/kv_pool.h"
 #include "plan/memory.h"
 #include "util/thread_pool.h"
 #include "kv/kv_types.h"
 #include "server/auth.h"
 #include "server/engine_backend.h"
 #include "server/server.h"
+#include "util/available_memory.h"
 #include "util/checked.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -32,7 +38,7 @@ namespace moe::cli {
 namespace {
 
 struct ServeOpts {
-  std::string model;
+  ModelArg model;
   std::string host = "127.0.0.1";
   int port = 8080;
   std::string api_key;
@@ -40,32 +46,17 @@ struct ServeOpts {
   std::string served_model_name;
   int max_num_seqs = 16;
   int64_t max_model_len = 0;
+  bool max_model_len_given = false;  // set from the option's count when the command runs
   int64_t max_num_batched_tokens = 512;
   std::string kv_cache_dtype = "f16";
   std::string memory_budget;
+  std::string memory_available;
+  double memory_utilization = 0.9;
   bool enable_prefix_caching = true;
   int max_queue = 256;
   int threads = 0;
   std::string chat_template;
 };
-
-// "123", "64M", "8G", "512KiB", "2GB": bytes, with binary multiples.
-uint64_t parse_bytes(const std::string& text) {
-  size_t i = 0;
-  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
-  if (i == 0 || i > 19) fail("--memory-budget: '", text, "' is not a byte count (like 4000000000, 512M or 8G)");
-  uint64_t value = std::stoull(text.substr(0, i));
-  std::string unit = text.substr(i);
-  for (auto& c : unit) c = char(std::tolower(static_cast<unsigned char>(c)));
-  uint64_t mult = 1;
-  if (unit.empty() || unit == "b") mult = 1;
-  else if (unit == "k" || unit == "kb" || unit == "kib") mult = 1ull << 10;
-  else if (unit == "m" || unit == "mb" || unit == "mib") mult = 1ull << 20;
-  else if (unit == "g" || unit == "gb" || unit == "gib") mult = 1ull << 30;
-  else if (unit == "t" || unit == "tb" || unit == "tib") mult = 1ull << 40;
-  else fail("--memory-budget: unknown unit '", text.substr(i), "' (use K, M, G or T)");
-  return checked_mul(value, mult, "--memory-budget");
-}
 
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -75,41 +66,82 @@ std::string read_text_file(const std::string& path) {
   return ss.str();
 }
 
-// The memory the server holds, through the planner's functions (the same the allocators use): the
-// mapped weights, the KV pool the engine allocated, the model's workspace and the runtime overhead.
-std::string memory_report(const engine::EngineConfig& cfg, const engine::Engine& engine) {
+// Addresses only this machine can reach: no key needed there.
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" || host == "ip6-localhost" ||
+         host.rfind("127.", 0) == 0;
+}
+
+// The KV pool from the memory that is there (plan/kv_pool.h), with the figures the start-up lines and
+// /metrics show. `process_base` is this process's resident size measured before anything was loaded.
+plan::PoolPlan size_kv_pool(const ServeOpts& o, const engine::EngineConfig& cfg, uint64_t process_base) {
+  plan::PoolOptions po;
+  po.max_model_len = o.max_model_len;
+  po.max_model_len_given = o.max_model_len_given && o.max_model_len > 0;
+  po.max_num_seqs = o.max_num_seqs;
+  po.kv_type = cfg.kv_type;
+  po.batch_tokens = cfg.max_num_batched_tokens;
+  po.n_threads = cfg.n_threads > 0 ? cfg.n_threads : physical_core_count();
+  po.http_threads = plan::serve_http_threads(o.max_num_seqs);
+  po.process_base_bytes = process_base;
+  po.utilization = o.memory_utilization;
+  if (!o.memory_budget.empty()) po.memory_budget = plan::parse_size(o.memory_budget);
+  if (!o.memory_available.empty()) {
+    po.available = plan::parse_size(o.memory_available);
+    po.available_source = "--memory-available";
+  } else {
+    try {
+      const AvailableMemory a = read_available_memory();
+      po.available = a.bytes;
+      po.available_source = a.source();
+    } catch (const Error&) {
+      if (po.memory_budget == 0) throw;  // with a budget the figure only feeds a warning
+    }
+  }
   const gguf::File file = gguf::File::open(cfg.model_path);
-  plan::MemoryOptions mo;
-  mo.ctx = engine.max_model_len();
-  mo.seqs = cfg.max_num_seqs;
-  mo.kv_type = cfg.kv_type;
-  mo.batch_tokens = cfg.max_num_batched_tokens;
-  mo.n_threads = cfg.n_threads > 0 ? cfg.n_threads : physical_core_count();
-  const plan::MemoryPlan p = plan::plan_memory(engine.hparams(), plan::layout_of_file(file), file.metadata(), mo);
-  const auto& hp = engine.hparams();
-  const int64_t blocks = engine.stats().kv_blocks_total;
-  const uint64_t kv_pool = static_cast<uint64_t>(blocks) * kv::kBlockTokens *
-                           kv::kv_bytes_per_token(cfg.kv_type, hp.n_layer, hp.n_head_kv, hp.head_dim);
-  return cat("moe serve: memory: weights ", plan::format_bytes(p.file_bytes), " + KV pool ", plan::format_bytes(kv_pool),
-             " (", blocks, " blocks of ", kv::kBlockTokens, " tokens, ", kv::kv_type_name(cfg.kv_type), ") + workspace ",
-             plan::format_bytes(p.workspace_bytes), " + overhead ", plan::format_bytes(p.overhead_bytes), " = ",
-             plan::format_bytes(p.file_bytes + kv_pool + p.workspace_bytes + p.overhead_bytes), "\n");
+  const model::HParams hp = model::HParams::from_gguf(file);
+  return plan::plan_kv_pool(hp, plan::layout_of_file(file), file.metadata(), po);
+}
+
+// The pool plan as gauges on /metrics: the same numbers as the start-up lines.
+void publish_memory_gauges(const plan::PoolPlan& p) {
+  auto gauge = [](const char* name, const char* help, double v) { server::set_process_gauge(name, help, v); };
+  gauge("moe_memory_available_bytes", "Memory the KV pool was sized from (MemAvailable, cgroup room or --memory-available).",
+        double(p.options.available));
+  gauge("moe_memory_utilization", "Fraction of the available memory planned for (--memory-utilization).",
+        p.options.utilization);
+  gauge("moe_memory_usable_bytes", "Available memory times the utilization.", double(p.usable));
+  gauge("moe_kv_pool_bytes", "Bytes of the KV pool (blocks times block bytes).", double(p.kv_bytes));
+  gauge("moe_kv_block_bytes", "Bytes of one KV block.", double(p.block_bytes));
+  gauge("moe_max_model_len", "Context length of a sequence, in tokens.", double(p.max_model_len));
+  gauge("moe_weights_mapped_bytes", "Weights mmap'd from the model file (pageable).", double(p.weights_mapped));
+  gauge("moe_weights_resident_bytes", "Weights that must stay resident (not file-backed).", double(p.weights_resident));
+  gauge("moe_weights_paged_bytes", "Mapped weights that do not fit beside the KV pool (read from the file as needed).",
+        double(p.weights_paged()));
+  gauge("moe_workspace_bytes", "Forward-pass workspace.", double(p.memory.workspace_bytes));
+  gauge("moe_memory_overhead_bytes", "Runtime overhead (process, metadata, tokenizer, threads, buffers).",
+        double(p.memory.overhead_bytes));
 }
 
 int run_serve(const ServeOpts& o) {
+  // The runtime's own resident size, before this process touches a model (the planner's base).
+  const uint64_t process_base = plan::process_base_bytes(plan::current_rss_bytes());
   if (!o.api_key.empty() && !o.api_key_file.empty()) fail("give --api-key or --api-key-file, not both");
   std::string api_key = o.api_key_file.empty() ? o.api_key : server::read_api_key_file(o.api_key_file);
+  if (api_key.empty() && o.api_key_file.empty())
+    if (const char* env = std::getenv("MOE_API_KEY")) api_key = env;
 
   engine::EngineConfig cfg;
-  cfg.model_path = model_or_default(o.model);
+  cfg.model_path = model_or_default(o.model.model());
   cfg.n_threads = o.threads;
   cfg.max_num_seqs = o.max_num_seqs;
-  cfg.max_model_len = o.max_model_len;
   cfg.max_num_batched_tokens = o.max_num_batched_tokens;
   auto kv = kv::parse_kv_type(o.kv_cache_dtype);
   if (!kv) fail("--kv-cache-dtype: unknown type '", o.kv_cache_dtype, "' (f16, q8_0, bf16 or f32)");
   cfg.kv_type = *kv;
-  if (!o.memory_budget.empty()) cfg.memory_budget = parse_bytes(o.memory_budget);
+  const plan::PoolPlan pool = size_kv_pool(o, cfg, process_base);
+  cfg.max_model_len = pool.max_model_len;
+  cfg.memory_budget = pool.kv_bytes;  // exactly pool.kv_blocks blocks
   cfg.enable_prefix_caching = o.enable_prefix_caching;
   cfg.max_queue = o.max_queue;
   if (!o.chat_template.empty()) {
@@ -127,6 +159,9 @@ int run_serve(const ServeOpts& o) {
   signal(SIGPIPE, SIG_IGN);  // a client that hangs up must not kill the server; writes fail instead
 
   engine::Engine engine(cfg);
+  if (engine.stats().kv_blocks_total != pool.kv_blocks)
+    fail("the engine allocated ", engine.stats().kv_blocks_total, " KV blocks where the plan sized ", pool.kv_blocks);
+  publish_memory_gauges(pool);
   server::EngineBackend backend(engine);
 
   server::ServerOptions so;
@@ -136,14 +171,24 @@ int run_serve(const ServeOpts& o) {
   std::filesystem::path model_path(cfg.model_path);
   so.served_model_name = o.served_model_name.empty() ? model_path.stem().string() : o.served_model_name;
   so.model_aliases = {model_path.filename().string(), cfg.model_path, model_path.stem().string()};
-  if (!o.model.empty()) so.model_aliases.push_back(o.model);
-  so.http_threads = std::max(128, 4 * o.max_num_seqs + 64);
+  if (!o.model.model().empty()) so.model_aliases.push_back(o.model.model());
+  so.http_threads = plan::serve_http_threads(o.max_num_seqs);
 
   server::Server server(backend, so);
   int port = server.bind();
+  std::string memory_lines, line;
+  std::istringstream plan_text(plan::describe_pool(pool));
+  while (std::getline(plan_text, line)) memory_lines += "moe serve: " + line + "\n";
+  // The warning comes before the "listening on" line, which is what scripts wait for.
+  const std::string open_warning =
+      api_key.empty() && !is_loopback(o.host)
+          ? cat("moe serve: warning: listening on ", o.host, ":", port,
+                " without an API key: anyone who can reach this address can use the model (set --api-key, "
+                "--api-key-file or MOE_API_KEY)\n")
+          : std::string();
   std::cerr << "moe serve: serving " << so.served_model_name << " (context " << backend.max_model_len()
-            << " tokens)\n" << memory_report(cfg, engine) << "moe serve: listening on http://" << o.host << ":" << port
-            << std::endl;
+            << " tokens)\n" << memory_lines << open_warning << "moe serve: listening on http://" << o.host << ":"
+            << port << std::endl;
 
   std::atomic<bool> serving_done{false};
   std::thread watcher([&] {
@@ -171,26 +216,37 @@ int run_serve(const ServeOpts& o) {
 
 Registrar reg("serve", "Serve a model over an OpenAI-compatible HTTP API", [](CLI::App& sub) {
   auto o = std::make_shared<ServeOpts>();
-  sub.add_option("model", o->model, "GGUF file (default: the bundled model)");
-  sub.add_option("--host", o->host, "Address to listen on")->capture_default_str();
+  add_model_options(sub, o->model, "GGUF file (default: MOE_MODEL, else the bundled model)");
+  sub.add_option("--host", o->host, "Address to listen on (a warning without an API key beyond loopback)")
+      ->envname("MOE_HOST")
+      ->capture_default_str();
   sub.add_option("--port", o->port, "Port (0: any free port, printed on stderr)")
+      ->envname("MOE_PORT")
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
-  sub.add_option("--api-key", o->api_key, "Require 'Authorization: Bearer KEY' on every route but /health");
+  sub.add_option("--api-key", o->api_key,
+                 "Require 'Authorization: Bearer KEY' on every route but /health (else MOE_API_KEY)");
   sub.add_option("--api-key-file", o->api_key_file, "Read the API key from the first line of this file");
   sub.add_option("--served-model-name", o->served_model_name, "Model name in the API (default: the file's stem)");
-  sub.add_option("--max-num-seqs", o->max_num_seqs, "Sequences running at once")
+  sub.add_option("--parallel,--max-num-seqs", o->max_num_seqs, "Sequences running at once (also -np N)")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  sub.add_option("--max-model-len", o->max_model_len, "Context length (0: the model's, capped by memory)")
-      ->check(CLI::Range(int64_t(0), int64_t(1) << 24));
+  CLI::Option* ctx = add_context_option(
+      sub, o->max_model_len, "Context length per sequence (0: the model's, cut to what fits in memory)");
   sub.add_option("--max-num-batched-tokens", o->max_num_batched_tokens, "Tokens per engine step")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
   sub.add_option("--kv-cache-dtype", o->kv_cache_dtype, "KV cache element type: f16 or q8_0 (also bf16, f32)")
       ->capture_default_str();
+  sub.add_option("--memory-utilization,--gpu-memory-utilization", o->memory_utilization,
+                 "Fraction of the available memory the server plans to use; the KV pool gets what is left of it "
+                 "after the workspace, overhead and the weights' page cache")
+      ->capture_default_str();
+  sub.add_option("--memory-available", o->memory_available,
+                 "Memory to assume available, like 16G or 24GiB (default: MemAvailable, or the room under this "
+                 "process's cgroup limit when smaller)");
   sub.add_option("--memory-budget", o->memory_budget,
-                 "Bytes for the KV cache, like 2G (default: max-model-len x max-num-seqs)");
+                 "KV pool size, like 2G, instead of sizing it from the available memory");
   sub.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", o->enable_prefix_caching,
                "Reuse the KV blocks of repeated prompt prefixes (on by default)");
   sub.add_option("--max-queue", o->max_queue, "Waiting requests beyond this get 429")
@@ -199,7 +255,15 @@ Registrar reg("serve", "Serve a model over an OpenAI-compatible HTTP API", [](CL
   sub.add_option("-t,--threads", o->threads, "Compute threads (0: physical cores)")->check(CLI::Range(0, 1024));
   sub.add_option("--chat-template", o->chat_template,
                  "A built-in template name (chatml, mixtral, llama3, ...) or a Jinja template file");
-  return [o] { return run_serve(*o); };
+  sub.footer("The KV pool is sized at start from the memory that is there: (available x --memory-utilization)\n"
+             "less workspace, overhead and room for the mmap'd weights, at least one sequence of -c tokens and at\n"
+             "most -c x -np. A -c of which not even one sequence fits is refused at start, with what would fit.\n"
+             "`moe plan MODEL --serve -c N -np N` prints the same plan.\n" +
+             environment_footer({"MOE_MODEL", "MOE_HOST", "MOE_PORT", "MOE_API_KEY"}));
+  return [o, ctx] {
+    o->max_model_len_given = ctx->count() > 0;
+    return run_serve(*o);
+  };
 });
 
 }  // namespace

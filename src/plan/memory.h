@@ -33,6 +33,7 @@ struct MemoryOptions {
   kv::KvType kv_type = kv::KvType::F16;
   int64_t batch_tokens = 512;         // tokens per forward step (model::ModelOptions::max_batch_tokens)
   int n_threads = 1;                  // compute threads (the workspace keeps per-thread scratch)
+  int64_t http_threads = 0;           // `moe serve`'s HTTP worker threads (idle ones touch little)
   uint64_t process_base_bytes = 0;    // resident size of the runtime itself (process_base_bytes())
 };
 

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include <sys/resource.h>
 
@@ -67,7 +69,28 @@ ProcessStats process_stats() {
   return p;
 }
 
+struct ProcessGauge {
+  std::string name, help;
+  double value;
+};
+std::mutex g_process_gauges_mu;
+std::vector<ProcessGauge>& process_gauges() {
+  static std::vector<ProcessGauge> gauges;
+  return gauges;
+}
+
 }  // namespace
+
+void set_process_gauge(const std::string& name, const std::string& help, double value) {
+  std::lock_guard lock(g_process_gauges_mu);
+  for (auto& g : process_gauges())
+    if (g.name == name) {
+      g.help = help;
+      g.value = value;
+      return;
+    }
+  process_gauges().push_back({name, help, value});
+}
 
 Histogram::Histogram(std::vector<double> upper_bounds)
     : bounds_(std::move(upper_bounds)), counts_(bounds_.size() + 1, 0) {}
@@ -159,6 +182,8 @@ std::string Metrics::render(const engine::Stats& s) const {
          "Peak resident memory of the server process since it started (VmHWM), in bytes.", p.peak_rss_bytes);
   scalar(out, "process_cpu_seconds_total", "counter", "User and system CPU time of the server process, in seconds.",
          p.cpu_seconds);
+  std::lock_guard lock(g_process_gauges_mu);
+  for (const auto& g : process_gauges()) scalar(out, g.name, "gauge", g.help, g.value);
   return out;
 }
 

@@ -32,6 +32,11 @@ class Histogram {
   uint64_t count_ = 0;
 };
 
+// Gauges that describe the process rather than the engine (the memory plan `moe serve` sized its KV pool
+// with), set once at start-up by the frontend that knows them and rendered by every Metrics after the
+// engine's figures. A gauge set again under the same name takes the new value.
+void set_process_gauge(const std::string& name, const std::string& help, double value);
+
 class Metrics {
  public:
   Metrics();

@@ -112,5 +112,18 @@ TEST(ServerMetrics, HitRateIsZeroBeforeAnyQuery) {
   expect_valid_exposition(text);
 }
 
+TEST(ServerMetrics, ProcessGaugesRenderAfterTheEngineFiguresAndTakeTheLatestValue) {
+  set_process_gauge("moe_test_pool_bytes", "A test gauge.", 1234);
+  set_process_gauge("moe_test_fraction", "Another.", 0.9);
+  set_process_gauge("moe_test_pool_bytes", "A test gauge.", 5678);
+  Metrics m;
+  const std::string out = m.render(engine::Stats{});
+  expect_valid_exposition(out);
+  EXPECT_NE(out.find("# TYPE moe_test_pool_bytes gauge\nmoe_test_pool_bytes 5678\n"), std::string::npos) << out;
+  EXPECT_EQ(out.find("moe_test_pool_bytes 1234"), std::string::npos);
+  EXPECT_NE(out.find("moe_test_fraction 0.9\n"), std::string::npos);
+  EXPECT_GT(out.find("moe_test_pool_bytes"), out.find("moe_kv_blocks_total"));
+}
+
 }  // namespace
 }  // namespace moe::server

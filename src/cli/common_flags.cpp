@@ -1,0 +1,53 @@
+// common_flags.cpp: shared flag declarations and the argv rewrite for `-np` (see common_flags.h).
+#include "cli/common_flags.h"
+
+#include "util/error.h"
+
+namespace moe::cli {
+
+std::vector<std::string> translate_argv(int argc, const char* const* argv) {
+  std::vector<std::string> out;
+  bool options_ended = false;
+  for (int i = 0; i < argc; ++i) {
+    std::string a = argv[i];
+    if (i > 0 && !options_ended) {
+      if (a == "--") options_ended = true;
+      else if (a == "-np") a = "--parallel";
+      else if (a.rfind("-np=", 0) == 0) a = "--parallel=" + a.substr(4);
+    }
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+std::string ModelArg::model() const {
+  if (!positional.empty() && !option.empty() && positional != option)
+    fail("two models given: '", positional, "' and -m '", option, "' (give one)");
+  return positional.empty() ? option : positional;
+}
+
+void add_model_options(CLI::App& sub, ModelArg& model, const std::string& help) {
+  sub.add_option("model", model.positional, help);
+  sub.add_option("-m,--model", model.option, help + "; the same as the positional MODEL");
+}
+
+CLI::Option* add_context_option(CLI::App& sub, int64_t& ctx, const std::string& help) {
+  return sub.add_option("-c,--ctx-size,--ctx,--max-model-len", ctx, help)
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 24));
+}
+
+std::string environment_footer(const std::vector<std::string>& variables) {
+  std::string s = "Environment:\n";
+  for (const auto& v : variables) {
+    if (v == "MOE_MODEL") s += "  MOE_MODEL           the model when none is given (before the bundled one)\n";
+    else if (v == "MOE_HOST") s += "  MOE_HOST            --host when not given\n";
+    else if (v == "MOE_PORT") s += "  MOE_PORT            --port when not given\n";
+    else if (v == "MOE_API_KEY") s += "  MOE_API_KEY         --api-key when neither --api-key nor --api-key-file is given\n";
+    else if (v == "MOE_ISA") s += "  MOE_ISA             cap the kernels: scalar, avx2 or avx512\n";
+    else s += "  " + v + "\n";
+  }
+  s += "Run `moe help` for every subcommand, `moe --version` for the build and the kernels this CPU uses.";
+  return s;
+}
+
+}  // namespace moe::cli

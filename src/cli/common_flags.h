@@ -1,0 +1,35 @@
+// common_flags.h: the flags `run`, `chat` and `serve` share, declared once so they are spelled the same
+// everywhere and accept the spellings people bring from llama.cpp and vLLM:
+//   MODEL / -m, --model                      (MOE_MODEL when neither is given: see model_or_default)
+//   -c, --ctx-size  (also --ctx, --max-model-len)    context length
+//   -np, --parallel (also --max-num-seqs)            sequences at once (serve)
+//   --memory-utilization (also --gpu-memory-utilization)
+// CLI11 takes one-letter short options only, so the llama.cpp spelling `-np` is rewritten to
+// `--parallel` before parsing (translate_argv), which keeps CLI11's own error messages and help for it.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moe::cli {
+
+// argv with `-np` / `-np=N` rewritten to `--parallel` / `--parallel=N` (not after `--`).
+std::vector<std::string> translate_argv(int argc, const char* const* argv);
+
+// The model as a positional argument or -m/--model; model() says which was given (an error if both
+// name different files), empty when neither.
+struct ModelArg {
+  std::string positional;
+  std::string option;
+  std::string model() const;
+};
+void add_model_options(CLI::App& sub, ModelArg& model, const std::string& help);
+
+// -c/--ctx-size with its aliases --ctx and --max-model-len, into `ctx`.
+CLI::Option* add_context_option(CLI::App& sub, int64_t& ctx, const std::string& help);
+
+// The footer of `moe SUBCOMMAND --help` listing the environment variables a command reads.
+std::string environment_footer(const std::vector<std::string>& variables);
+
+}  // namespace moe::cli
