@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that builds moe and runs every test: the GoogleTest suites and end-to-end tests
-# (ctest, natively and with the kernels capped at AVX2), then the GGUF reader's mutation test under
-# AddressSanitizer + UBSan, then the server tests. Fixtures are found through MOE_FIXTURES (default
+# (ctest, natively and with the kernels capped at AVX2), then the hostile-input tests of the parsers
+# (GGUF mutation, template fuzz, tokenizer malformed input) under AddressSanitizer + UBSan, then the
+# server tests. Fixtures are found through MOE_FIXTURES (default
 # ../shared); without them those tests skip, except in CI where they fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
