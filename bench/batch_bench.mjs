@@ -7,7 +7,7 @@
 // the median of each and their ratio.
 //
 //   node bench/batch_bench.mjs MODEL [--requests 256] [--prompt-tokens 128] [--max-tokens 64]
-//        [--clients 16] [--rounds 3] [-t N] [--max-num-seqs 16] [--bin build/moe] [--json]
+//        [--clients 16] [--rounds 3] [-t N] [--max-num-seqs 16] [--vocab 32000] [--bin build/moe] [--json]
 //
 // Times: `moe batch` reports its own answering time (model load excluded: from the first request
 // submitted to the last answer in the journal); for the server, the first request sent to the last
@@ -23,7 +23,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 function parseArgs(argv) {
   const o = { model: null, requests: 256, promptTokens: 128, maxTokens: 64, clients: 16, rounds: 3, threads: null,
-              maxNumSeqs: 16, bin: process.env.MOE_BIN || path.join(ROOT, 'build/moe'), json: false };
+              maxNumSeqs: 16, vocab: 32000, bin: process.env.MOE_BIN || path.join(ROOT, 'build/moe'), json: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => argv[++i];
@@ -35,6 +35,7 @@ function parseArgs(argv) {
     else if (a === '-t') o.threads = next();
     else if (a === '--max-num-seqs') o.maxNumSeqs = Number(next());
     else if (a === '--bin') o.bin = next();
+    else if (a === '--vocab') o.vocab = Number(next());
     else if (a === '--json') o.json = true;
     else if (!a.startsWith('-') && !o.model) o.model = a;
     else throw new Error(`batch_bench: unknown argument ${a}`);
@@ -52,8 +53,9 @@ async function loadOpenAI() {
 function bodies(o) {
   const out = [];
   for (let i = 0; i < o.requests; i++) {
-    const prompt = [1, 100 + i];
-    for (let k = 2; k < o.promptTokens; k++) prompt.push(300 + ((i * 7919 + k * 104729) % 20000));
+    // Token ids below --vocab: the request number first (no two prompts share a block), then filler.
+    const prompt = [1, 3 + (i % (o.vocab - 3))];
+    for (let k = 2; k < o.promptTokens; k++) prompt.push(3 + ((i * 7919 + k * 104729) % (o.vocab - 3)));
     out.push({ prompt, max_tokens: o.maxTokens, temperature: 0, ignore_eos: true });
   }
   return out;
