@@ -12,9 +12,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <random>
 #include <set>
@@ -269,28 +271,52 @@ TEST_F(BatchE2E, UninterruptedRunAnswersEveryLineOnce) {
   EXPECT_EQ(outputs(dir_->file("ref.jsonl")).out, ref_->out);
 }
 
+// Records (answers) in a journal so far: its complete lines.
+int64_t journal_records(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return 0;
+  std::string all((std::istreambuf_iterator<char>(in)), {});
+  return int64_t(std::count(all.begin(), all.end(), '\n'));
+}
+
 TEST_F(BatchE2E, SigkillAtRandomPointsThenRerunGivesTheSameAnswers) {
   const std::string out = dir_->file("killed.jsonl");
+  const std::string journal = out + ".moe-batch/journal.log";
+  const int64_t total = 500;
   std::mt19937 rng(uint32_t(std::random_device{}()));
-  std::uniform_real_distribution<double> when(0.05, std::max(0.3, ref_seconds_ * 0.9));
   int kills = 0;
   std::string log;
-  for (int attempt = 0; attempt < 12 && kills < 5; ++attempt) {
+  // The first kill lands while the model loads; each later one after a random number of new answers
+  // (a random point of the work left), then a random few milliseconds more.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    const int64_t before = journal_records(journal);
+    const int64_t left = total - before;
+    if (left < 4) break;
+    const int64_t target = before + 1 + int64_t(rng() % uint64_t(std::max<int64_t>(1, left / 3)));
     Child c = spawn(batch_args({input_, out}), dir_->dir());
-    double delay = when(rng);
-    std::this_thread::sleep_for(std::chrono::duration<double>(delay));
-    int rc;
-    if (::waitpid(c.pid, &rc, WNOHANG) == 0) {
-      ::kill(c.pid, SIGKILL);
-      rc = wait_child(c);
-      ASSERT_EQ(rc, 128 + SIGKILL);
-      ++kills;
-      log += "killed after " + std::to_string(delay) + " s; ";
+    int status = 0;
+    bool exited = false;
+    if (attempt == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5 + rng() % 40));
     } else {
-      break;  // it finished before the kill
+      auto deadline = Clock::now() + std::chrono::seconds(120);
+      while (journal_records(journal) < target && Clock::now() < deadline) {
+        if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
+          exited = true;
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(rng() % 5000));
     }
+    if (exited || ::waitpid(c.pid, &status, WNOHANG) == c.pid) break;  // it finished first
+    ::kill(c.pid, SIGKILL);
+    ASSERT_EQ(wait_child(c), 128 + SIGKILL);
+    ++kills;
+    log += "killed with " + std::to_string(journal_records(journal)) + " answers journaled; ";
   }
   EXPECT_GE(kills, 3) << log;
+  std::cout << "  " << log << "\n";
   Child last = spawn(batch_args({input_, out}), dir_->dir());
   ASSERT_EQ(wait_child(last), 0) << slurp(last.err);
   Outputs o = outputs(out);

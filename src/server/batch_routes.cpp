@@ -446,20 +446,25 @@ struct BatchRoutes::Impl {
     // Ids fixed by the batch id: finishing again after a crash rewrites the same two files.
     const std::string out_id = "file-" + batch::derived_hex(id, 0, 0, "output").substr(0, 24);
     const std::string err_id = "file-" + batch::derived_hex(id, 0, 0, "errors").substr(0, 24);
-    std::string out, err;
-    int64_t n_out = 0, n_err = 0;
-    for (const auto& r : state.records) {
-      if (!r) continue;
-      (r->to_errors ? err : out) += r->line + "\n";
-      ++(r->to_errors ? n_err : n_out);
+    int64_t n_out = 0, n_err = 0, out_bytes = 0, err_bytes = 0;
+    {
+      // Streamed to disk in input order (a job's answers need not fit in memory twice).
+      batch::AtomicFile out(file_path(out_id)), err(file_path(err_id));
+      for (const auto& r : state.records) {
+        if (!r) continue;
+        (r->to_errors ? err : out).write(r->line);
+        (r->to_errors ? err : out).write("\n");
+        ++(r->to_errors ? n_err : n_out);
+        (r->to_errors ? err_bytes : out_bytes) += int64_t(r->line.size() + 1);
+      }
+      out.commit();
+      if (n_err > 0) err.commit();
     }
-    batch::write_file_atomic(file_path(out_id), out);
-    ojson of = file_object(out_id, int64_t(out.size()), cat(id, "_output.jsonl"), "batch_output");
+    ojson of = file_object(out_id, out_bytes, cat(id, "_output.jsonl"), "batch_output");
     batch::write_file_atomic(files_dir + "/" + out_id + ".json", of.dump() + "\n");
     ojson ef;
     if (n_err > 0) {
-      batch::write_file_atomic(file_path(err_id), err);
-      ef = file_object(err_id, int64_t(err.size()), cat(id, "_error.jsonl"), "batch_output");
+      ef = file_object(err_id, err_bytes, cat(id, "_error.jsonl"), "batch_output");
       batch::write_file_atomic(files_dir + "/" + err_id + ".json", ef.dump() + "\n");
     }
     {
