@@ -8,6 +8,7 @@ packages=(
   libsentencepiece-dev
   libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libssl-dev
   python3
+  libopenmpi-dev openmpi-bin  # Open MPI: `mpirun -np N moe batch` and its test
 )
 # Node.js runs the end-to-end tests that drive the server with the official `openai` npm client; a
 # machine that already has node and npm (from any source) keeps them.

@@ -56,6 +56,9 @@ struct ServeOpts {
   int max_queue = 256;
   int threads = 0;
   std::string chat_template;
+  std::string data_dir;
+  int64_t max_upload_mib = 512;
+  int batch_in_flight = 4;
 };
 
 std::string read_text_file(const std::string& path) {
@@ -173,6 +176,9 @@ int run_serve(const ServeOpts& o) {
   so.model_aliases = {model_path.filename().string(), cfg.model_path, model_path.stem().string()};
   if (!o.model.model().empty()) so.model_aliases.push_back(o.model.model());
   so.http_threads = plan::serve_http_threads(o.max_num_seqs);
+  so.data_dir = o.data_dir;
+  so.max_upload_bytes = size_t(o.max_upload_mib) << 20;
+  so.batch_in_flight = o.batch_in_flight;
 
   server::Server server(backend, so);
   int port = server.bind();
@@ -255,6 +261,16 @@ Registrar reg("serve", "Serve a model over an OpenAI-compatible HTTP API", [](CL
   sub.add_option("-t,--threads", o->threads, "Compute threads (0: physical cores)")->check(CLI::Range(0, 1024));
   sub.add_option("--chat-template", o->chat_template,
                  "A built-in template name (chatml, mixtral, llama3, ...) or a Jinja template file");
+  sub.add_option("--data-dir", o->data_dir,
+                 "Directory for the Batch API's files and jobs (enables /v1/files and /v1/batches; jobs resume "
+                 "after a restart)");
+  sub.add_option("--max-upload-mib", o->max_upload_mib, "Largest file upload, in MiB")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->capture_default_str();
+  sub.add_option("--batch-in-flight", o->batch_in_flight,
+                 "Batch API requests in flight at once (the rest of --max-num-seqs stays for interactive ones)")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
   sub.footer("The KV pool is sized at start from the memory that is there: (available x --memory-utilization)\n"
              "less workspace, overhead and room for the mmap'd weights, at least one sequence of -c tokens and at\n"
              "most -c x -np. A -c of which not even one sequence fits is refused at start, with what would fit.\n"

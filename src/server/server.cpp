@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "server/auth.h"
+#include "server/batch_routes.h"
 #include "server/connection.h"
 #include "server/response.h"
 #include "util/error.h"
@@ -254,6 +255,8 @@ struct Server::Impl {
   std::condition_variable active_cv;
   int64_t active = 0;  // handlers running plus streams being written
 
+  std::unique_ptr<BatchRoutes> batch_routes;  // the Batch API, when opts.data_dir is set
+
   Impl(Backend& b, ServerOptions o) : backend(b), opts(std::move(o)) { setup_routes(); }
 
   // ---- bookkeeping -------------------------------------------------------------------------------
@@ -386,6 +389,24 @@ struct Server::Impl {
     get("/v1/models", &Impl::list_models, true);
     get("/health", &Impl::health, false);
     get("/metrics", &Impl::metrics_text, true);
+    if (!opts.data_dir.empty()) {
+      BatchApiOptions bo{opts.data_dir, opts.max_upload_bytes, opts.batch_in_flight, opts.served_model_name,
+                         opts.model_aliases};
+      batch_routes = std::make_unique<BatchRoutes>(
+          backend, bo, [this](const httplib::Request& req, httplib::Response& res, const std::function<void()>& fn) {
+            ActiveGuard guard(*this);
+            try {
+              admit(req, true);
+              fn();
+            } catch (...) {
+              ApiError e = translate(std::current_exception());
+              if (e.status == 413 || e.status == 507) res.set_header("Connection", "close");
+              respond_error(res, e);
+            }
+          });
+      batch_routes->install(http);
+      batch_routes->start();
+    }
 
     // GET /v1/models/{id}, answered before routing: a route pattern with a wildcard would run
     // std::regex over the whole path, which recurses once per character.
@@ -434,7 +455,8 @@ struct Server::Impl {
     // holds each one back until the client acknowledges the previous one, which a client's delayed ACK
     // can put off for tens of milliseconds, so tokens would arrive in bursts and late.
     http.set_tcp_nodelay(true);
-    http.set_payload_max_length(opts.max_body_bytes);
+    http.set_payload_max_length(opts.data_dir.empty() ? opts.max_body_bytes
+                                                      : std::max(opts.max_body_bytes, opts.max_upload_bytes));
     http.set_keep_alive_max_count(1000);
     int threads = std::max(8, opts.http_threads);
     http.new_task_queue = [threads] { return new ConnectionPool(size_t(threads)); };
@@ -768,6 +790,7 @@ void Server::shutdown() {
   Impl& s = *impl_;
   if (s.shutting_down.exchange(true)) return;
   log_debug("server: shutting down: 503 for new requests, draining the engine");
+  if (s.batch_routes) s.batch_routes->stop();  // its in-flight requests resume after a restart
   s.backend.drain();
   {
     std::unique_lock lock(s.active_mu);

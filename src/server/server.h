@@ -32,6 +32,10 @@ struct ServerOptions {
   size_t max_body_bytes = bounds::kMaxBodyBytes;
   int http_threads = 128;                   // connections served at once (streams hold one each)
   double shutdown_grace_s = 60;             // after the engine drained, how long to wait for writes
+  // The Batch API (batch_routes.h): on when data_dir is set.
+  std::string data_dir;
+  size_t max_upload_bytes = size_t(512) << 20;
+  int batch_in_flight = 4;                  // batch requests in flight beside interactive ones
 };
 
 class Server {
