@@ -65,7 +65,7 @@ std::unique_ptr<engine::Engine> make_engine(const BatchOpts& o, const std::strin
   cfg.max_model_len = o.max_model_len;
   cfg.max_num_batched_tokens = o.max_num_batched_tokens;
   auto kv = kv::parse_kv_type(o.kv_cache_dtype);
-  if (!kv) fail("--kv-cache-dtype: unknown type '", o.kv_cache_dtype, "' (f16, q8_0, bf16, fp8 or f32)");
+  if (!kv) fail("--kv-cache-dtype: unknown type '", o.kv_cache_dtype, "' (f16, q8_0, bf16 or f32)");
   cfg.kv_type = *kv;
   cfg.enable_prefix_caching = o.enable_prefix_caching;
   cfg.max_queue = std::max(256, 2 * o.in_flight);
@@ -443,7 +443,7 @@ Registrar reg("batch", "Run an OpenAI batch file (JSONL) through the engine, exa
   sub.add_option("--max-num-batched-tokens", o->max_num_batched_tokens, "Tokens per engine step")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
       ->capture_default_str();
-  sub.add_option("--kv-cache-dtype", o->kv_cache_dtype, "KV cache element type: f16 or q8_0 (also bf16, fp8, f32)")
+  sub.add_option("--kv-cache-dtype", o->kv_cache_dtype, "KV cache element type: f16 or q8_0 (also bf16, f32)")
       ->capture_default_str();
   sub.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", o->enable_prefix_caching,
                "Reuse the KV blocks of repeated prompt prefixes (on by default)");
