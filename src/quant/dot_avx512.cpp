@@ -368,12 +368,6 @@ float dot_one(int64_t n, const void* w, const void* x) {
   return out;
 }
 
-// A kernel over nb blocks of kBlock values as a DotFn over n values.
-template <int kBlock, float (*Kernel)(const void*, const void*, int64_t)>
-float row_dot(int64_t n, const void* w, const void* x) {
-  return Kernel(w, x, n / kBlock);
-}
-
 }  // namespace
 
 DotFn dot_avx512(GgmlType type) {
