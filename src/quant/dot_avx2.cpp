@@ -313,12 +313,6 @@ float dot_q6_K(const void* wv, const void* xv, int64_t nb) {
   return hsum(acc);
 }
 
-// A kernel over nb blocks of kBlock values as a DotFn over n values.
-template <int kBlock, float (*Kernel)(const void*, const void*, int64_t)>
-float row_dot(int64_t n, const void* w, const void* x) {
-  return Kernel(w, x, n / kBlock);
-}
-
 }  // namespace
 
 DotFn dot_avx2(GgmlType type) {

@@ -229,72 +229,14 @@ inline __m256i load_bsums(const BlockQ8_K& y) { return load256(y.bsums); }
 // int32 of the eight lanes of madd(a, b) (16 int16 products summed in pairs), zero-extended to 16 lanes.
 inline __m512i madd_wide(__m256i a, __m256i b) { return _mm512_zextsi256_si512(_mm256_madd_epi16(a, b)); }
 
-// Q5_K: chunk c = sub-blocks 2c (low nibbles of qs[32c ..]) and 2c + 1 (high nibbles), plus bit 2c /
-// 2c + 1 of qh[l] as the fifth bit.
-float dot_q5_K(const void* wv, const void* xv, int64_t nb) {
-  const auto* w = static_cast<const BlockQ5_K*>(wv);
-  const auto* x = static_cast<const BlockQ8_K*>(xv);
-  __m512 acc = _mm512_setzero_ps();
-  __m256 acc_min = _mm256_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m128i sm = k4_scales_mins(w[i].scales);
-    // Each min covers 32 values = two bsums: madd of [b0, b1, ...] with [m0, m0, m1, m1, ...].
-    const __m256i min_sum = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)), load_bsums(x[i]));
-    const __m512i scales = scale_lanes(sm, false);  // lanes 0..7 scales (8..15 mins, never selected)
-    const __m512i hbits = broadcast256(w[i].qh);
-    __m512i part[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-    for (int c = 0; c < 4; ++c) {
-      __m512i q = broadcast256(w[i].qs + 32 * c);
-      q = _mm512_and_si512(_mm512_mask_srli_epi16(q, kUpperHalf16, q, 4), _mm512_set1_epi8(0x0F));
-      const __mmask64 high = _mm512_test_epi8_mask(hbits, bit_select(2 * c, 2 * c + 1));
-      q = _mm512_mask_add_epi8(q, high, q, _mm512_set1_epi8(16));
-      part[c % 2] = _mm512_dpwssd_epi32(part[c % 2], dot4(q, load512(x[i].qs + 64 * c)), scales_of_chunk32(scales, c));
-    }
-    const __m512i isum = _mm512_add_epi32(part[0], part[1]);
-    const float dy = x[i].d;
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(half(w[i].d) * dy), _mm512_cvtepi32_ps(isum), acc);
-    acc_min = _mm256_fmadd_ps(_mm256_set1_ps(half(w[i].dmin) * dy), _mm256_cvtepi32_ps(min_sum), acc_min);
-  }
-  return hsum(acc) - hsum(acc_min);
-}
-
-// Q6_K: in half n, chunk 2n holds values 128n + 0..63: low nibbles of ql[64n .. 64n + 63] with bits
-// 0-1 (first 32) / 2-3 (last 32) of qh[32n + l]; chunk 2n + 1 the high nibbles with bits 4-5 / 6-7.
-// Level - 32 is taken as level * y - 32 * bsums.
-float dot_q6_K(const void* wv, const void* xv, int64_t nb) {
-  const auto* w = static_cast<const BlockQ6_K*>(wv);
-  const auto* x = static_cast<const BlockQ8_K*>(xv);
-  const __m512i low4 = _mm512_set1_epi8(0x0F), top2 = _mm512_set1_epi8(0x30);
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    const __m128i sc8 = load128(w[i].scales);
-    const __m512i offset = _mm512_slli_epi32(madd_wide(_mm256_cvtepi8_epi16(sc8), load_bsums(x[i])), 5);
-    const __m512i scales = scale_lanes(sc8, true);
-    __m512i part[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-    for (int n = 0; n < 2; ++n) {
-      const __m512i ql = load512(w[i].ql + 64 * n);
-      __m512i qh = broadcast256(w[i].qh + 32 * n);
-      qh = _mm512_mask_srli_epi16(qh, kUpperHalf16, qh, 2);  // bits for the upper 32 values moved down
-      const __m512i qa = _mm512_or_si512(_mm512_and_si512(ql, low4), _mm512_and_si512(_mm512_slli_epi16(qh, 4), top2));
-      const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4), _mm512_and_si512(qh, top2));
-      part[0] = _mm512_dpwssd_epi32(part[0], dot4(qa, load512(x[i].qs + 128 * n)), scales_of_chunk16(scales, 2 * n));
-      part[1] = _mm512_dpwssd_epi32(part[1], dot4(qb, load512(x[i].qs + 128 * n + 64)),
-                                    scales_of_chunk16(scales, 2 * n + 1));
-    }
-    const __m512i isum = _mm512_sub_epi32(_mm512_add_epi32(part[0], part[1]), offset);
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(half(w[i].d) * x[i].d), _mm512_cvtepi32_ps(isum), acc);
-  }
-  return hsum(acc);
-}
-
 // -------------------------------------------------------------------- many tokens against one weight row
 // Prefill and batched decode multiply each weight row by many tokens' activations. These kernels unpack a
 // super-block's levels and scales once into registers and apply them to NT tokens, instead of once per
-// token. Per token they perform exactly the operations of the single-token kernels above, in the same
-// order (the integer sums are exact in any order; the float steps are the same fmadds on the same
-// values), so every result is bit-identical to vec_dot of that token alone: batching cannot change an
-// answer. Q5_K and Q6_K use these; Q2_K, Q3_K and Q4_K run on the sub-block lane kernels
-// (lanes_avx512.cpp), and the legacy formats loop over vec_dot.
+// token, and per token perform the same operations in the same order whatever NT is (the integer sums
+// are exact in any order; the float steps are the same fmadds on the same values). The single-token
+// kernel of Q5_K and Q6_K is the group of one (dot_one below), so every result is bit-identical to
+// vec_dot of that token alone: batching cannot change an answer. Q2_K, Q3_K and Q4_K run on the
+// sub-block lane kernels (lanes_avx512.cpp), and the legacy formats loop over their one-row kernels.
 
 // The token and chunk loops must be unrolled so that acc[t] and the unpacked chunks live in registers.
 #define MOE_UNROLL _Pragma("GCC unroll 16")
@@ -305,7 +247,9 @@ inline void token_rows(const uint8_t* x, size_t stride, const BlockQ8_K* (&rows)
   for (int t = 0; t < NT; ++t) rows[t] = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * stride);
 }
 
-// Q5_K (Q4_K runs on the lane kernels): dot_q5_K's operations per token.
+// Q5_K: chunk c = sub-blocks 2c (low nibbles of qs[32c ..]) and 2c + 1 (high nibbles), plus bit 2c /
+// 2c + 1 of qh[l] as the fifth bit. Each min covers 32 values = two bsums: madd of [b0, b1, ...] with
+// [m0, m0, m1, m1, ...]; scale lanes 0..7 are the scales (8..15 the mins, never selected).
 template <int NT>
 void dot_q5_K_tokens(const void* wv, const uint8_t* xv, size_t stride, int64_t nb, float* out, size_t out_stride) {
   const auto* w = static_cast<const BlockQ5_K*>(wv);
@@ -346,6 +290,9 @@ void dot_q5_K_tokens(const void* wv, const uint8_t* xv, size_t stride, int64_t n
   for (int t = 0; t < NT; ++t) out[static_cast<size_t>(t) * out_stride] = hsum(acc[t]) - hsum(acc_min[t]);
 }
 
+// Q6_K: in half n, chunk 2n holds values 128n + 0..63: low nibbles of ql[64n .. 64n + 63] with bits
+// 0-1 (first 32) / 2-3 (last 32) of qh[32n + l]; chunk 2n + 1 the high nibbles with bits 4-5 / 6-7.
+// Level - 32 is taken as level * y - 32 * bsums.
 template <int NT>
 void dot_q6_K_tokens(const void* wv, const uint8_t* xv, size_t stride, int64_t nb, float* out, size_t out_stride) {
   const auto* w = static_cast<const BlockQ6_K*>(wv);
@@ -375,7 +322,7 @@ void dot_q6_K_tokens(const void* wv, const uint8_t* xv, size_t stride, int64_t n
     for (int t = 0; t < NT; ++t) {
       const BlockQ8_K& y = x[t][i];
       const __m512i offset = _mm512_slli_epi32(madd_wide(sc16, load_bsums(y)), 5);
-      // part[0] takes the low-nibble chunks, part[1] the high ones, as dot_q6_K does.
+      // part[0] takes the low-nibble chunks, part[1] the high ones.
       __m512i part[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
       MOE_UNROLL
       for (int c = 0; c < 4; ++c) part[c % 2] = _mm512_dpwssd_epi32(part[c % 2], dot4(q[c], load512(y.qs + 64 * c)), sc[c]);
@@ -413,10 +360,12 @@ void dot_tokens_grouped(int64_t n, const void* w, const void* x, size_t x_stride
   }
 }
 
-// A kernel over nb blocks of kBlock values as a DotFn over n values.
-template <int kBlock, float (*Kernel)(const void*, const void*, int64_t)>
-float row_dot(int64_t n, const void* w, const void* x) {
-  return Kernel(w, x, n / kBlock);
+// One row and one token: K's group of one.
+template <template <int> class K>
+float dot_one(int64_t n, const void* w, const void* x) {
+  float out;
+  K<1>::run(w, static_cast<const uint8_t*>(x), 0, n / kQKK, &out, 1);
+  return out;
 }
 
 }  // namespace
@@ -430,8 +379,8 @@ DotFn dot_avx512(GgmlType type) {
     case GgmlType::Q5_1: return &row_dot<kQK, dot_legacy<BlockQ5_1, BlockQ8_1, lanes_q5_1, true>>;
     // Q2_K, Q3_K and Q4_K: none. matmul runs them on the lane kernels (lanes_avx512.cpp); one-row
     // callers get the AVX2 kernels, which streamed as fast (BENCHMARKS.md, dot-product kernels).
-    case GgmlType::Q5_K: return &row_dot<kQKK, dot_q5_K>;
-    case GgmlType::Q6_K: return &row_dot<kQKK, dot_q6_K>;
+    case GgmlType::Q5_K: return &dot_one<Q5KTokens>;
+    case GgmlType::Q6_K: return &dot_one<Q6KTokens>;
     default: return float_dot<Vec16>(type);
   }
 }

@@ -6,6 +6,7 @@
 // kernels are different algorithms, each tuned for its instructions.
 //
 // Everything is in an anonymous namespace: each including file gets its own copy compiled for its ISA.
+// (row_dot at the end adapts the per-ISA block kernels to the dispatcher's DotFn.)
 //
 // Quantizers: bit-identical to quant/quantize_ref.cpp, the same float operations on the same values (IEEE
 // mul and div are exactly rounded in any width; max, clamping and rounding to integers are exact), with
@@ -162,6 +163,15 @@ DotFn float_dot(GgmlType weight_type) {
     case GgmlType::BF16: return &dot_float<V, uint16_t, &V::load_bf16>;
     default: return nullptr;
   }
+}
+
+// ------------------------------------------------------------------------------------------- adapters
+
+// A block-format kernel over nb blocks of kBlock values as a DotFn over n values (what the SIMD files
+// hand to quant.cpp's dispatcher).
+template <int kBlock, float (*Kernel)(const void*, const void*, int64_t)>
+float row_dot(int64_t n, const void* w, const void* x) {
+  return Kernel(w, x, n / kBlock);
 }
 
 }  // namespace
