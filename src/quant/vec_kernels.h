@@ -132,9 +132,11 @@ QuantizeFn activation_quantizer(GgmlType act_type) {
 
 // --------------------------------------------------------------------------------------- float weights
 
-// sum of w[i] * x[i]: four independent accumulators of V::kLanes, then one; the last n % kLanes values
-// go through a zero-padded register (zero lanes add nothing), so any n works.
-template <class V, typename W, typename V::F (*Load)(const W*)>
+// sum of w[i] * x[i]: four independent accumulators of V::kLanes, then one. The last n % kLanes
+// values: on 512-bit vectors through a zero-padded register (zero lanes add nothing); on 256-bit vectors
+// one by one after the reduction, the order the AVX2 kernel has always used, so that F32/F16/BF16 logits
+// stay bit-identical to earlier builds on AVX2-only CPUs (tests/logits_checksums.txt holds them to it).
+template <class V, typename W, typename V::F (*Load)(const W*), float (*Scalar)(W)>
 float dot_float(int64_t n, const void* wv, const void* xv) {
   constexpr int L = V::kLanes;
   const auto* w = static_cast<const W*>(wv);
@@ -144,6 +146,11 @@ float dot_float(int64_t n, const void* wv, const void* xv) {
   for (; i + 4 * L <= n; i += 4 * L)
     for (int k = 0; k < 4; ++k) acc[k] = V::fmadd(Load(w + i + L * k), V::load(x + i + L * k), acc[k]);
   for (; i + L <= n; i += L) acc[0] = V::fmadd(Load(w + i), V::load(x + i), acc[0]);
+  if constexpr (!V::k512) {
+    float sum = V::reduce_add(V::add(V::add(acc[0], acc[1]), V::add(acc[2], acc[3])));
+    for (; i < n; ++i) sum += Scalar(w[i]) * x[i];
+    return sum;
+  }
   if (i < n) {
     W w_tail[L] = {};
     float x_tail[L] = {};
@@ -154,13 +161,15 @@ float dot_float(int64_t n, const void* wv, const void* xv) {
   return V::reduce_add(V::add(V::add(acc[0], acc[1]), V::add(acc[2], acc[3])));
 }
 
+inline float scalar_f32(float v) { return v; }
+
 // The float-weight dot product of weight_type, or null for a block type.
 template <class V>
 DotFn float_dot(GgmlType weight_type) {
   switch (weight_type) {
-    case GgmlType::F32: return &dot_float<V, float, &V::load>;
-    case GgmlType::F16: return &dot_float<V, uint16_t, &V::load_f16>;
-    case GgmlType::BF16: return &dot_float<V, uint16_t, &V::load_bf16>;
+    case GgmlType::F32: return &dot_float<V, float, &V::load, &scalar_f32>;
+    case GgmlType::F16: return &dot_float<V, uint16_t, &V::load_f16, &fp16_to_fp32>;
+    case GgmlType::BF16: return &dot_float<V, uint16_t, &V::load_bf16, &bf16_to_fp32>;
     default: return nullptr;
   }
 }
