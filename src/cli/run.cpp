@@ -4,6 +4,7 @@
 // goes to stderr. The tokenizer is touched only to encode the prompt and to decode the output.
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -15,6 +16,7 @@
 #include "model/model.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
+#include "server/routing_trace.h"
 #include "util/error.h"
 
 namespace moe::cli {
@@ -34,6 +36,7 @@ struct RunOpts {
   std::string kv_type = "f16";
   int64_t ctx = 0;
   bool print_ids = false;
+  std::string routing_trace;  // JSON lines: each generated token's experts per layer (routing_trace.h)
 };
 
 std::string join_ids(const std::vector<int32_t>& ids) {
@@ -90,6 +93,15 @@ int run_run(const RunOpts& o) {
   model::ForwardResult res;
   for (int64_t i = 0; i < n_prompt; ++i) batch.add(prompt[i], static_cast<int32_t>(i), 0, i + 1 == n_prompt);
 
+  // --routing-trace: the forward pass copies each output's experts and weights (nothing when off).
+  std::ofstream trace;
+  model::ForwardOptions fwd;
+  if (!o.routing_trace.empty()) {
+    trace.open(o.routing_trace, std::ios::binary | std::ios::trunc);
+    if (!trace) fail("cannot write the routing trace to '", o.routing_trace, "'");
+    fwd.routing = true;
+  }
+
   const auto t0 = clock::now();
   auto t_prompt = t0;
   bool context_full = false;
@@ -98,12 +110,22 @@ int run_run(const RunOpts& o) {
       context_full = true;
       break;
     }
-    m.forward(batch, cache, res);
+    m.forward(batch, cache, res, fwd);
     if (step == 0) t_prompt = clock::now();
     const sampling::Sampled s = sampler.sample({res.logits.data(), static_cast<size_t>(hp.n_vocab)}, history);
     if (s.id == tok.eos_id()) break;
     history.push_back(s.id);
     generated.push_back(s.id);
+    if (fwd.routing) {  // one line per generated token: {"token", "experts", "weights"}
+      engine::Delta::TokenRouting r;
+      r.n_layer = static_cast<int32_t>(hp.n_layer);
+      r.k = static_cast<int32_t>(res.routing_experts.size() / static_cast<size_t>(hp.n_layer));
+      r.experts = res.routing_experts;
+      r.weights = res.routing_weights;
+      nlohmann::json line = server::token_routing_json(r);
+      line["token"] = s.id;
+      trace << line.dump() << '\n';
+    }
     if (!o.print_ids) {
       std::string text = decoder.push(s.id);
       std::fwrite(text.data(), 1, text.size(), stdout);
@@ -148,6 +170,8 @@ const Registrar reg("run", "Generate text from a prompt", [](CLI::App& sub) {
   sub.add_option("--ctx", o->ctx, "context size in tokens (0: prompt + n, at most the model's)");
   sub.add_flag("--print-ids", o->print_ids, "print token ids instead of text (prompt ids, then generated ids)")
       ->group("");
+  sub.add_option("--routing-trace", o->routing_trace,
+                 "write each generated token's chosen experts and weights per layer to FILE (JSON lines)");
   return [o] { return run_run(*o); };
 });
 

@@ -236,6 +236,10 @@ void Model::forward(const Batch& b, kv::Cache& cache, ForwardResult& result, con
   const auto n_out = static_cast<int64_t>(result.output_index.size());
   result.logits.resize(options.logits ? static_cast<size_t>(n_out * hp_.n_vocab) : 0);
   result.hidden.resize(options.hidden ? static_cast<size_t>(n_out * hp_.n_embd) : 0);
+  // Routing trace (opt-in): filled per layer by run_chunk from the router's top-k.
+  const auto n_route = options.routing ? static_cast<size_t>(n_out * hp_.n_layer * std::max<int64_t>(hp_.n_expert_used, 1)) : 0;
+  result.routing_experts.resize(n_route);
+  result.routing_weights.resize(n_route);
 
   for (int64_t begin = 0; begin < n; begin += max_batch_)
     run_chunk(b, begin, std::min(n, begin + max_batch_), cache, result, options);
@@ -264,6 +268,18 @@ void Model::run_chunk(const Batch& b, int64_t begin, int64_t end, kv::Cache& cac
   for (int64_t l = 0; l < hp_.n_layer; ++l) {
     attention_block(l, n, cache);
     ffn_block(l, n);
+    // Routing trace (opt-in, ForwardOptions::routing): copy this layer's top-k of each output entry.
+    if (options.routing) {
+      const int64_t k = std::max<int64_t>(hp_.n_expert_used, 1);
+      int64_t row = result.n_outputs;
+      for (int64_t t = 0; t < n; ++t) {
+        if (!b.want_logits[begin + t]) continue;
+        const auto dst = static_cast<size_t>((row * hp_.n_layer + l) * k);
+        std::copy(ws_->topk_id + t * k, ws_->topk_id + (t + 1) * k, result.routing_experts.begin() + dst);
+        std::copy(ws_->topk_w + t * k, ws_->topk_w + (t + 1) * k, result.routing_weights.begin() + dst);
+        ++row;
+      }
+    }
   }
 
   // Output head for the wanted entries of this chunk, gathered into contiguous rows.

@@ -48,6 +48,9 @@ struct Batch {
 struct ForwardOptions {
   bool logits = true;   // compute the output head for output entries
   bool hidden = false;  // also return their final (output-normed) hidden states, e.g. for embeddings
+  // Routing trace (opt-in; nothing is copied when false): each output entry's chosen experts and their
+  // renormalised weights at every layer, into ForwardResult::routing_*.
+  bool routing = false;
 };
 
 struct ForwardResult {
@@ -55,6 +58,10 @@ struct ForwardResult {
   std::vector<int32_t> output_index;  // [n_outputs]: the batch entry of each output row
   std::vector<float> logits;          // [n_outputs][n_vocab] (when ForwardOptions::logits)
   std::vector<float> hidden;          // [n_outputs][n_embd] (when ForwardOptions::hidden)
+  // When ForwardOptions::routing: [n_outputs][n_layer][n_expert_used] expert ids (ties to the lower id,
+  // highest weight first) and their weights (sum 1 per layer); a dense model reports expert 0, weight 1.
+  std::vector<int32_t> routing_experts;
+  std::vector<float> routing_weights;
 };
 
 struct ModelOptions {
