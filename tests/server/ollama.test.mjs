@@ -132,6 +132,14 @@ describe('generate', () => {
                          (e) => e.status_code === 400 && /range \.Messages.*not supported/.test(e.error));
   });
 
+  test('context continues an earlier reply exactly', async () => {
+    const first = await ollama.generate({ model: tag, prompt: 'Once upon a time', raw: true, options: { temperature: 0, num_predict: 8 } });
+    const next = await ollama.generate({ model: tag, prompt: '', context: first.context, raw: true, options: { temperature: 0, num_predict: 8 } });
+    const whole = await ollama.generate({ model: tag, prompt: 'Once upon a time', raw: true, options: { temperature: 0, num_predict: 16 } });
+    assert.deepEqual(next.context, whole.context);
+    assert.equal(next.prompt_eval_count, first.context.length);
+  });
+
   test('an empty prompt answers done_reason "load"', async () => {
     const r = await ollama.generate({ model: tag, prompt: '' });
     assert.equal(r.done, true);
