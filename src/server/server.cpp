@@ -433,6 +433,10 @@ struct Server::Impl {
       } else if (res.status == 400) {
         e = ApiError(400, "malformed HTTP request");
       }
+      if (req.path.starts_with("/api/")) {  // Ollama's routes: Ollama's error shape (ollama.h)
+        respond_json(res, e.status, {{"error", e.what()}});
+        return httplib::Server::HandlerResponse::Handled;
+      }
       respond_error(res, e);
       return httplib::Server::HandlerResponse::Handled;
     };

@@ -81,6 +81,14 @@ describe('models', () => {
     await assert.rejects(ollama.create({ model: 'x', from: tag }), (e) => e.status_code === 501);
     await assert.rejects(ollama.push({ model: tag }), (e) => e.status_code === 501);
   });
+
+  test('an unknown /api route is a 404 in Ollama\'s error shape', async () => {
+    const r = await server.fetch('/api/blobs/sha256:00', { method: 'HEAD' });
+    assert.equal(r.status, 404);
+    const g = await server.fetch('/api/nothing', { method: 'GET' });
+    assert.equal(g.status, 404);
+    assert.match(g.json.error, /unknown route: GET \/api\/nothing/);
+  });
 });
 
 describe('generate', () => {
