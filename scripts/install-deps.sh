@@ -9,7 +9,9 @@ packages=(
   libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libssl-dev
   python3
   libopenmpi-dev openmpi-bin  # Open MPI: `mpirun -np N moe batch` and its test
+  chromium
 )
+# chromium: the headless browser that tests/server/web_ui.test.mjs drives (through playwright-core).
 # Node.js runs the end-to-end tests that drive the server with the official `openai` npm client; a
 # machine that already has node and npm (from any source) keeps them.
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)

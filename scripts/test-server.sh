@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests of `moe serve` (tests/server/*.test.mjs): each file starts the real server on a free
-# loopback port and drives it with the official `openai` npm client (node --test). Uses build/moe, or
+# loopback port and drives it with the official `openai` or `ollama` npm client, or its web page in
+# Debian's headless Chromium through playwright-core (node --test). Uses build/moe, or
 # $MOE_BIN. Installs the npm dependencies pinned by tests/server/package-lock.json when they are
 # missing or older than the lock file (npm ci, cache first: no network needed once the cache has them).
 # Files run one after another: each starts its own server, and the load test wants the CPU to itself.

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -18,6 +19,7 @@
 #include "gguf/gguf.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
+#include "server/routing_trace.h"
 #include "util/error.h"
 
 namespace moe::cli {
@@ -37,6 +39,7 @@ struct RunOpts {
   std::string kv_type = "f16";
   int64_t ctx = 0;
   bool print_ids = false;
+  std::string routing_trace;  // JSON lines: each generated token's experts per layer (routing_trace.h)
 };
 
 std::string join_ids(const std::vector<int32_t>& ids) {
@@ -63,6 +66,15 @@ int run_run(const RunOpts& o) {
   req.sampling.min_p = o.min_p;
   req.sampling.repetition_penalty = o.repeat_penalty;
   if (o.seed >= 0) req.sampling.seed = static_cast<uint64_t>(o.seed);
+
+  // --routing-trace: the engine asks the forward pass for each output's experts and weights (nothing
+  // is copied when off) and hands them back per generated token (Delta::routing).
+  std::ofstream trace;
+  if (!o.routing_trace.empty()) {
+    trace.open(o.routing_trace, std::ios::binary | std::ios::trunc);
+    if (!trace) fail("cannot write the routing trace to '", o.routing_trace, "'");
+    req.routing_trace = true;
+  }
 
   gguf::File file = gguf::File::open(model_or_default(o.model));
   auto tok = std::make_shared<const tokenizer::Tokenizer>(tokenizer::Tokenizer::from_gguf(file));
@@ -109,6 +121,12 @@ int run_run(const RunOpts& o) {
     engine::Callbacks cb;
     cb.on_delta = [&](const engine::Delta& d) {
       generated.insert(generated.end(), d.token_ids.begin(), d.token_ids.end());
+      for (size_t i = 0; i < d.routing.size() && i < d.token_ids.size(); ++i) {
+        // --routing-trace: one line per generated token, {"token", "experts", "weights"}.
+        nlohmann::json line = server::token_routing_json(d.routing[i]);
+        line["token"] = d.token_ids[i];
+        trace << line.dump() << '\n';
+      }
       if (!o.print_ids && !d.text.empty()) {
         std::fwrite(d.text.data(), 1, d.text.size(), stdout);
         std::fflush(stdout);
@@ -160,6 +178,8 @@ const Registrar reg("run", "Generate text from a prompt", [](CLI::App& sub) {
   add_context_option(sub, o->ctx, "context size in tokens (0: prompt + n, at most the model's)");
   sub.add_flag("--print-ids", o->print_ids, "print token ids instead of text (prompt ids, then generated ids)")
       ->group("");
+  sub.add_option("--routing-trace", o->routing_trace,
+                 "write each generated token's chosen experts and weights per layer to FILE (JSON lines)");
   sub.footer(environment_footer({"MOE_MODEL", "MOE_ISA"}));
   return [o, model] {
     o->model = model->model();

@@ -115,7 +115,8 @@ struct Engine::Impl {
   void finish(Sequence& s, FinishReason r, const std::string& error = {});
   void retire(Sequence& s, FinishReason r, const std::string& error = {});
   void run_embed_jobs(std::deque<EmbedJob>& jobs);
-  void emit_token(Sequence& s, const sampling::Sampled& sampled, bool& done, FinishReason& why);
+  void emit_token(Sequence& s, const sampling::Sampled& sampled, bool& done, FinishReason& why,
+                  Delta::TokenRouting* routing = nullptr);
   void publish_stats();
   const std::shared_ptr<const std::vector<std::string>>& token_text();
   const std::shared_ptr<const JsonVocabulary>& json_vocabulary();
@@ -213,7 +214,8 @@ void Engine::Impl::retire(Sequence& s, FinishReason r, const std::string& error)
   }
 }
 
-void Engine::Impl::emit_token(Sequence& s, const sampling::Sampled& sampled, bool& done, FinishReason& why) {
+void Engine::Impl::emit_token(Sequence& s, const sampling::Sampled& sampled, bool& done, FinishReason& why,
+                              Delta::TokenRouting* routing) {
   int32_t id = sampled.id;
   s.tokens.push_back(id);
   s.n_generated++;
@@ -232,6 +234,7 @@ void Engine::Impl::emit_token(Sequence& s, const sampling::Sampled& sampled, boo
       for (const auto& t : sampled.top) top.push_back({t.id, text[static_cast<size_t>(t.id)], t.logprob});
       d.top.push_back(std::move(top));
     }
+    if (routing) d.routing.push_back(std::move(*routing));  // routing trace (opt-in)
   }
   if (is_stop_token || s.stops->stopped()) {
     done = true;
@@ -328,8 +331,11 @@ bool Engine::Impl::step() {
     for (int64_t i = c.begin; i < c.end; ++i)
       batch.add(c.seq->tokens[static_cast<size_t>(i)], static_cast<int32_t>(i), c.seq->slot, i == c.end - 1 && c.samples());
 
+  // Routing trace (opt-in per request): the model copies each output's top-k only when one asks.
+  model::ForwardOptions fwd;
+  fwd.routing = std::any_of(plan.begin(), plan.end(), [](const ScheduledChunk& c) { return as_sequence(c.seq).req.routing_trace; });
   try {
-    model.forward(batch, *cache, result);
+    model.forward(batch, *cache, result, fwd);
   } catch (const std::exception& e) {
     // Should not happen (the batch is built valid); fail its sequences rather than the server.
     log_error("forward failed: ", e.what());
@@ -356,7 +362,17 @@ bool Engine::Impl::step() {
     sampling::Sampled sampled = s.sampler->sample(row, s.tokens, left);
     bool done = false;
     FinishReason why = FinishReason::Stop;
-    emit_token(s, sampled, done, why);
+    Delta::TokenRouting routing;  // routing trace (opt-in): output row out_row - 1 of this step
+    if (s.req.routing_trace) {
+      const auto& hp = model.hparams();
+      routing.n_layer = static_cast<int32_t>(hp.n_layer);
+      routing.k = static_cast<int32_t>(std::max<int64_t>(hp.n_expert_used, 1));
+      const auto per = static_cast<size_t>(routing.n_layer) * static_cast<size_t>(routing.k);
+      const auto at = static_cast<size_t>(out_row - 1) * per;
+      routing.experts.assign(result.routing_experts.begin() + at, result.routing_experts.begin() + at + per);
+      routing.weights.assign(result.routing_weights.begin() + at, result.routing_weights.begin() + at + per);
+    }
+    emit_token(s, sampled, done, why, s.req.routing_trace ? &routing : nullptr);
     if (done) {
       done_seqs.push_back(&s);
       done_why.push_back(why);
@@ -427,6 +443,7 @@ uint64_t Engine::submit(Request request, Callbacks callbacks) {
   sp.presence_penalty = request.sampling.presence_penalty;
   sp.frequency_penalty = request.sampling.frequency_penalty;
   sp.n_top_logprobs = std::max(0, request.sampling.top_logprobs);
+  sp.repeat_last_n = request.sampling.repeat_last_n;
   sp.seed = request.sampling.seed ? *request.sampling.seed : std::random_device{}();
   sampling::Sampler::validate(sp);
 

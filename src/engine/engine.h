@@ -56,6 +56,7 @@ struct SamplingParams {
   std::optional<uint64_t> seed;
   int32_t top_logprobs = -1;              // -1: no logprobs; 0..20: chosen token's + that many alternatives
   bool json_object = false;               // constrain output to one valid JSON object
+  int32_t repeat_last_n = 64;             // recent tokens the penalties look at (-1: all); Ollama's option
 };
 
 struct Request {
@@ -65,6 +66,7 @@ struct Request {
   std::vector<std::string> stop;          // stop strings (not included in the output)
   std::vector<int32_t> stop_token_ids;    // beyond the model's EOS (e.g. a template's end-of-turn)
   bool ignore_eos = false;
+  bool routing_trace = false;             // report each generated token's experts (Delta::routing)
 };
 
 enum class FinishReason { Stop, Length, Cancelled, Error };
@@ -81,6 +83,14 @@ struct Delta {
   std::vector<int32_t> token_ids;         // tokens that produced it
   std::vector<TokenLogprob> chosen;       // per token, when logprobs were asked
   std::vector<std::vector<TokenLogprob>> top;  // per token, top alternatives
+  // Routing trace, per token when Request::routing_trace: the experts of the forward position whose
+  // logits produced the token, [n_layer][k] flattened (see model::ForwardResult::routing_*).
+  struct TokenRouting {
+    int32_t n_layer = 0, k = 0;
+    std::vector<int32_t> experts;         // [n_layer][k]
+    std::vector<float> weights;           // [n_layer][k], each layer's sum 1
+  };
+  std::vector<TokenRouting> routing;
 };
 
 struct Usage {

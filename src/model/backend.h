@@ -35,6 +35,9 @@ struct Batch {
 struct ForwardOptions {
   bool logits = true;   // compute the output head for output entries
   bool hidden = false;  // also return their final (output-normed) hidden states, e.g. for embeddings
+  // Routing trace (opt-in; nothing is copied when false): each output entry's chosen experts and their
+  // renormalised weights at every layer, into ForwardResult::routing_*.
+  bool routing = false;
 };
 
 struct ForwardResult {
@@ -42,6 +45,10 @@ struct ForwardResult {
   std::vector<int32_t> output_index;  // [n_outputs]: the batch entry of each output row
   std::vector<float> logits;          // [n_outputs][n_vocab] (when ForwardOptions::logits)
   std::vector<float> hidden;          // [n_outputs][n_embd] (when ForwardOptions::hidden)
+  // When ForwardOptions::routing: [n_outputs][n_layer][n_expert_used] expert ids (ties to the lower id,
+  // highest weight first) and their weights (sum 1 per layer); a dense model reports expert 0, weight 1.
+  std::vector<int32_t> routing_experts;
+  std::vector<float> routing_weights;
 };
 
 class Backend {
@@ -49,9 +56,10 @@ class Backend {
   virtual ~Backend() = default;
 
   // Runs a batch that Model::forward has validated, with the KV blocks of every entry's position
-  // already reserved in `cache` and result.output_index, logits and hidden already sized: writes each
-  // entry's K/V into the cache (kv::Cache::rows) and each output entry's logits and/or hidden state
-  // into `result` (output row i for batch entry result.output_index[i]), setting result.n_outputs.
+  // already reserved in `cache` and result.output_index, logits, hidden and routing_* already sized:
+  // writes each entry's K/V into the cache (kv::Cache::rows) and each output entry's logits, hidden
+  // state and (when options.routing) each layer's chosen experts into `result`
+  // (output row i for batch entry result.output_index[i]), setting result.n_outputs.
   // It does not change sequence lengths; Model::forward does, after it returns.
   virtual void forward(const Batch& batch, kv::Cache& cache, ForwardResult& result, const ForwardOptions& options) = 0;
 

@@ -202,6 +202,18 @@ void CpuBackend::run_chunk(const Batch& b, int64_t begin, int64_t end, kv::Cache
   for (int64_t l = 0; l < hp_.n_layer; ++l) {
     attention_block(l, n, cache);
     ffn_block(l, n);
+    // Routing trace (opt-in, ForwardOptions::routing): copy this layer's top-k of each output entry.
+    if (options.routing) {
+      const int64_t k = std::max<int64_t>(hp_.n_expert_used, 1);
+      int64_t row = result.n_outputs;
+      for (int64_t t = 0; t < n; ++t) {
+        if (!b.want_logits[begin + t]) continue;
+        const auto dst = static_cast<size_t>((row * hp_.n_layer + l) * k);
+        std::copy(W.topk_id + t * k, W.topk_id + (t + 1) * k, result.routing_experts.begin() + dst);
+        std::copy(W.topk_w + t * k, W.topk_w + (t + 1) * k, result.routing_weights.begin() + dst);
+        ++row;
+      }
+    }
   }
 
   // Output head for the wanted entries of this chunk, gathered into contiguous rows.

@@ -84,6 +84,10 @@ void Model::forward(const Batch& b, kv::Cache& cache, ForwardResult& result, con
   const auto n_out = static_cast<int64_t>(result.output_index.size());
   result.logits.resize(options.logits ? static_cast<size_t>(n_out * hp.n_vocab) : 0);
   result.hidden.resize(options.hidden ? static_cast<size_t>(n_out * hp.n_embd) : 0);
+  // Routing trace (opt-in): filled per layer by the backend from the router's top-k.
+  const auto n_route = options.routing ? static_cast<size_t>(n_out * hp.n_layer * std::max<int64_t>(hp.n_expert_used, 1)) : 0;
+  result.routing_experts.resize(n_route);
+  result.routing_weights.resize(n_route);
 
   backend_->forward(b, cache, result, options);
   for (auto& [seq, end] : next) cache.set_length(seq, end);

@@ -36,6 +36,9 @@ class Backend {
 
   virtual int32_t n_vocab() const = 0;
   virtual int64_t max_model_len() const = 0;
+  // Facts about the loaded model for Ollama's /api/tags, /api/show and /api/ps (see ollama.h for the
+  // keys); a backend that knows none (the tests' fakes) answers an empty object.
+  virtual nlohmann::json model_facts() const { return nlohmann::json::object(); }
 };
 
 }  // namespace moe::server

@@ -1,7 +1,14 @@
 // engine_backend.cpp: Backend over engine::Engine (see engine_backend.h).
 #include "server/engine_backend.h"
 
+#include <filesystem>
+#include <map>
+
+#include "engine/loaded_model.h"
 #include "engine/prompt_builder.h"
+#include "gguf/ggml_types.h"
+#include "gguf/gguf.h"
+#include "model/hparams.h"
 #include "tokenizer/tokenizer.h"
 
 namespace moe::server {
@@ -28,5 +35,52 @@ std::vector<int32_t> EngineBackend::chat_prompt(const nlohmann::json& messages) 
 std::vector<int32_t> EngineBackend::end_of_turn_ids() const { return engine_.prompt_builder().end_of_turn_ids(); }
 int32_t EngineBackend::n_vocab() const { return engine_.tokenizer().n_vocab(); }
 int64_t EngineBackend::max_model_len() const { return engine_.max_model_len(); }
+
+// Read once from the GGUF header (mmap'd again: only the header pages are touched): the parameter
+// count, the weight type holding the most bytes (Ollama's "quantization_level"), the file's size and
+// modification time, and the hyperparameters.
+nlohmann::json EngineBackend::model_facts() const {
+  std::lock_guard lock(facts_mu_);
+  if (!facts_.is_null()) return facts_;
+  const std::string& path = engine_.model().path;  // also set for an engine built on a loaded model
+  gguf::File f = gguf::File::open(path);
+  uint64_t params = 0;
+  std::map<std::string, uint64_t> bytes_by_type;
+  for (const auto& t : f.tensors()) {
+    params += t.n_elements;
+    bytes_by_type[type_name(t.type)] += t.n_bytes;
+  }
+  std::string quant;
+  uint64_t most = 0;
+  for (const auto& [type, bytes] : bytes_by_type)
+    if (bytes > most) most = bytes, quant = type;
+  const model::HParams& hp = engine_.hparams();
+  std::error_code ec;
+  auto mtime = std::filesystem::last_write_time(path, ec);
+  int64_t modified = 0;
+  if (!ec)
+    modified = std::chrono::duration_cast<std::chrono::seconds>(
+                   std::chrono::file_clock::to_sys(mtime).time_since_epoch())
+                   .count();
+  facts_ = {{"path", path},
+            {"size_bytes", f.file_size()},
+            {"modified_unix", modified},
+            {"parameter_count", params},
+            {"quantization_level", quant},
+            {"architecture", hp.arch},
+            {"general_name", f.get_string("general.name").value_or("")},
+            {"context_length", hp.n_ctx_train},
+            {"embedding_length", hp.n_embd},
+            {"block_count", hp.n_layer},
+            {"feed_forward_length", hp.n_ff},
+            {"head_count", hp.n_head},
+            {"head_count_kv", hp.n_head_kv},
+            {"expert_count", hp.n_expert},
+            {"expert_used_count", hp.n_expert_used},
+            {"vocab_size", hp.n_vocab},
+            {"rope_freq_base", hp.rope_freq_base},
+            {"chat_template", f.get_string("tokenizer.chat_template").value_or("")}};
+  return facts_;
+}
 
 }  // namespace moe::server

@@ -1,6 +1,8 @@
 // engine_backend.h: the server's Backend over the real engine::Engine. Kept in its own file so that
 // the server's unit tests, which use a fake backend, do not link the model.
 #pragma once
+#include <mutex>
+
 #include "server/backend.h"
 
 namespace moe::tokenizer { class Tokenizer; }
@@ -22,9 +24,12 @@ class EngineBackend : public Backend {
   std::vector<int32_t> end_of_turn_ids() const override;
   int32_t n_vocab() const override;
   int64_t max_model_len() const override;
+  nlohmann::json model_facts() const override;
 
  private:
   engine::Engine& engine_;
+  mutable nlohmann::json facts_;  // model_facts(), read once
+  mutable std::mutex facts_mu_;
 };
 
 }  // namespace moe::server

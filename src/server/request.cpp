@@ -304,10 +304,20 @@ GenerationParams parse_generation(const json& body, bool chat) {
     }
   }
   g.ignore_eos = get_bool(body, "ignore_eos", "ignore_eos").value_or(false);
+  g.routing_trace = parse_routing_trace(body);
   return g;
 }
 
 }  // namespace
+
+bool parse_routing_trace(const json& body) {
+  const json* m = field(body, "moe");
+  if (!m) return false;
+  if (!m->is_object()) throw wrong_type("moe", "an object", *m);
+  for (const auto& [key, value] : m->items())
+    if (key != "routing") throw invalid_param("moe." + key, cat("unknown field 'moe.", key, "' (known: routing)"));
+  return get_bool(*m, "routing", "moe.routing").value_or(false);
+}
 
 json parse_body(std::string_view body) {
   json j;

@@ -30,6 +30,7 @@
 //   response_format                         {"type": "text"} or {"type": "json_object"}
 //   ignore_eos                              boolean (keep generating past EOS; for benchmarks)
 //   user                                    anything (ignored)
+//   moe                                     {"routing": boolean} (per-token expert routing trace)
 //   input (embeddings)                      like prompt, 1..128 inputs; encoding_format float|base64
 //   tokens (detokenize)                     array of token ids in [0, n_vocab)
 #pragma once
@@ -91,6 +92,7 @@ struct GenerationParams {
   bool logprobs = false;            // chat: logprobs true; completions: logprobs present
   int top_logprobs = 0;             // alternatives per token
   bool ignore_eos = false;
+  bool routing_trace = false;       // "moe": {"routing": true}: each token's experts (routing_trace.h)
 };
 
 struct ChatRequest {
@@ -134,6 +136,10 @@ struct DetokenizeRequest {
   std::optional<std::string> model;
   std::vector<int32_t> tokens;
 };
+
+// The opt-in extension object `"moe": {"routing": bool}` of the OpenAI and Ollama routes: true asks for
+// the routing trace. 400 naming moe / moe.routing when it is malformed; absent: false.
+bool parse_routing_trace(const nlohmann::json& body);
 
 // Parses a request body: 400 (param null) when it is not JSON or not a JSON object.
 nlohmann::json parse_body(std::string_view body);

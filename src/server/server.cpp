@@ -28,7 +28,10 @@
 #include "server/auth.h"
 #include "server/batch_routes.h"
 #include "server/connection.h"
+#include "server/ollama.h"
 #include "server/response.h"
+#include "server/routing_trace.h"
+#include "server/web_ui.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -171,6 +174,7 @@ struct Job {
   std::vector<int64_t> prompt_tokens;         // per prompt
   std::vector<uint64_t> ids;                  // engine id per submitted choice
   std::vector<ChoiceOutput> outputs;          // per choice
+  std::vector<std::vector<engine::Delta::TokenRouting>> routing;  // per choice: the routing trace
   std::vector<engine::Usage> usages;          // per choice, at finish
   std::vector<char> finished;                 // per choice
   std::vector<int64_t> text_offsets;          // completions logprobs, per choice
@@ -190,6 +194,8 @@ struct Job {
       out.text += e.delta.text;
       out.chosen.insert(out.chosen.end(), e.delta.chosen.begin(), e.delta.chosen.end());
       out.top.insert(out.top.end(), e.delta.top.begin(), e.delta.top.end());
+      auto& trace = routing[size_t(e.choice)];  // routing trace (opt-in; empty deltas otherwise)
+      trace.insert(trace.end(), e.delta.routing.begin(), e.delta.routing.end());
       out.completion_tokens += int64_t(e.delta.token_ids.size());
       return true;
     }
@@ -407,6 +413,13 @@ struct Server::Impl {
       batch_routes->install(http);
       batch_routes->start();
     }
+    // The Ollama API (ollama.h) and the web chat page (web_ui.h), on the same port.
+    register_ollama_routes(
+        http, OllamaContext{&backend, opts.served_model_name, opts.model_aliases, [this] { enter(); },
+                            [this] { leave(); }, [this](const httplib::Request& r) { admit(r, true); },
+                            [this](const httplib::Response& r, const httplib::ContentReader& c) { return read_body(r, c); },
+                            [this](std::exception_ptr ep) { return translate(ep); }});
+    register_web_ui(http);
 
     // GET /v1/models/{id}, answered before routing: a route pattern with a wildcard would run
     // std::regex over the whole path, which recurses once per character.
@@ -440,6 +453,10 @@ struct Server::Impl {
         res.set_header("Connection", "close");
       } else if (res.status == 400) {
         e = ApiError(400, "malformed HTTP request");
+      }
+      if (req.path.starts_with("/api/")) {  // Ollama's routes: Ollama's error shape (ollama.h)
+        respond_json(res, e.status, {{"error", e.what()}});
+        return httplib::Server::HandlerResponse::Handled;
       }
       respond_error(res, e);
       return httplib::Server::HandlerResponse::Handled;
@@ -489,6 +506,7 @@ struct Server::Impl {
     job->n = gen.n;
     size_t n_choices = prompts.size() * size_t(gen.n);
     job->outputs.resize(n_choices);
+    job->routing.resize(n_choices);
     job->usages.resize(n_choices);
     job->finished.assign(n_choices, 0);
     job->text_offsets.assign(n_choices, 0);
@@ -508,6 +526,7 @@ struct Server::Impl {
           r.stop = gen.stop;
           r.stop_token_ids = eot;
           r.ignore_eos = gen.ignore_eos;
+          r.routing_trace = gen.routing_trace;
           auto timing = std::make_shared<ChoiceTiming>();
           engine::Callbacks cb;
           cb.on_delta = [ch = job->channel, choice, timing, m = metrics](const engine::Delta& d) {
@@ -583,6 +602,9 @@ struct Server::Impl {
     if (!job->error.empty()) throw server_error(job->error);
     json body = kind == Kind::Chat ? chat_completion_json(meta, job->outputs, job->usage(), gen.logprobs)
                                    : completion_json(meta, job->outputs, job->usage(), gen.logprobs);
+    if (gen.routing_trace)  // routing trace (opt-in): choices[i].moe.routing, one entry per token
+      for (size_t c = 0; c < job->outputs.size(); ++c)
+        body["choices"][c]["moe"] = {{"routing", routing_json(job->routing[c])}};
     respond_json(res, 200, body);
   }
 
@@ -593,14 +615,19 @@ struct Server::Impl {
     if (!e.finished) {
       const auto& d = e.delta;
       bool with_logprobs = gen.logprobs && !d.chosen.empty();
-      if (d.text.empty() && !with_logprobs) return "";
+      bool with_routing = gen.routing_trace && !d.routing.empty();
+      if (d.text.empty() && !with_logprobs && !with_routing) return "";
+      json chunk;
       if (kind == Kind::Chat) {
         json lp = with_logprobs ? chat_logprobs_json(d.chosen, d.top) : json(nullptr);
-        return sse_event(chat_chunk_json(meta, e.choice, {{"content", d.text}}, std::move(lp), "", gen.include_usage));
+        chunk = chat_chunk_json(meta, e.choice, {{"content", d.text}}, std::move(lp), "", gen.include_usage);
+      } else {
+        json lp = with_logprobs ? completion_logprobs_json(d.chosen, d.top, job.text_offsets[size_t(e.choice)])
+                                : json(nullptr);
+        chunk = completion_chunk_json(meta, e.choice, d.text, std::move(lp), "", gen.include_usage);
       }
-      json lp = with_logprobs ? completion_logprobs_json(d.chosen, d.top, job.text_offsets[size_t(e.choice)])
-                              : json(nullptr);
-      return sse_event(completion_chunk_json(meta, e.choice, d.text, std::move(lp), "", gen.include_usage));
+      if (with_routing) chunk["choices"][0]["moe"] = {{"routing", routing_json(d.routing)}};  // routing trace
+      return sse_event(chunk);
     }
     const ChoiceOutput& out = job.outputs[size_t(e.choice)];
     if (out.finish_reason.empty()) {

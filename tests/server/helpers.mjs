@@ -16,8 +16,8 @@ process.on('exit', () => {
   for (const p of live) p.kill('SIGKILL');
 });
 
-export async function startServer(args = [], { startTimeoutMs = 60000 } = {}) {
-  const proc = spawn(MOE_BIN, ['serve', '--host', '127.0.0.1', '--port', '0', ...args], {
+export async function startServer(args = [], { startTimeoutMs = 60000, port: wantPort = 0 } = {}) {
+  const proc = spawn(MOE_BIN, ['serve', '--host', '127.0.0.1', '--port', String(wantPort), ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   live.add(proc);
