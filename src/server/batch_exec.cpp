@@ -9,6 +9,7 @@
 #include <new>
 #include <thread>
 
+#include "server/generation.h"
 #include "server/request.h"
 #include "server/response.h"
 #include "util/error.h"
@@ -122,35 +123,21 @@ std::string BatchRunner::generate(const json& body, batch::Endpoint endpoint, co
     check_model(r.gen.model);
     gen = r.gen;
     param = "messages";
-    try {
-      prompts.push_back(backend_.chat_prompt(r.messages));
-    } catch (const moe::Error& e) {
-      throw invalid_param("messages", cat("the chat template rejected the messages: ", e.what()), "template_error");
-    }
+    prompts.push_back(chat_prompt_ids(backend_, r.messages));
   } else {
     CompletionRequest r = parse_completion_request(body, backend_.n_vocab());
     check_model(r.gen.model);
     gen = r.gen;
     param = "prompt";
-    for (const auto& p : r.prompts)
-      prompts.push_back(p.is_tokens ? p.tokens : backend_.tokenize(p.text, /*add_bos=*/true));
+    for (const auto& p : r.prompts) prompts.push_back(prompt_ids(backend_, p));
   }
   if (gen.stream) throw invalid_param("stream", "streaming is not available in a batch; leave 'stream' out");
 
   // The prompt budget, as the server's: each prompt leaves room for at least one token.
   std::vector<int64_t> max_tokens;
-  const int64_t ctx = backend_.max_model_len();
-  for (size_t p = 0; p < prompts.size(); ++p) {
-    std::string where = prompts.size() > 1 ? cat(param, "[", p, "]") : param;
-    const int64_t n = int64_t(prompts[p].size());
-    if (n == 0) throw invalid_param(where, "the prompt is empty (it has no tokens)");
-    if (n + 1 > ctx)
-      throw ApiError(400,
-                     cat("the prompt is ", n, " tokens, but this model's context is ", ctx,
-                         " tokens and at least 1 must be left for the completion: ", n + 1 - ctx, " tokens too many"),
-                     where, "invalid_request_error", "context_length_exceeded");
-    max_tokens.push_back(gen.max_tokens ? std::min(*gen.max_tokens, ctx - n) : ctx - n);
-  }
+  for (size_t p = 0; p < prompts.size(); ++p)
+    max_tokens.push_back(completion_budget(backend_.max_model_len(), prompts[p].size(), gen,
+                                           prompts.size() > 1 ? cat(param, "[", p, "]") : param));
 
   auto pending = std::make_shared<Pending>();
   const size_t n_choices = prompts.size() * size_t(gen.n);
@@ -169,14 +156,7 @@ std::string BatchRunner::generate(const json& body, batch::Endpoint endpoint, co
     for (size_t p = 0; p < prompts.size(); ++p) {
       for (int i = 0; i < gen.n; ++i) {
         const int choice = int(p) * gen.n + i;
-        engine::Request r;
-        r.prompt = prompts[p];
-        r.max_tokens = max_tokens[p];
-        r.sampling = gen.sampling;
-        if (gen.sampling.seed) r.sampling.seed = *gen.sampling.seed + uint64_t(i);
-        r.stop = gen.stop;
-        r.stop_token_ids = eot;
-        r.ignore_eos = gen.ignore_eos;
+        engine::Request r = choice_request(prompts[p], max_tokens[p], gen, i, eot);
         engine::Callbacks cb;
         cb.on_delta = [pending, choice](const engine::Delta& d) { pending->delta(choice, d); };
         cb.on_finish = [pending, choice](engine::FinishReason reason, const engine::Usage& u, const std::string& e) {
@@ -222,26 +202,7 @@ std::string BatchRunner::generate(const json& body, batch::Endpoint endpoint, co
 std::string BatchRunner::embeddings(const json& body) {
   EmbeddingRequest r = parse_embedding_request(body, backend_.n_vocab());
   check_model(r.model);
-  std::vector<std::vector<float>> vectors;
-  int64_t total = 0;
-  for (size_t i = 0; i < r.inputs.size(); ++i) {
-    std::string param = r.inputs.size() > 1 ? cat("input[", i, "]") : "input";
-    const PromptInput& in = r.inputs[i];
-    std::vector<int32_t> ids = in.is_tokens ? in.tokens : backend_.tokenize(in.text, /*add_bos=*/true);
-    if (ids.empty()) throw invalid_param(param, "the input is empty (it has no tokens)");
-    int64_t ctx = backend_.max_model_len();
-    if (int64_t(ids.size()) > ctx)
-      throw ApiError(400,
-                     cat("the input is ", ids.size(), " tokens, but this model's context is ", ctx, " tokens: ",
-                         int64_t(ids.size()) - ctx, " tokens too many"),
-                     param, "invalid_request_error", "context_length_exceeded");
-    total += int64_t(ids.size());
-    vectors.push_back(backend_.embed(ids));
-    if (r.dimensions && *r.dimensions != int64_t(vectors.back().size()))
-      throw invalid_param("dimensions", cat("'dimensions' must be ", vectors.back().size(),
-                                            " (this model's embedding size), got ", *r.dimensions));
-  }
-  return dump_json(embeddings_json(opts_.served_model_name, vectors, r.base64, total));
+  return dump_json(embeddings_response(backend_, r, opts_.served_model_name));
 }
 
 std::optional<LineAnswer> BatchRunner::answer(const batch::Input& input, int64_t index) {

@@ -28,6 +28,7 @@
 #include "server/auth.h"
 #include "server/batch_routes.h"
 #include "server/connection.h"
+#include "server/generation.h"
 #include "server/ollama.h"
 #include "server/response.h"
 #include "server/routing_trace.h"
@@ -481,26 +482,12 @@ struct Server::Impl {
 
   // ---- generation --------------------------------------------------------------------------------
 
-  // Prompt length against the context; returns max_tokens for it.
-  int64_t budget(size_t prompt_len, const GenerationParams& gen, const std::string& param) const {
-    if (prompt_len == 0) throw invalid_param(param, "the prompt is empty (it has no tokens)");
-    int64_t ctx = backend.max_model_len();
-    int64_t n = int64_t(prompt_len);
-    if (n + 1 > ctx)
-      throw ApiError(400,
-                     cat("the prompt is ", n, " tokens, but this model's context is ", ctx,
-                         " tokens and at least 1 must be left for the completion: ", n + 1 - ctx,
-                         " tokens too many"),
-                     param, "invalid_request_error", "context_length_exceeded");
-    int64_t room = ctx - n;
-    return gen.max_tokens ? std::min(*gen.max_tokens, room) : room;
-  }
-
   std::shared_ptr<Job> submit_job(const std::vector<std::vector<int32_t>>& prompts, const GenerationParams& gen,
                                   Kind kind, const std::string& param) {
     std::vector<int64_t> max_tokens;
     for (size_t p = 0; p < prompts.size(); ++p)
-      max_tokens.push_back(budget(prompts[p].size(), gen, prompts.size() > 1 ? cat(param, "[", p, "]") : param));
+      max_tokens.push_back(completion_budget(backend.max_model_len(), prompts[p].size(), gen,
+                                            prompts.size() > 1 ? cat(param, "[", p, "]") : param));
 
     auto job = std::make_shared<Job>();
     job->n = gen.n;
@@ -518,15 +505,7 @@ struct Server::Impl {
       for (size_t p = 0; p < prompts.size(); ++p) {
         for (int i = 0; i < gen.n; ++i) {
           int choice = int(p) * gen.n + i;
-          engine::Request r;
-          r.prompt = prompts[p];
-          r.max_tokens = max_tokens[p];
-          r.sampling = gen.sampling;
-          if (gen.sampling.seed) r.sampling.seed = *gen.sampling.seed + uint64_t(i);
-          r.stop = gen.stop;
-          r.stop_token_ids = eot;
-          r.ignore_eos = gen.ignore_eos;
-          r.routing_trace = gen.routing_trace;
+          engine::Request r = choice_request(prompts[p], max_tokens[p], gen, i, eot);
           auto timing = std::make_shared<ChoiceTiming>();
           engine::Callbacks cb;
           cb.on_delta = [ch = job->channel, choice, timing, m = metrics](const engine::Delta& d) {
@@ -700,49 +679,21 @@ struct Server::Impl {
   void chat_completions(const httplib::Request& req, const std::string& text, httplib::Response& res) {
     ChatRequest r = parse_chat_request(parse_body(text));
     check_model(r.gen.model);
-    std::vector<int32_t> ids;
-    try {
-      ids = backend.chat_prompt(r.messages);
-    } catch (const moe::Error& e) {
-      throw invalid_param("messages", cat("the chat template rejected the messages: ", e.what()), "template_error");
-    }
-    generate(req, res, Kind::Chat, {std::move(ids)}, r.gen, "messages");
-  }
-
-  std::vector<int32_t> prompt_tokens(const PromptInput& in) const {
-    return in.is_tokens ? in.tokens : backend.tokenize(in.text, /*add_bos=*/true);
+    generate(req, res, Kind::Chat, {chat_prompt_ids(backend, r.messages)}, r.gen, "messages");
   }
 
   void completions(const httplib::Request& req, const std::string& text, httplib::Response& res) {
     CompletionRequest r = parse_completion_request(parse_body(text), backend.n_vocab());
     check_model(r.gen.model);
     std::vector<std::vector<int32_t>> prompts;
-    for (const auto& p : r.prompts) prompts.push_back(prompt_tokens(p));
+    for (const auto& p : r.prompts) prompts.push_back(prompt_ids(backend, p));
     generate(req, res, Kind::Completion, prompts, r.gen, "prompt");
   }
 
   void embeddings(const httplib::Request&, const std::string& text, httplib::Response& res) {
     EmbeddingRequest r = parse_embedding_request(parse_body(text), backend.n_vocab());
     check_model(r.model);
-    std::vector<std::vector<float>> vectors;
-    int64_t total = 0;
-    for (size_t i = 0; i < r.inputs.size(); ++i) {
-      std::string param = r.inputs.size() > 1 ? cat("input[", i, "]") : "input";
-      std::vector<int32_t> ids = prompt_tokens(r.inputs[i]);
-      if (ids.empty()) throw invalid_param(param, "the input is empty (it has no tokens)");
-      int64_t ctx = backend.max_model_len();
-      if (int64_t(ids.size()) > ctx)
-        throw ApiError(400,
-                       cat("the input is ", ids.size(), " tokens, but this model's context is ", ctx, " tokens: ",
-                           int64_t(ids.size()) - ctx, " tokens too many"),
-                       param, "invalid_request_error", "context_length_exceeded");
-      total += int64_t(ids.size());
-      vectors.push_back(backend.embed(ids));
-      if (r.dimensions && *r.dimensions != int64_t(vectors.back().size()))
-        throw invalid_param("dimensions", cat("'dimensions' must be ", vectors.back().size(),
-                                              " (this model's embedding size), got ", *r.dimensions));
-    }
-    respond_json(res, 200, embeddings_json(opts.served_model_name, vectors, r.base64, total));
+    respond_json(res, 200, embeddings_response(backend, r, opts.served_model_name));
   }
 
   void tokenize(const httplib::Request&, const std::string& text, httplib::Response& res) {
