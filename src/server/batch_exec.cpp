@@ -1,6 +1,8 @@
-// batch_exec.cpp: see batch_exec.h. The generation path mirrors server.cpp's non-streamed one (prompt
-// budget, n choices with seed + i, end-of-turn stops for chat, the same folding of deltas and finishes)
-// without the socket; the error translation mirrors its translate().
+// batch_exec.cpp: see batch_exec.h. The steps from a parsed body to engine requests (prompts, budget, n
+// choices with seed + i, end-of-turn stops for chat) and embeddings are server/generation.h's, shared
+// with server.cpp; what is this file's own is waiting for the choices without a socket, and the error
+// translation (as server.cpp's translate(), less its shutdown and queue-full cases, which a batch line
+// meets as a stopped runner or a retried submit).
 #include "server/batch_exec.h"
 
 #include <chrono>
