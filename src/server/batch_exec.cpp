@@ -22,11 +22,6 @@ using nlohmann::json;
 
 namespace {
 
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 // What the choices of one line produced so far, filled by the engine thread's callbacks.
 struct Pending {
   std::mutex mu;

@@ -15,6 +15,7 @@
 #include <mutex>
 
 #include "server/connection.h"
+#include "server/event_queue.h"
 #include "server/ollama_request.h"
 #include "server/response.h"
 #include "server/routing_trace.h"
@@ -86,28 +87,7 @@ struct Event {
   Clock::time_point at;
 };
 
-class Queue {
- public:
-  void push(Event e) {
-    {
-      std::lock_guard lock(mu_);
-      events_.push_back(std::move(e));
-    }
-    cv_.notify_one();
-  }
-  std::deque<Event> take(std::chrono::milliseconds timeout) {
-    std::unique_lock lock(mu_);
-    cv_.wait_for(lock, timeout, [&] { return !events_.empty(); });
-    std::deque<Event> out;
-    out.swap(events_);
-    return out;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Event> events_;
-};
+using Queue = EventQueue<Event>;
 
 enum class Kind { Generate, Chat };
 

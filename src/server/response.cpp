@@ -2,10 +2,28 @@
 #include "server/response.h"
 
 #include <bit>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <mutex>
+#include <random>
 
 namespace moe::server {
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string random_hex(size_t n) {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::lock_guard lock(mu);
+  std::string s(n, '0');
+  for (auto& c : s) c = kHex[rng() & 15];
+  return s;
+}
 
 using nlohmann::json;
 

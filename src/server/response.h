@@ -17,6 +17,11 @@
 
 namespace moe::server {
 
+// Seconds since the Unix epoch (the `created` of response objects).
+int64_t unix_now();
+// n random lowercase hex digits, for object ids (chatcmpl-…, file-…, batch_…); thread-safe.
+std::string random_hex(size_t n);
+
 // What one choice produced.
 struct ChoiceOutput {
   std::string text;

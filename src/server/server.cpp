@@ -28,6 +28,7 @@
 #include "server/auth.h"
 #include "server/batch_routes.h"
 #include "server/connection.h"
+#include "server/event_queue.h"
 #include "server/generation.h"
 #include "server/ollama.h"
 #include "server/response.h"
@@ -136,29 +137,7 @@ struct Event {
 };
 
 // The per-request queue between the engine thread (push) and the connection thread (take).
-class Channel {
- public:
-  void push(Event e) {
-    {
-      std::lock_guard lock(mu_);
-      events_.push_back(std::move(e));
-    }
-    cv_.notify_one();
-  }
-  // Everything queued, waiting up to `timeout` for the first event.
-  std::deque<Event> take(std::chrono::milliseconds timeout) {
-    std::unique_lock lock(mu_);
-    cv_.wait_for(lock, timeout, [&] { return !events_.empty(); });
-    std::deque<Event> out;
-    out.swap(events_);
-    return out;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Event> events_;
-};
+using Channel = EventQueue<Event>;
 
 // Timing of one choice, touched only on the engine thread (after submit, which happens-before).
 struct ChoiceTiming {
@@ -229,21 +208,6 @@ struct Job {
 };
 
 ApiError server_error(const std::string& message) { return ApiError(500, message, "", "server_error"); }
-
-std::string random_hex(size_t n) {
-  static std::mutex mu;
-  static std::mt19937_64 rng{std::random_device{}()};
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::lock_guard lock(mu);
-  std::string s(n, '0');
-  for (auto& c : s) c = kHex[rng() & 15];
-  return s;
-}
-
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
