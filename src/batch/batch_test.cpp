@@ -2,9 +2,11 @@
 // journal's recovery from torn and corrupt tails at every byte, shard ranges, merging parts.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include "batch/format.h"
 #include "batch/journal.h"
@@ -195,6 +197,34 @@ TEST(BatchJournal, AtomicFileLeavesNothingUncommitted) {
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(tmp.dir()), {}), 0);
   write_file_atomic(path, "whole\n");
   EXPECT_EQ(slurp(path), "whole\n");
+}
+
+// Two threads replacing one file (the Batch API's cancel handler and its worker both rewrite a batch's
+// JSON): each write has its own temporary, so every rename succeeds and the file is always one whole
+// version. With one temporary per process, one thread renamed the other's away ("cannot rename").
+TEST(BatchJournal, ConcurrentReplacementsOfOneFileAllSucceed) {
+  TempDir tmp;
+  const std::string path = tmp.file("b.json");
+  const std::string a(4096, 'a'), b(4096, 'b');
+  std::atomic<int> failures{0};
+  auto writer = [&](const std::string& content) {
+    for (int i = 0; i < 200; ++i) {
+      try {
+        write_file_atomic(path, content);
+      } catch (const Error&) {
+        ++failures;
+      }
+    }
+  };
+  std::thread t1(writer, a), t2(writer, b);
+  t1.join();
+  t2.join();
+  EXPECT_EQ(failures.load(), 0);
+  const std::string got = slurp(path);
+  EXPECT_TRUE(got == a || got == b) << got.size() << " bytes";
+  size_t leftovers = 0;
+  for (const auto& e : std::filesystem::directory_iterator(tmp.dir())) leftovers += e.path().filename() != "b.json";
+  EXPECT_EQ(leftovers, 0u);
 }
 
 TEST(BatchMerge, PartsInAnyOrderGiveInputOrderAndRepeatsAreNamed) {

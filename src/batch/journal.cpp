@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -154,7 +155,10 @@ bool JournalWriter::sync_due(int64_t max_pending, double max_age_s) const {
 }
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
-  tmp_ = cat(path_, ".tmp.", ::getpid());
+  // Unique per object, not only per process: two threads replacing the same file must not share (and
+  // rename away) one temporary.
+  static std::atomic<uint64_t> serial{0};
+  tmp_ = cat(path_, ".tmp.", ::getpid(), ".", serial.fetch_add(1, std::memory_order_relaxed));
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) throw_io(cat("cannot create ", tmp_), errno);
 }

@@ -68,7 +68,8 @@ struct BatchRoutes::Impl {
   Guarded guarded;
   std::string files_dir, batches_dir;
 
-  std::mutex mu;  // guards everything below
+  std::mutex save_mu;  // one writer of a batch's file at a time (save_batch)
+  std::mutex mu;       // guards everything below
   std::map<std::string, ojson> files;    // id -> file object
   std::map<std::string, ojson> batches;  // id -> batch object
   std::deque<std::string> queue;         // batch ids to run, oldest first
@@ -125,8 +126,21 @@ struct BatchRoutes::Impl {
     if (!resume.empty()) log_info("batch: resuming ", resume.size(), " unfinished batch(es) from ", opts.data_dir);
   }
 
-  void save_batch(const ojson& b) {
+  void write_batch(const ojson& b) {
     batch::write_file_atomic(batch_path(b["id"].get<std::string>()), b.dump() + "\n");
+  }
+
+  // Writes batch `id` as it is in memory now. The HTTP threads (cancel) and the worker (progress,
+  // finish) change a batch concurrently: one writer at a time, each copying the newest state once it
+  // holds save_mu, so the file always ends at the last change (never an older copy written last).
+  void save_batch(const std::string& id) {
+    std::lock_guard save_lock(save_mu);
+    ojson copy;
+    {
+      std::lock_guard lock(mu);
+      copy = batches[id];
+    }
+    write_batch(copy);
   }
 
   // ---- files -------------------------------------------------------------------------------------
@@ -321,7 +335,7 @@ struct BatchRoutes::Impl {
     b["request_counts"] = {{"total", 0}, {"completed", 0}, {"failed", 0}};
     b["metadata"] = metadata;
     try {
-      save_batch(b);
+      write_batch(b);
     } catch (const batch::DiskFull& e) {
       throw storage_error(e);
     }
@@ -394,7 +408,7 @@ struct BatchRoutes::Impl {
       b = it->second;
     }
     try {
-      save_batch(b);
+      save_batch(id);
     } catch (const batch::DiskFull& e) {
       throw storage_error(e);
     }
@@ -406,13 +420,11 @@ struct BatchRoutes::Impl {
 
   // Applies `change` to the batch object under the lock and persists it.
   void update(const std::string& id, const std::function<void(ojson&)>& change) {
-    ojson copy;
     {
       std::lock_guard lock(mu);
       change(batches[id]);
-      copy = batches[id];
     }
-    save_batch(copy);
+    save_batch(id);
   }
 
   std::string status_of(const std::string& id) {
