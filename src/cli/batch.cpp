@@ -18,10 +18,8 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
-#include <sstream>
 #include <thread>
 
 #include "batch/cluster.h"
@@ -69,17 +67,7 @@ std::unique_ptr<engine::Engine> make_engine(const BatchOpts& o, const std::strin
   cfg.kv_type = *kv;
   cfg.enable_prefix_caching = o.enable_prefix_caching;
   cfg.max_queue = std::max(256, 2 * o.in_flight);
-  if (!o.chat_template.empty()) {
-    std::error_code ec;
-    if (std::filesystem::is_regular_file(o.chat_template, ec)) {
-      std::ifstream in(o.chat_template, std::ios::binary);
-      std::ostringstream ss;
-      ss << in.rdbuf();
-      cfg.chat_template_override = ss.str();
-    } else {
-      cfg.chat_template_override = o.chat_template;
-    }
-  }
+  cfg.chat_template_override = o.chat_template;  // a built-in name, a file or template text: the prompt builder resolves it
   return std::make_unique<engine::Engine>(cfg);
 }
 

@@ -11,10 +11,8 @@
 #include <cctype>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
-#include <sstream>
 #include <thread>
 
 #include "cli/command.h"
@@ -60,14 +58,6 @@ struct ServeOpts {
   int64_t max_upload_mib = 512;
   int batch_in_flight = 4;
 };
-
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot read ", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // Addresses only this machine can reach: no key needed there.
 bool is_loopback(const std::string& host) {
@@ -147,11 +137,7 @@ int run_serve(const ServeOpts& o) {
   cfg.memory_budget = pool.kv_bytes;  // exactly pool.kv_blocks blocks
   cfg.enable_prefix_caching = o.enable_prefix_caching;
   cfg.max_queue = o.max_queue;
-  if (!o.chat_template.empty()) {
-    std::error_code ec;
-    cfg.chat_template_override =
-        std::filesystem::is_regular_file(o.chat_template, ec) ? read_text_file(o.chat_template) : o.chat_template;
-  }
+  cfg.chat_template_override = o.chat_template;  // a built-in name, a file or template text: the prompt builder resolves it
 
   // Before any thread exists, so every thread inherits the mask and only the watcher sees the signals.
   sigset_t stop_signals;
