@@ -10,25 +10,11 @@
 #include <cmath>
 
 #include "kv/cache.h"
+#include "plan/plan_testing.h"
 #include "util/error.h"
 
 namespace moe::plan {
 namespace {
-
-struct Planned {
-  model::HParams hp;
-  WeightsLayout weights;
-  Metadata metadata;
-};
-
-Planned preset(const char* name, const char* mix) {
-  Planned p;
-  p.hp = find_preset(name).hp;
-  Vocab vocab = synthetic_vocab(p.hp.n_vocab);
-  p.metadata = synth_metadata(p.hp, find_mix(mix), name, vocab);
-  p.weights = layout_of_synth(p.hp, find_mix(mix), vocab, name);
-  return p;
-}
 
 constexpr uint64_t kGiB = uint64_t{1} << 30;
 

@@ -6,25 +6,11 @@
 
 #include "kv/cache.h"
 #include "model/model.h"
+#include "plan/plan_testing.h"
 #include "util/error.h"
 
 namespace moe::plan {
 namespace {
-
-struct Planned {
-  model::HParams hp;
-  WeightsLayout weights;
-  Metadata metadata;
-};
-
-Planned preset(const char* name, const char* mix) {
-  Planned p;
-  p.hp = find_preset(name).hp;
-  Vocab vocab = synthetic_vocab(p.hp.n_vocab);
-  p.metadata = synth_metadata(p.hp, find_mix(mix), name, vocab);
-  p.weights = layout_of_synth(p.hp, find_mix(mix), vocab, name);
-  return p;
-}
 
 MemoryPlan plan(const Planned& p, int64_t ctx, kv::KvType t, int64_t seqs = 1) {
   MemoryOptions o;
