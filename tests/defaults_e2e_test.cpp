@@ -203,8 +203,9 @@ TEST(ServeMemory, PoolIsSizedToFitTheGivenAvailableMemory) {
   EXPECT_EQ(m["moe_max_model_len"], 4096.0);
 
   // `moe plan --serve` with the same options plans the same pool. The two processes measure their own
-  // resident size at start (the runtime term of the overhead), which differs by some kilobytes between
-  // them, so the block counts may differ by that much and no more.
+  // resident size at start (the runtime term of the overhead), which differs between them by an amount
+  // that varies with the load (up to ~530 KiB seen under ctest -j2), so the block counts may differ by
+  // exactly that overhead difference, to within the one block that rounding to whole blocks allows.
   auto p = run_moe_args({"plan", "--serve", "--json", "--memory-available", "64MiB", "-c", "4096", "-np", "256", "-t", "1"});
   ASSERT_EQ(p.status, 0) << p.err;
   const auto j = nlohmann::json::parse(p.out);
@@ -213,7 +214,9 @@ TEST(ServeMemory, PoolIsSizedToFitTheGivenAvailableMemory) {
   EXPECT_EQ(j["workspace_bytes"].get<double>(), m["moe_workspace_bytes"]);
   EXPECT_EQ(j["weights_mapped_bytes"].get<double>(), m["moe_weights_mapped_bytes"]);
   EXPECT_EQ(j["limited_by"], "available memory");
-  EXPECT_LE(std::abs(j["kv_blocks"].get<double>() - m["moe_kv_blocks_total"]) * block, 512.0 * 1024) << p.out;
+  const double pool_diff = (j["kv_blocks"].get<double>() - m["moe_kv_blocks_total"]) * block;
+  const double overhead_diff = j["overhead_bytes"].get<double>() - m["moe_memory_overhead_bytes"];
+  EXPECT_LT(std::abs(pool_diff + overhead_diff), block) << p.out;
   EXPECT_EQ(s.stop(), 0) << s.err();
 }
 
