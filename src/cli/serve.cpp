@@ -1,7 +1,8 @@
 // serve.cpp: `moe serve`, the OpenAI-compatible HTTP server (src/server) over the serving engine.
 // SIGTERM and SIGINT are blocked in every thread (the mask is set before the engine starts its threads)
 // and taken by one watcher thread with sigwait, so the graceful shutdown runs as ordinary code, not in
-// a signal handler: 503 for new requests, finish what is in flight, exit 0.
+// a signal handler: 503 for new requests, finish what is in flight (cancelling what is left at
+// --shutdown-timeout), exit 0. A second SIGTERM or SIGINT during the drain exits at once.
 // The KV pool is sized before the engine loads, from the memory that is really there (plan/kv_pool.h):
 // a context that cannot fit is refused here, at start, rather than the kernel killing the server later.
 #include <pthread.h>
@@ -57,6 +58,12 @@ struct ServeOpts {
   std::string data_dir;
   int64_t max_upload_mib = 512;
   int batch_in_flight = 4;
+  // The HTTP transport (server/http_transport.h) and CORS.
+  double shutdown_timeout = 30;
+  double request_timeout = 30;
+  int64_t max_connections = 1024;
+  int64_t max_connections_per_ip = 256;
+  std::vector<std::string> cors_origins;
 };
 
 // Addresses only this machine can reach: no key needed there.
@@ -165,6 +172,11 @@ int run_serve(const ServeOpts& o) {
   so.data_dir = o.data_dir;
   so.max_upload_bytes = size_t(o.max_upload_mib) << 20;
   so.batch_in_flight = o.batch_in_flight;
+  so.shutdown_timeout_s = o.shutdown_timeout;
+  so.request_timeout_s = o.request_timeout;
+  so.max_connections = size_t(o.max_connections);
+  so.max_connections_per_ip = size_t(o.max_connections_per_ip);
+  so.cors_origins = o.cors_origins;
 
   server::Server server(backend, so);
   int port = server.bind();
@@ -183,13 +195,19 @@ int run_serve(const ServeOpts& o) {
             << port << std::endl;
 
   std::atomic<bool> serving_done{false};
+  std::thread stopper;  // runs the drain, so the watcher can take a second signal meanwhile
   std::thread watcher([&] {
     int sig = 0;
     sigwait(&stop_signals, &sig);
     if (serving_done) return;
     std::cerr << "moe serve: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
-              << ": finishing in-flight requests, refusing new ones" << std::endl;
-    server.shutdown();
+              << ": finishing in-flight requests (at most " << o.shutdown_timeout
+              << " s), refusing new ones; a second signal exits at once" << std::endl;
+    stopper = std::thread([&] { server.shutdown(); });
+    sigwait(&stop_signals, &sig);
+    if (serving_done) return;
+    std::cerr << "moe serve: second " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ": exiting now" << std::endl;
+    std::_Exit(128 + sig);
   });
   try {
     server.run();
@@ -197,11 +215,13 @@ int run_serve(const ServeOpts& o) {
     serving_done = true;
     pthread_kill(watcher.native_handle(), SIGTERM);
     watcher.join();
+    if (stopper.joinable()) stopper.join();
     throw;
   }
   serving_done = true;
-  pthread_kill(watcher.native_handle(), SIGTERM);  // wakes the watcher if no signal came
+  pthread_kill(watcher.native_handle(), SIGTERM);  // wakes the watcher if no signal (or one) came
   watcher.join();
+  if (stopper.joinable()) stopper.join();
   std::cerr << "moe serve: stopped" << std::endl;
   return 0;
 }
@@ -257,6 +277,29 @@ Registrar reg("serve", "Serve a model over an OpenAI-compatible HTTP API", [](CL
                  "Batch API requests in flight at once (the rest of --max-num-seqs stays for interactive ones)")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
+  sub.add_option("--shutdown-timeout", o->shutdown_timeout,
+                 "On SIGTERM/SIGINT, seconds to let in-flight requests finish before cancelling them (a second "
+                 "signal exits at once)")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
+  sub.add_option("--request-timeout", o->request_timeout,
+                 "Seconds a client has to send a whole request (head and body; plus 1 s per MiB of body): slower "
+                 "ones get 408")
+      ->check(CLI::Range(0.1, 86400.0))
+      ->capture_default_str();
+  sub.add_option("--max-connections", o->max_connections,
+                 "Open connections in all (also cut to the descriptor limit); beyond it idle ones are closed or "
+                 "new ones refused with 503")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->capture_default_str();
+  sub.add_option("--max-connections-per-ip", o->max_connections_per_ip,
+                 "Open connections per client address; a new one closes that address's oldest waiting one, or "
+                 "is refused with 503")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->capture_default_str();
+  sub.add_option("--cors-origin", o->cors_origins,
+                 "Allow browser pages from this origin (e.g. https://app.example.com; repeatable, or * for any) "
+                 "to call the API: CORS headers and preflight answers. Off by default");
   sub.footer("The KV pool is sized at start from the memory that is there: (available x --memory-utilization)\n"
              "less workspace, overhead and room for the mmap'd weights, at least one sequence of -c tokens and at\n"
              "most -c x -np. A -c of which not even one sequence fits is refused at start, with what would fit.\n"

@@ -42,11 +42,24 @@ bool is_connection(int fd, const std::string& local_addr, int local_port, const 
   return host_is(local, local_len, local_addr) && host_is(peer, peer_len, remote_addr);
 }
 
+thread_local int current_fd = -1;
+thread_local bool current_interim_ok = false;
+
 }  // namespace
+
+void set_current_connection(int fd, bool interim_responses_ok) {
+  current_fd = fd;
+  current_interim_ok = interim_responses_ok;
+}
 
 ConnectionWatch::ConnectionWatch(const std::string& local_addr, int local_port, const std::string& remote_addr,
                                  int remote_port) {
   if (local_port <= 0 || remote_port <= 0) return;
+  if (current_fd >= 0 && is_connection(current_fd, local_addr, local_port, remote_addr, remote_port)) {
+    fd_ = current_fd;
+    may_probe_ = current_interim_ok;
+    return;
+  }
   DIR* dir = opendir("/proc/self/fd");
   if (!dir) return;
   int own = dirfd(dir);
@@ -68,12 +81,23 @@ bool ConnectionWatch::peer_gone() const {
   int ready = poll(&p, 1, 0);
   if (ready <= 0) return false;  // nothing to read and no hang-up (or EINTR: ask again next time)
   if (p.revents & POLLNVAL) return true;
+  // Reset, or both directions shut (our transport cancelling): gone whatever is still buffered.
+  if (may_probe_ && (p.revents & (POLLERR | POLLHUP))) return true;
   // Readable, hung up or in error: a peek tells a pipelined request (bytes) from EOF (0) or a reset.
   char byte;
   ssize_t n = recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n > 0) return false;
-  if (n == 0) return true;
-  return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+  if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+  if (!may_probe_) return true;
+  // EOF: a close or a half-close. Probe once; a closed peer resets, and the poll above sees it.
+  if (!probed_) {
+    probed_ = true;
+    static constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    if (send(fd_, kContinue, sizeof kContinue - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN &&
+        errno != EWOULDBLOCK)
+      return true;
+  }
+  return false;
 }
 
 }  // namespace moe::server

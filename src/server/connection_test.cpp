@@ -122,6 +122,43 @@ TEST(ConnectionWatch, SeesAReset) {
   EXPECT_TRUE(eventually([&] { return w.peer_gone(); }));
 }
 
+// On the transport's own socket of an HTTP/1.1 request, a half-close (the client still reads) is told
+// from a close: the first FIN gets an interim "100 Continue"; a closed client resets, a half-closed one
+// reads it and stays "there".
+TEST(ConnectionWatch, HalfCloseIsNotGoneButCloseIs) {
+  Pair p(AF_INET);
+  ASSERT_TRUE(p.ok());
+  set_current_connection(p.server, true);
+  ConnectionWatch w = p.watch();
+  set_current_connection(-1, false);
+  ASSERT_EQ(w.fd(), p.server);
+  ASSERT_EQ(::shutdown(p.client, SHUT_WR), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_FALSE(w.peer_gone());
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  char buf[64] = {};
+  ssize_t n = ::recv(p.client, buf, sizeof buf - 1, MSG_DONTWAIT);
+  EXPECT_EQ(std::string(buf, n > 0 ? size_t(n) : 0), "HTTP/1.1 100 Continue\r\n\r\n");
+
+  Pair q(AF_INET);
+  ASSERT_TRUE(q.ok());
+  set_current_connection(q.server, true);
+  ConnectionWatch wq = q.watch();
+  set_current_connection(-1, false);
+  ::close(q.client);
+  q.client = -1;
+  EXPECT_TRUE(eventually([&] { return wq.peer_gone(); }));
+
+  // Without the transport's word (HTTP/1.0, or a socket found by search) a half-close counts as gone.
+  Pair r(AF_INET);
+  ASSERT_TRUE(r.ok());
+  ConnectionWatch wr = r.watch();
+  ASSERT_EQ(::shutdown(r.client, SHUT_WR), 0);
+  EXPECT_TRUE(eventually([&] { return wr.peer_gone(); }));
+}
+
 TEST(ConnectionWatch, UnknownConnectionIsNotFoundAndNeverGone) {
   Pair p(AF_INET);
   ASSERT_TRUE(p.ok());

@@ -1,6 +1,7 @@
 // server.cpp: routes, generation jobs, SSE streaming and graceful shutdown (see server.h).
 //
-// Threading: httplib runs each connection on a pool thread. A generation request submits its choices
+// Threading: the transport (http_transport.h) reads and frames requests on its event loop and runs
+// each complete one through httplib's routing on a worker thread. A generation request submits its choices
 // to the backend and then waits on its own Channel, into which the engine thread's callbacks push
 // deltas and finishes (short pushes, as engine.h asks). Streams are written by the content provider
 // on the connection's thread; between events it wakes every 100 ms to check the socket, so a client
@@ -9,7 +10,6 @@
 // wakes as often and checks its socket through a ConnectionWatch (connection.h) to the same effect.
 #include "server/server.h"
 
-#include <pthread.h>
 #include <sys/socket.h>
 
 #include <httplib.h>
@@ -30,6 +30,7 @@
 #include "server/connection.h"
 #include "server/event_queue.h"
 #include "server/generation.h"
+#include "server/http_transport.h"
 #include "server/ollama.h"
 #include "server/response.h"
 #include "server/routing_trace.h"
@@ -44,87 +45,44 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-// httplib's compiled-in listen backlog is 5, too few for 32 clients connecting at once; calling
-// listen() again on the bound socket raises it.
+// httplib's routing and handlers, fed one canonical, already-framed request at a time by our transport
+// (http_transport.h) instead of httplib's own listener and connection threads.
 class HttpServer : public httplib::Server {
  public:
-  void raise_backlog(int backlog) {
-    socket_t s = svr_sock_;
-    if (s != INVALID_SOCKET) ::listen(s, backlog);
+  // Serves one request read from `strm`; true when the connection may carry another.
+  bool serve(httplib::Stream& strm, bool close_after) {
+    bool closed = false;
+    response_closes = false;
+    bool ok = process_request(strm, close_after, closed, nullptr);
+    return ok && !closed && !response_closes;
   }
+  // httplib's chunked writer stops as soon as it sees no listening socket: ours is the transport's
+  // (INVALID_SOCKET stops every stream, which a drain past its deadline wants).
+  void set_listening(socket_t fd) { svr_sock_ = fd; }
+  // Set by the post-routing handler when the answer says "Connection: close".
+  static thread_local bool response_closes;
 };
+thread_local bool HttpServer::response_closes = false;
 
-// httplib's connection threads, created with a fixed stack size: httplib matches routes and parses
-// some headers (Range) with std::regex, whose matcher recurses once per character, so an 8 KiB header
-// needs megabytes of stack. Default thread stacks follow `ulimit -s` and may be far smaller; a fixed
-// 32 MiB (address space only: pages are touched on demand) keeps any request within httplib's header
-// and URI limits from overflowing it.
-class ConnectionPool : public httplib::TaskQueue {
- public:
-  static constexpr size_t kStackBytes = size_t(32) << 20;
-
-  explicit ConnectionPool(size_t n_threads) {
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, kStackBytes);
-    for (size_t i = 0; i < n_threads; ++i) {
-      pthread_t t;
-      if (pthread_create(&t, &attr, &ConnectionPool::entry, this) == 0) threads_.push_back(t);
-    }
-    pthread_attr_destroy(&attr);
-    if (threads_.empty()) fail("cannot start the HTTP connection threads");
+const char* reason_phrase(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return status < 500 ? "Bad Request" : "Internal Server Error";
   }
-  ~ConnectionPool() override { shutdown(); }
-
-  void enqueue(std::function<void()> fn) override {
-    {
-      std::lock_guard lock(mu_);
-      jobs_.push_back(std::move(fn));
-    }
-    cv_.notify_one();
-  }
-  // Runs what is queued, then joins the threads.
-  void shutdown() override {
-    {
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
-      stopping_ = true;
-    }
-    cv_.notify_all();
-    for (pthread_t t : threads_) pthread_join(t, nullptr);
-  }
-
- private:
-  static void* entry(void* self) {
-    static_cast<ConnectionPool*>(self)->work();
-    return nullptr;
-  }
-  void work() {
-    for (;;) {
-      std::function<void()> fn;
-      {
-        std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
-        if (jobs_.empty()) return;
-        fn = std::move(jobs_.front());
-        jobs_.pop_front();
-      }
-      try {
-        fn();
-      } catch (const std::exception& e) {
-        log_error("moe serve: connection thread: ", e.what());
-      } catch (...) {
-        log_error("moe serve: connection thread: unknown exception");
-      }
-    }
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  std::vector<pthread_t> threads_;
-  bool stopping_ = false;
-};
+}
 
 // One engine callback's worth of news for one choice.
 struct Event {
@@ -218,17 +176,20 @@ struct Server::Impl {
   ServerOptions opts;
   std::shared_ptr<Metrics> metrics = std::make_shared<Metrics>();
   HttpServer http;
+  std::unique_ptr<HttpTransport> transport;
   int64_t created = unix_now();
 
   std::atomic<bool> shutting_down{false};
-  std::atomic<bool> run_active{false};  // inside Server::run()
   std::mutex active_mu;
   std::condition_variable active_cv;
   int64_t active = 0;  // handlers running plus streams being written
 
   std::unique_ptr<BatchRoutes> batch_routes;  // the Batch API, when opts.data_dir is set
 
-  Impl(Backend& b, ServerOptions o) : backend(b), opts(std::move(o)) { setup_routes(); }
+  Impl(Backend& b, ServerOptions o) : backend(b), opts(std::move(o)) {
+    setup_routes();
+    setup_transport();
+  }
 
   // ---- bookkeeping -------------------------------------------------------------------------------
 
@@ -389,6 +350,9 @@ struct Server::Impl {
     // GET /v1/models/{id}, answered before routing: a route pattern with a wildcard would run
     // std::regex over the whole path, which recurses once per character.
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (req.method == "OPTIONS")  // before the key check: a browser's preflight carries no credentials
+        return answer_options(req, res) ? httplib::Server::HandlerResponse::Handled
+                                        : httplib::Server::HandlerResponse::Unhandled;
       constexpr std::string_view kPrefix = "/v1/models/";
       if (req.method != "GET" || !req.path.starts_with(kPrefix)) return httplib::Server::HandlerResponse::Unhandled;
       ActiveGuard guard(*this);
@@ -406,12 +370,19 @@ struct Server::Impl {
       if (!res.body.empty() || res.content_length_ > 0) return httplib::Server::HandlerResponse::Unhandled;
       ApiError e(res.status, cat("HTTP error ", res.status));
       if (res.status == 404) {
-        if (!authorized(opts.api_key, req.get_header_value("Authorization")))
+        std::vector<std::string> methods = allowed_methods(req.path);
+        if (!authorized(opts.api_key, req.get_header_value("Authorization"))) {
           e = ApiError(401, "missing or incorrect API key (send 'Authorization: Bearer <key>')", "",
                        "invalid_request_error", "invalid_api_key");
-        else
+        } else if (!methods.empty()) {  // the path exists, the method does not: 405 with Allow
+          std::string allow = join_methods(methods);
+          e = ApiError(405, cat("the method ", req.method, " is not allowed on ", req.path, "; allowed: ", allow), "",
+                       "invalid_request_error", "method_not_allowed");
+          res.set_header("Allow", allow);
+        } else {
           e = ApiError(404, cat("unknown route: ", req.method, " ", req.path), "", "invalid_request_error",
                        "not_found");
+        }
       } else if (res.status == 413) {
         e = ApiError(413, cat("the request body is larger than the limit of ", opts.max_body_bytes, " bytes"), "",
                      "invalid_request_error", "request_too_large");
@@ -433,15 +404,116 @@ struct Server::Impl {
     http.set_logger([m = metrics](const httplib::Request& req, const httplib::Response& res) {
       m->count_request(req.path, res.status);
     });
-    // Streams are many small writes (one SSE event per token): without TCP_NODELAY, Nagle's algorithm
-    // holds each one back until the client acknowledges the previous one, which a client's delayed ACK
-    // can put off for tens of milliseconds, so tokens would arrive in bursts and late.
-    http.set_tcp_nodelay(true);
+    // On every answer: no byte ranges (the transport drops Range; httplib would still advertise them on
+    // HEAD), CORS headers for an allowed Origin, and whether the answer closes its connection.
+    http.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      res.headers.erase("Accept-Ranges");
+      for (const auto& [k, v] : cors_headers(req.get_header_value("Origin"))) res.set_header(k, v);
+      if (res.get_header_value("Connection") == "close") HttpServer::response_closes = true;
+    });
     http.set_payload_max_length(opts.data_dir.empty() ? opts.max_body_bytes
                                                       : std::max(opts.max_body_bytes, opts.max_upload_bytes));
     http.set_keep_alive_max_count(1000);
-    int threads = std::max(8, opts.http_threads);
-    http.new_task_queue = [threads] { return new ConnectionPool(size_t(threads)); };
+    http.set_keep_alive_timeout(time_t(opts.idle_timeout_s));
+  }
+
+  // ---- transport, OPTIONS, 405, CORS ---------------------------------------------------------------
+
+  void setup_transport() {
+    TransportOptions to;
+    to.workers = std::max(8, opts.http_threads);
+    to.max_connections = opts.max_connections;
+    to.max_connections_per_ip = opts.max_connections_per_ip;
+    to.request_timeout_s = opts.request_timeout_s;
+    to.idle_timeout_s = opts.idle_timeout_s;
+    TransportHooks hooks;
+    hooks.body_limit = [this](const RequestHead& h) -> uint64_t {
+      if (!opts.data_dir.empty() && h.method == "POST" && h.path == "/v1/files") return opts.max_upload_bytes;
+      return opts.max_body_bytes;
+    };
+    // The key (and the drain) before a byte of the body is read: nobody without the key can make the
+    // server buffer or parse anything.
+    hooks.check_head = [this](const RequestHead& h) -> std::optional<HttpError> {
+      if (!h.has_body()) return std::nullopt;
+      if (!authorized(opts.api_key, h.header("Authorization")))
+        return HttpError{401, "missing or incorrect API key (send 'Authorization: Bearer <key>')"};
+      if (shutting_down) return HttpError{503, "the server is shutting down"};
+      return std::nullopt;
+    };
+    hooks.render_error = [this](const RequestHead* h, const HttpError& e) {
+      std::string body;
+      if (h && h->path.starts_with("/api/")) {  // Ollama's routes: Ollama's error shape
+        body = dump_json(json{{"error", e.message}});
+      } else {
+        std::string code = e.status == 401   ? "invalid_api_key"
+                           : e.status == 413 ? "request_too_large"
+                           : e.status == 503 ? "too_many_connections"
+                           : e.status == 408 ? "request_timeout"
+                                             : "invalid_http_request";
+        std::string type = e.status >= 500 ? "server_error" : "invalid_request_error";
+        body = dump_json(error_json(e.status == 503 && shutting_down ? unavailable()
+                                                                      : ApiError(e.status, e.message, "", type, code)));
+      }
+      std::string out = cat("HTTP/1.1 ", e.status, " ", reason_phrase(e.status),
+                            "\r\nContent-Type: application/json\r\nContent-Length: ", body.size(),
+                            "\r\nConnection: close\r\n");
+      if (e.status == 401) out += "WWW-Authenticate: Bearer\r\n";
+      if (e.status == 503) out += "Retry-After: 1\r\n";
+      if (h)
+        for (const auto& [k, v] : cors_headers(std::string(h->header("Origin")))) out += cat(k, ": ", v, "\r\n");
+      return out + "\r\n" + body;
+    };
+    hooks.serve = [this](httplib::Stream& strm, bool close_after) { return http.serve(strm, close_after); };
+    hooks.on_refused = [m = metrics](const RequestHead* h, int status) {
+      m->count_request(h ? std::string_view(h->path) : std::string_view(), status);
+    };
+    transport = std::make_unique<HttpTransport>(to, std::move(hooks));
+  }
+
+  // The methods answered at `path`, as listed in Allow (empty: unknown path).
+  std::vector<std::string> allowed_methods(const std::string& path) const {
+    std::vector<std::string> m = route_methods(http, path);
+    if (path.starts_with("/v1/models/") && m.empty()) m = {"GET", "HEAD"};  // the pre-routing route
+    if (!m.empty()) m.push_back("OPTIONS");
+    return m;
+  }
+
+  static std::string join_methods(const std::vector<std::string>& methods) {
+    std::string out;
+    for (const auto& m : methods) out += out.empty() ? m : ", " + m;
+    return out;
+  }
+
+  // Access-Control-* headers for a request from `origin` (none unless --cors-origin allows it).
+  std::vector<std::pair<std::string, std::string>> cors_headers(const std::string& origin) const {
+    if (origin.empty()) return {};
+    for (const auto& o : opts.cors_origins) {
+      if (o == "*") return {{"Access-Control-Allow-Origin", "*"}};
+      if (o == origin) return {{"Access-Control-Allow-Origin", origin}, {"Vary", "Origin"}};
+    }
+    return {};
+  }
+
+  // OPTIONS: 204 with Allow for a known path (a CORS preflight from an allowed origin also gets the
+  // methods and headers it may use); false for an unknown path (404).
+  bool answer_options(const httplib::Request& req, httplib::Response& res) const {
+    std::vector<std::string> methods =
+        req.path == "*" ? std::vector<std::string>{"GET", "HEAD", "POST", "OPTIONS"} : allowed_methods(req.path);
+    if (methods.empty()) return false;
+    res.status = 204;
+    res.set_header("Allow", join_methods(methods));
+    std::string origin = req.get_header_value("Origin");
+    if (!cors_headers(origin).empty() && req.has_header("Access-Control-Request-Method")) {
+      res.set_header("Access-Control-Allow-Methods", join_methods(methods));
+      std::string asked = req.get_header_value("Access-Control-Request-Headers");
+      bool token_list = std::all_of(asked.begin(), asked.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == ',' || c == ' ';
+      });
+      res.set_header("Access-Control-Allow-Headers",
+                     !asked.empty() && token_list && asked.size() <= 1024 ? asked : "Authorization, Content-Type");
+      res.set_header("Access-Control-Max-Age", "600");
+    }
+    return true;
   }
 
   // ---- generation --------------------------------------------------------------------------------
@@ -703,48 +775,52 @@ struct Server::Impl {
 Server::Server(Backend& backend, ServerOptions options)
     : impl_(std::make_unique<Impl>(backend, std::move(options))) {}
 
-Server::~Server() {
-  if (impl_->http.is_running()) impl_->http.stop();
-}
+Server::~Server() { impl_->transport->stop(); }
 
 int Server::bind() {
   auto& o = impl_->opts;
-  int port = -1;
-  if (o.port == 0) {
-    port = impl_->http.bind_to_any_port(o.host);
-  } else if (impl_->http.bind_to_port(o.host, o.port)) {
-    port = o.port;
-  }
-  if (port <= 0) fail("cannot listen on ", o.host, ":", o.port, " (", std::strerror(errno), ")");
-  impl_->http.raise_backlog(1024);
+  int port = impl_->transport->bind(o.host, o.port);
+  impl_->http.set_listening(impl_->transport->listen_fd());
   return port;
 }
 
 void Server::run() {
-  Impl& s = *impl_;
-  s.run_active = true;
-  bool ok = s.shutting_down || s.http.listen_after_bind();
-  s.run_active = false;
-  if (!ok && !s.shutting_down) fail("the HTTP server stopped unexpectedly");
+  impl_->transport->run();
 }
 
 void Server::shutdown() {
   Impl& s = *impl_;
   if (s.shutting_down.exchange(true)) return;
   log_debug("server: shutting down: 503 for new requests, draining the engine");
+  s.transport->set_draining();  // every answer from now on closes its connection
   if (s.batch_routes) s.batch_routes->stop();  // its in-flight requests resume after a restart
-  s.backend.drain();
+  bool drained = false;
+  std::thread drainer([&] {
+    s.backend.drain();
+    {
+      std::lock_guard lock(s.active_mu);
+      drained = true;
+    }
+    s.active_cv.notify_all();
+  });
   {
     std::unique_lock lock(s.active_mu);
-    s.active_cv.wait_for(lock, std::chrono::duration<double>(s.opts.shutdown_grace_s), [&] { return s.active == 0; });
+    auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                       std::chrono::duration<double>(std::max(0.0, s.opts.shutdown_timeout_s)));
+    if (!s.active_cv.wait_until(lock, deadline, [&] { return drained && s.active == 0; })) {
+      // Past the deadline: end the connections still being answered, so their handlers see the client
+      // gone and cancel their engine requests, and stop every stream.
+      log_warn("moe serve: the drain deadline (", s.opts.shutdown_timeout_s, " s) passed with ", s.active,
+               " requests in flight: cancelling them");
+      lock.unlock();
+      s.transport->cancel_all();
+      s.http.set_listening(INVALID_SOCKET);
+      lock.lock();
+      s.active_cv.wait_for(lock, std::chrono::seconds(5), [&] { return drained && s.active == 0; });
+    }
   }
-  // httplib's stop() does nothing until listening has begun; run() may be just starting, so repeat it
-  // until run() is out (a run() that starts after this sees shutting_down and returns at once).
-  s.http.stop();
-  while (s.run_active) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    s.http.stop();
-  }
+  drainer.join();
+  s.transport->stop();
 }
 
 const Metrics& Server::metrics() const { return *impl_->metrics; }

@@ -1,4 +1,5 @@
-// server.h: the OpenAI-compatible HTTP server of `moe serve` (cpp-httplib underneath).
+// server.h: the OpenAI-compatible HTTP server of `moe serve` (cpp-httplib's routing and handlers over
+// our own strict HTTP/1.1 transport, http_transport.h).
 //
 // Routes: POST /v1/chat/completions, /v1/completions, /v1/embeddings, /tokenize, /detokenize;
 // GET /v1/models, /v1/models/{id}, /health, /metrics. Each generation request becomes n engine
@@ -10,7 +11,7 @@
 // No request can take the server down: bodies are bounded (413), every field is validated
 // (request.h), and every handler turns any exception into an OpenAI error JSON. shutdown() (on
 // SIGTERM) answers new requests with 503, lets the engine finish what is in flight, waits for those
-// answers to be written, then stops.
+// answers to be written, then stops; what is still running after shutdown_timeout_s is cancelled.
 #pragma once
 #include <cstddef>
 #include <memory>
@@ -30,8 +31,15 @@ struct ServerOptions {
   std::string served_model_name = "moe";
   std::vector<std::string> model_aliases;   // other names accepted in "model" (the file name, the path)
   size_t max_body_bytes = bounds::kMaxBodyBytes;
-  int http_threads = 128;                   // connections served at once (streams hold one each)
-  double shutdown_grace_s = 60;             // after the engine drained, how long to wait for writes
+  int http_threads = 128;                   // requests answered at once (streams hold one each)
+  double shutdown_timeout_s = 30;           // drain deadline after shutdown(): then in-flight work is cancelled
+  // The transport (http_transport.h): connection bounds and the whole-request deadline.
+  size_t max_connections = 1024;
+  size_t max_connections_per_ip = 256;
+  double request_timeout_s = 30;            // head and body of one request, plus its body at 1 MiB/s
+  double idle_timeout_s = 30;               // keep-alive connections between requests
+  // CORS: origins allowed to call the API from a browser ("*": any); empty: no CORS headers at all.
+  std::vector<std::string> cors_origins;
   // The Batch API (batch_routes.h): on when data_dir is set.
   std::string data_dir;
   size_t max_upload_bytes = size_t(512) << 20;
@@ -50,7 +58,8 @@ class Server {
   // Serves until shutdown() has finished. Call after bind().
   void run();
   // Graceful stop, from any thread (idempotent): 503 for new requests, Backend::drain(), wait for the
-  // in-flight answers to be written (at most shutdown_grace_s), then stop listening so run() returns.
+  // in-flight answers to be written; at shutdown_timeout_s, cancel what is left (its connections are
+  // ended, so handlers cancel their engine requests); then stop listening so run() returns.
   void shutdown();
 
   const Metrics& metrics() const;

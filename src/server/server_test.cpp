@@ -314,7 +314,8 @@ TEST(Server, HealthModelsAndUnknownRoutes) {
   EXPECT_EQ(c.Get("/health")->status, 200);
   expect_error(c.Get("/v1/nothing"), 404);
   expect_error(c.Post("/v1/nothing", "{}", "application/json"), 404);
-  expect_error(c.Get("/v1/chat/completions"), 404);
+  expect_error(c.Get("/v1/chat/completions"), 405);  // a known path: 405 with Allow, not 404
+  EXPECT_EQ(c.Get("/v1/chat/completions")->get_header_value("Allow"), "POST, OPTIONS");
 }
 
 TEST(Server, ChatCompletionShapeUsageAndTemplateStopIds) {
