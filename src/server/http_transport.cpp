@@ -1,6 +1,7 @@
 // http_transport.cpp: the event loop, the workers and the in-memory request stream (see http_transport.h).
 #include "server/http_transport.h"
 
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -51,6 +52,7 @@ constexpr size_t kReadChunk = 64 << 10;
 // Dropping costs no memory, and the connection bounds cap how many may do it.
 constexpr double kLingerSeconds = 30;
 constexpr double kLingerQuietSeconds = 5;
+constexpr size_t kTrimAfterBodyBytes = 1 << 20;
 constexpr size_t kWorkerStackBytes = size_t(32) << 20;  // httplib routes with std::regex (recursive)
 
 std::string numeric_host(const sockaddr_storage& a, socklen_t len, int& port) {
@@ -123,6 +125,7 @@ class RequestStream : public httplib::Stream {
     ip = c_.local_ip;
     port = c_.local_port;
   }
+  size_t body_bytes() const { return body_.size(); }
   // Only compared against FD_SETSIZE by httplib (for select()); the stream never selects.
   socket_t socket() const override { return c_.fd < FD_SETSIZE ? c_.fd : 0; }
 
@@ -133,6 +136,8 @@ class RequestStream : public httplib::Stream {
   double write_timeout_s_;
   const std::atomic<bool>& cancelled_;
 };
+
+size_t stream_body_bytes(const RequestStream& s) { return s.body_bytes(); }
 
 Clock::duration secs(double s) { return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); }
 
@@ -569,6 +574,7 @@ void HttpTransport::serve_conn(std::shared_ptr<Conn> c) {
     RequestStream stream(*c, std::move(canonical), std::move(body), opts_.write_timeout_s, cancelled_);
     if (c->in.capacity() > kReadChunk) c->in.shrink_to_fit();
     bool keep = false;
+    bool large = stream_body_bytes(stream) >= kTrimAfterBodyBytes;
     set_current_connection(c->fd, interim_ok);
     try {
       keep = hooks_.serve(stream, close_after);
@@ -576,6 +582,9 @@ void HttpTransport::serve_conn(std::shared_ptr<Conn> c) {
       log_error("moe serve: connection: ", e.what());
     }
     set_current_connection(-1, false);
+    // A large body was parsed into many small allocations, now freed: give the pages back, or every
+    // worker's arena keeps its own peak.
+    if (large) malloc_trim(0);
     c->parser.reset();
     if (!keep || close_after || stopping_) {
       c->close_after_return = true;

@@ -66,6 +66,7 @@ ApiError invalid_param(const std::string& param, const std::string& message,
 
 namespace bounds {
 inline constexpr size_t kMaxBodyBytes = 8u << 20;
+inline constexpr int kMaxJsonDepth = 256;  // arrays and objects open at once in a body (checked while parsing)
 inline constexpr size_t kMaxMessages = 4096;
 inline constexpr size_t kMaxPrompts = 16;
 inline constexpr size_t kMaxChoices = 64;  // prompts × n

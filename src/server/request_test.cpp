@@ -43,12 +43,26 @@ TEST(ServerRequest, ParseBodyRejectsNonJsonAndNonObjects) {
   EXPECT_TRUE(parse_body("{\"a\":1}").is_object());
 }
 
-TEST(ServerRequest, DeeplyNestedBodyIsHandledWithoutCrashing) {
-  std::string deep(200000, '[');
-  deep += std::string(200000, ']');
-  std::string body = "{\"model\":\"m\",\"messages\":" + deep + "}";
-  json j = parse_body(body);
-  expect_param([&] { parse_chat_request(j); }, "messages[0]");
+TEST(ServerRequest, DeeplyNestedBodyIsRefusedWhileParsing) {
+  for (const char* field : {"messages", "ignored"}) {
+    std::string deep(200000, '[');
+    deep += std::string(200000, ']');
+    std::string body = std::string("{\"model\":\"m\",\"") + field + "\":" + deep + "}";
+    try {
+      parse_body(body);
+      ADD_FAILURE() << "a body 200,000 levels deep was accepted";
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status, 400);
+      EXPECT_NE(std::string(e.what()).find("256 levels deep"), std::string::npos) << e.what();
+    }
+  }
+  // At the bound it parses (the top-level object is level 1).
+  std::string ok = "{\"x\":" + std::string(255, '[') + std::string(255, ']') + "}";
+  EXPECT_NO_THROW(parse_body(ok));
+  std::string over = "{\"x\":" + std::string(256, '[') + std::string(256, ']') + "}";
+  EXPECT_THROW(parse_body(over), ApiError);
+  // Deep inside a string is not nesting.
+  EXPECT_NO_THROW(parse_body("{\"x\":\"" + std::string(100000, '[') + "\"}"));
 }
 
 TEST(ServerRequest, ChatDefaults) {

@@ -287,3 +287,21 @@ test('--cors-origin: preflight answered, headers on answers (errors too), other 
     assert.equal(await any.stop(), 0, any.stderr);
   }
 });
+
+test('a body nested millions deep is a 400 naming the depth; 20 of them (and 20 wide ones) do not grow memory', async (t) => {
+  const n = 3_000_000;
+  const deep = `{"prompt":"Hi","max_tokens":1,"ignored":${'['.repeat(n)}${']'.repeat(n)}}`;
+  const wide = `{"prompt":"Hi","max_tokens":1,"ignored":[${Array(1_500_000).fill('[]').join(',')}]}`;
+  for (const [name, body, status] of [['deep', deep, 400], ['wide', wide, 200]]) {
+    const rss = [];
+    for (let i = 0; i < 20; i++) {
+      const r = await server.fetch('/v1/completions', { body });
+      assert.equal(r.status, status, r.text.slice(0, 300));
+      if (status === 400) assert.match(r.json.error.message, /256 levels deep/);
+      rss.push(server.rssKiB() / 1024);
+    }
+    const growth = Math.max(...rss) - rss[0];
+    t.diagnostic(`${name} (${(body.length / 1e6).toFixed(1)} MB) x 20: RSS after each ${rss.map((x) => x.toFixed(0)).join(' ')} MB`);
+    assert.ok(growth < 100, `${name}: RSS grew by ${growth.toFixed(0)} MB over 20 requests`);
+  }
+});
