@@ -408,6 +408,7 @@ struct Server::Impl {
     // HEAD), CORS headers for an allowed Origin, and whether the answer closes its connection.
     http.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       res.headers.erase("Accept-Ranges");
+      if (res.status == 204) res.headers.erase("Content-Length");  // RFC 9110 §8.6: never on a 204
       for (const auto& [k, v] : cors_headers(req.get_header_value("Origin"))) res.set_header(k, v);
       if (res.get_header_value("Connection") == "close") HttpServer::response_closes = true;
     });
@@ -810,8 +811,8 @@ void Server::shutdown() {
     if (!s.active_cv.wait_until(lock, deadline, [&] { return drained && s.active == 0; })) {
       // Past the deadline: end the connections still being answered, so their handlers see the client
       // gone and cancel their engine requests, and stop every stream.
-      log_warn("moe serve: the drain deadline (", s.opts.shutdown_timeout_s, " s) passed with ", s.active,
-               " requests in flight: cancelling them");
+      log_warn("the drain deadline (", s.opts.shutdown_timeout_s, " s) passed with ", s.active,
+               " answers in flight: cancelling them");
       lock.unlock();
       s.transport->cancel_all();
       s.http.set_listening(INVALID_SOCKET);
