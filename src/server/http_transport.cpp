@@ -306,19 +306,19 @@ void HttpTransport::loop() {
 }
 
 std::shared_ptr<HttpTransport::Conn> HttpTransport::evictable(const std::string* ip) const {
-  // The oldest connection that is only waiting: idle between requests first, then one mid-request
-  // (a slow client); never one being answered.
+  // The oldest connection that is only waiting: one lingering after its answer first, then one idle
+  // between requests, then one mid-request (a slow client); never one being answered.
   std::shared_ptr<Conn> best;
-  bool best_idle = false;
+  int best_rank = 0;
   for (const auto& [fd, c] : conns_) {
-    if (c->state != Conn::State::Reading || (ip && c->ip != *ip)) continue;
-    bool idle = !c->parser.in_request() && c->in.empty();
-    if (!best || (idle && !best_idle) || (idle == best_idle && c->since < best->since)) {
+    if (c->state == Conn::State::Busy || (ip && c->ip != *ip)) continue;
+    int rank = c->state == Conn::State::Lingering ? 3 : (!c->parser.in_request() && c->in.empty()) ? 2 : 1;
+    if (!best || rank > best_rank || (rank == best_rank && c->since < best->since)) {
       best = c;
-      best_idle = idle;
+      best_rank = rank;
     }
   }
-  if (!ip && best && !best_idle) return nullptr;  // the total bound only evicts idle connections
+  if (!ip && best && best_rank < 2) return nullptr;  // the total bound never evicts a request being sent
   return best;
 }
 
@@ -472,7 +472,9 @@ HttpTransport::Progress HttpTransport::progress(const std::shared_ptr<Conn>& c, 
 
 void HttpTransport::on_readable(const std::shared_ptr<Conn>& c) {
   static thread_local std::vector<char> buf(kReadChunk);
-  for (;;) {
+  // At most 1 MiB per wake-up: a fast sender must not keep the loop from every other connection
+  // (epoll is level-triggered, so the rest is read on the next round).
+  for (int reads = 0; reads < 16; ++reads) {
     ssize_t n = ::recv(c->fd, buf.data(), buf.size(), MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
