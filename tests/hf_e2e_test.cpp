@@ -227,6 +227,66 @@ TEST(HfCheckpoint, OwnBf16CheckpointMatchesTheSameWeightsAsGguf) {
   EXPECT_EQ(t1.out, t2.out);
 }
 
+// Tensor by tensor: the same names in the same order, shapes, types and bytes.
+void expect_same_tensors(const gguf::File& a, const gguf::File& b) {
+  ASSERT_EQ(a.tensors().size(), b.tensors().size());
+  for (size_t k = 0; k < a.tensors().size(); ++k) {
+    const gguf::TensorInfo &x = a.tensors()[k], &y = b.tensors()[k];
+    EXPECT_EQ(x.name, y.name);
+    EXPECT_EQ(x.ne, y.ne) << x.name;
+    EXPECT_EQ(x.type, y.type) << x.name;
+    ASSERT_EQ(x.n_bytes, y.n_bytes) << x.name;
+    EXPECT_EQ(std::memcmp(x.data, y.data, x.n_bytes), 0) << x.name << " differs";
+  }
+}
+
+TEST(HfConvert, WritesTheF16GgufFixtureBitForBit) {
+  MOE_REQUIRE_FIXTURE("models/hf/tiny-mixtral-hf/config.json");
+  MOE_REQUIRE_FIXTURE("models/tiny-mixtral/tiny-mixtral.F16.gguf");
+  const std::string hf_dir = fixture("models/hf/tiny-mixtral-hf");
+  const std::string ref_path = fixture("models/tiny-mixtral/tiny-mixtral.F16.gguf");
+  moe::testing::TempDir dir;
+  auto r = run_moe(cat("convert '", hf_dir, "' '", dir.file("out.gguf"), "'"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const gguf::File out = gguf::File::open(dir.file("out.gguf"));
+  const gguf::File ref = gguf::File::open(ref_path);
+  expect_same_tensors(out, ref);
+  // The Q/K permutation checked independently of both files' agreement: GGUF row 2i + k of a head is HF
+  // row k * hd/2 + i of the checkpoint's q_proj (llama.cpp's converter).
+  const auto ckpt = safetensors::Checkpoint::open_dir(hf_dir);
+  const auto* q_hf = ckpt.find("model.layers.1.self_attn.q_proj.weight");
+  const auto* q_gg = out.find_tensor("blk.1.attn_q.weight");
+  ASSERT_NE(q_hf, nullptr);
+  ASSERT_NE(q_gg, nullptr);
+  const int64_t hd = 64, rb = 256 * 2;
+  for (int64_t row = 0; row < 256; ++row) {
+    const int64_t h = row / hd, i = (row % hd) / 2, k = row % 2;
+    ASSERT_EQ(std::memcmp(q_gg->data + row * rb, q_hf->data + (h * hd + k * hd / 2 + i) * rb, rb), 0) << row;
+  }
+  // Metadata a GGUF reader needs, as llama.cpp names it.
+  EXPECT_EQ(out.get_string("general.architecture"), "llama");
+  EXPECT_EQ(out.get_int("llama.expert_count"), 8);
+  EXPECT_EQ(out.get_int("general.file_type"), 1);
+  EXPECT_EQ(out.get_string_array("tokenizer.ggml.tokens"), ref.get_string_array("tokenizer.ggml.tokens"));
+  EXPECT_EQ(out.get_float_array("tokenizer.ggml.scores"), ref.get_float_array("tokenizer.ggml.scores"));
+  EXPECT_EQ(out.get_int_array("tokenizer.ggml.token_type"), ref.get_int_array("tokenizer.ggml.token_type"));
+  EXPECT_EQ(out.get_int("tokenizer.ggml.bos_token_id"), 1);
+  EXPECT_EQ(out.get_int("tokenizer.ggml.eos_token_id"), 2);
+  EXPECT_EQ(out.get_int("tokenizer.ggml.unknown_token_id"), 0);
+  EXPECT_NE(out.get_string("tokenizer.chat_template").value_or("").find("[INST]"), std::string::npos);
+  EXPECT_EQ(out.find("moe.rope.rotate_half"), nullptr);
+  // So the logits are the F16 GGUF's, bit for bit.
+  EXPECT_EQ(logits(dir.file("out.gguf"), ""), logits(ref_path, ""));
+
+  // --type goes through moe quantize's pipeline: the same bytes as quantizing the F16 GGUF.
+  r = run_moe(cat("convert '", hf_dir, "' '", dir.file("q.gguf"), "' --type Q4_K_M -q -t 2"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run_moe(cat("quantize '", ref_path, "' '", dir.file("ref-q.gguf"), "' Q4_K_M -q -t 2"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  expect_same_tensors(gguf::File::open(dir.file("q.gguf")), gguf::File::open(dir.file("ref-q.gguf")));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("q.gguf.unquantized.tmp")));
+}
+
 TEST(HfCheckpoint, BadDirectoriesGiveClearErrors) {
   moe::testing::TempDir dir;
   auto r = run_moe(cat("info '", dir.dir(), "'"));

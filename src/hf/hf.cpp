@@ -187,6 +187,9 @@ void tokenizer_metadata(const fs::path& dir, const Config& c, std::vector<std::p
     if (id >= c.n_vocab) fail(dir.string(), ": the ", key, " token id ", id, " is outside the vocabulary of ", c.n_vocab);
   if (bos >= 0) kv.emplace_back("tokenizer.ggml.bos_token_id", gguf::Value::uint32(static_cast<uint32_t>(bos)));
   if (eos >= 0) kv.emplace_back("tokenizer.ggml.eos_token_id", gguf::Value::uint32(static_cast<uint32_t>(eos)));
+  if (v.unk_id < 0)  // the tokenizer's rule: the first piece of type Unknown
+    for (size_t i = 0; i < v.types.size() && v.unk_id < 0; ++i)
+      if (v.types[i] == tokenizer::TokenType::Unknown) v.unk_id = static_cast<int32_t>(i);
   if (v.unk_id >= 0) kv.emplace_back("tokenizer.ggml.unknown_token_id", gguf::Value::uint32(static_cast<uint32_t>(v.unk_id)));
   if (v.pad_id >= 0) kv.emplace_back("tokenizer.ggml.padding_token_id", gguf::Value::uint32(static_cast<uint32_t>(v.pad_id)));
   auto flag = [&](const char* key, bool fallback) {
