@@ -287,6 +287,24 @@ TEST(HfConvert, WritesTheF16GgufFixtureBitForBit) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("q.gguf.unquantized.tmp")));
 }
 
+TEST(HfQuantizeOnLoad, GeneratesWhatTheConvertedFileGenerates) {
+  MOE_REQUIRE_FIXTURE("models/hf/tiny-mixtral-hf/config.json");
+  const std::string hf_dir = fixture("models/hf/tiny-mixtral-hf");
+  moe::testing::TempDir dir;
+  auto c = run_moe(cat("convert '", hf_dir, "' '", dir.file("q.gguf"), "' --type Q4_K_M -q -t 2"));
+  ASSERT_EQ(c.status, 0) << c.err;
+  const std::string args = " -p 'Once upon a time' -n 16 --temp 0 --print-ids -t 2";
+  auto a = run_moe(cat("run '", hf_dir, "' --quantize Q4_K_M", args));
+  auto b = run_moe(cat("run '", dir.file("q.gguf"), "'", args));
+  ASSERT_EQ(a.status, 0) << a.err;
+  ASSERT_EQ(b.status, 0) << b.err;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_NE(a.err.find("quantizing"), std::string::npos) << a.err;
+  auto bad = run_moe(cat("run '", dir.file("q.gguf"), "' --quantize Q8_0 -n 1"));
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("--quantize applies to a Hugging Face checkpoint"), std::string::npos) << bad.err;
+}
+
 TEST(HfCheckpoint, BadDirectoriesGiveClearErrors) {
   moe::testing::TempDir dir;
   auto r = run_moe(cat("info '", dir.dir(), "'"));

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cli/command.h"
+#include "cli/convert.h"
 #include "cli/quantize.h"
 #include "gguf/gguf.h"
 #include "hf/convert.h"
@@ -16,6 +17,33 @@
 #include "util/error.h"
 
 namespace moe::cli {
+
+void convert_checkpoint(const std::string& in, const std::string& out, const std::string& type, int threads, bool quiet) {
+  namespace fs = std::filesystem;
+  if (!hf::is_checkpoint_dir(in)) fail("'", in, "' is not a Hugging Face checkpoint directory (no config.json)");
+  const gguf::File view = hf::open_checkpoint(in);
+  gguf::Writer::Producer producer;
+  const gguf::Writer w = hf::gguf_writer_for(view, producer);
+  const std::string direct = type.empty() ? out : out + ".unquantized.tmp";
+  try {
+    w.write(direct, producer);
+    const gguf::File check = gguf::File::open(direct);
+    if (!quiet)
+      std::fprintf(stderr, "moe convert: %s -> %s: %zu tensors, %s\n", in.c_str(), direct.c_str(), check.tensors().size(),
+                   plan::format_bytes(check.file_size()).c_str());
+    if (!type.empty()) {
+      quantize_gguf(direct, out, type, threads, quiet);
+      fs::remove(direct);
+    }
+  } catch (...) {
+    if (!type.empty()) {
+      std::error_code ec;
+      fs::remove(direct, ec);
+    }
+    throw;
+  }
+}
+
 namespace {
 
 struct ConvertOpts {
@@ -25,28 +53,7 @@ struct ConvertOpts {
 };
 
 int run_convert(const ConvertOpts& o) {
-  namespace fs = std::filesystem;
-  if (!hf::is_checkpoint_dir(o.in)) fail("'", o.in, "' is not a Hugging Face checkpoint directory (no config.json)");
-  const gguf::File view = hf::open_checkpoint(o.in);
-  gguf::Writer::Producer producer;
-  const gguf::Writer w = hf::gguf_writer_for(view, producer);
-  const std::string direct = o.type.empty() ? o.out : o.out + ".unquantized.tmp";
-  try {
-    w.write(direct, producer);
-    const gguf::File check = gguf::File::open(direct);
-    std::fprintf(stderr, "moe convert: %s -> %s: %zu tensors, %s\n", o.in.c_str(), direct.c_str(), check.tensors().size(),
-                 plan::format_bytes(check.file_size()).c_str());
-    if (!o.type.empty()) {
-      quantize_gguf(direct, o.out, o.type, o.threads, o.quiet);
-      fs::remove(direct);
-    }
-  } catch (...) {
-    if (!o.type.empty()) {
-      std::error_code ec;
-      fs::remove(direct, ec);
-    }
-    throw;
-  }
+  convert_checkpoint(o.in, o.out, o.type, o.threads, o.quiet);
   return 0;
 }
 
