@@ -1,6 +1,7 @@
 // safetensors_fuzz.cpp: libFuzzer target for the safetensors reader. Any input must either parse into a
 // File whose tensors lie inside the input and tile its data buffer, or be refused with moe::Error; any
 // other exception, crash or sanitizer report is a finding.
+// fuzz-link: moe_safetensors moe_util
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>

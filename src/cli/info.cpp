@@ -71,7 +71,7 @@ int run_info(const InfoOpts& o) {
   auto name = f.get_string("general.name");
   std::printf("model:          %s%s\n", path.c_str(), name ? (" (" + *name + ")").c_str() : "");
   if (f.assembled())
-    std::printf("format:         Hugging Face checkpoint (safetensors, %s bytes), %zu tensors%s\n",
+    std::printf("format:         Hugging Face checkpoint, %s bytes (safetensors maps + load-time F32 copies), %zu tensors%s\n",
                 human(static_cast<double>(f.file_size()), "").c_str(), f.tensors().size(),
                 hp.rope_rotate_half ? "; Q/K rows in HF order, rotate-half RoPE" : "");
   else

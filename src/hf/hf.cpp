@@ -338,9 +338,10 @@ gguf::File open_checkpoint(const std::string& dir_str) {
 
   std::vector<std::pair<std::string, gguf::Value>> kv;
   kv.emplace_back("general.architecture", gguf::Value::string("llama"));
-  kv.emplace_back("general.name", gguf::Value::string(fs::absolute(dir).lexically_normal().filename().string().empty()
-                                                          ? dir.parent_path().filename().string()
-                                                          : fs::absolute(dir).lexically_normal().filename().string()));
+  // The model's name: the directory's (a trailing slash leaves an empty last component).
+  fs::path normal = fs::absolute(dir).lexically_normal();
+  if (normal.filename().empty()) normal = normal.parent_path();
+  kv.emplace_back("general.name", gguf::Value::string(normal.filename().string()));
   kv.emplace_back("llama.context_length", gguf::Value::uint32(static_cast<uint32_t>(c.n_ctx)));
   kv.emplace_back("llama.embedding_length", gguf::Value::uint32(static_cast<uint32_t>(c.n_embd)));
   kv.emplace_back("llama.block_count", gguf::Value::uint32(static_cast<uint32_t>(c.n_layer)));
@@ -391,7 +392,10 @@ gguf::File open_checkpoint(const std::string& dir_str) {
       b.add(h + "mlp.up_proj.weight", g + "ffn_up.weight", F, E);
     }
   }
-  const uint64_t bytes = storage->ckpt.total_bytes();
+  // What the model occupies: the mapped shards plus the buffers made at load (AWQ expansions, widened
+  // norms), so that the planner's totals count the buffers too.
+  uint64_t bytes = storage->ckpt.total_bytes();
+  for (const auto& buf : storage->buffers) bytes += buf.size() * sizeof(float);
   return gguf::File::assemble(dir_str, std::move(kv), b.take(), storage, bytes);
 }
 

@@ -31,6 +31,7 @@ bool is_checkpoint_dir(const std::string& path);
 // and field for anything unsupported or malformed.
 gguf::File open_checkpoint(const std::string& dir);
 
+// The view's file_size() is the shards' bytes plus those load-time F32 buffers (what the model occupies).
 // A model source path: an HF checkpoint directory, else a GGUF file (gguf::File::open).
 gguf::File open_model_file(const std::string& path);
 
