@@ -22,6 +22,7 @@
 #include "cli/common_flags.h"
 #include "engine/engine.h"
 #include "gguf/gguf.h"
+#include "hf/hf.h"
 #include "model/hparams.h"
 #include "plan/kv_pool.h"
 #include "plan/memory.h"
@@ -100,7 +101,7 @@ plan::PoolPlan size_kv_pool(const ServeOpts& o, const engine::EngineConfig& cfg,
       if (po.memory_budget == 0) throw;  // with a budget the figure only feeds a warning
     }
   }
-  const gguf::File file = gguf::File::open(cfg.model_path);
+  const gguf::File file = hf::open_model_file(cfg.model_path);
   const model::HParams hp = model::HParams::from_gguf(file);
   return plan::plan_kv_pool(hp, plan::layout_of_file(file), file.metadata(), po);
 }

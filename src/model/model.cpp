@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "hf/hf.h"
 #include "model/cpu_backend.h"
 #include "util/error.h"
 
@@ -14,7 +15,7 @@ uint64_t Model::workspace_bytes(const HParams& hp, int64_t max_batch_tokens, int
 }
 
 std::unique_ptr<Model> Model::load(const std::string& path, const ModelOptions& options) {
-  return std::make_unique<Model>(gguf::File::open(path), options);
+  return std::make_unique<Model>(hf::open_model_file(path), options);
 }
 
 Model::Model(gguf::File file, const ModelOptions& options) : Model(ModelSpec::from_file(std::move(file)), options) {}
