@@ -484,7 +484,7 @@ int run_bench(const BenchOpts& o) {
               "                               weights per token, 1 token / 16 tokens:",
               compute.tokens_per_s, n_threads);
   for (size_t i = 0; i < compute.one.size(); ++i)
-    std::printf("%s %s %.0f/%.0f ns", i ? "," : "", type_name(compute.one[i].type).c_str(),
+    std::printf("%s %s %.1f/%.1f ns", i ? "," : "", type_name(compute.one[i].type).c_str(),
                 compute.one[i].seconds_per_256 * 1e9, compute.sixteen[i].seconds_per_256 * 1e9);
   std::printf(")\n");
   std::printf("decode is %s-bound here: the lower roofline is %.2f tokens/s\n",
