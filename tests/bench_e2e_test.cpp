@@ -84,6 +84,26 @@ TEST(BenchCli, JsonHasEveryFieldAndConsistentRoofline) {
   const double experts = s["expert_bytes"];
   EXPECT_LT(active, s["file_bytes"].get<double>() - 0.75 * experts) << "6 of 8 experts must not count";
 
+  // The compute roofline is the kernels' time for each type's active weights, and names the bound.
+  expect_positive(s, "compute_roofline_tokens_per_s");
+  double kernel_seconds = 0;
+  ASSERT_TRUE(s["kernels"].is_object() && !s["kernels"].empty()) << s.dump();
+  for (const auto& [type, k] : s["kernels"].items()) {
+    expect_positive(k, "active_weights_per_token");
+    expect_positive(k, "ns_per_256_1_token");
+    expect_positive(k, "ns_per_256_per_token_16_tokens");
+    kernel_seconds += k["active_weights_per_token"].get<double>() / 256 * k["ns_per_256_1_token"].get<double>() * 1e-9;
+  }
+  const double compute = s["compute_roofline_tokens_per_s"];
+  EXPECT_NEAR(compute, 1 / kernel_seconds, 1e-9 * compute);
+  EXPECT_EQ(s["decode_bound"], compute < roofline ? "compute" : "memory");
+  // The probe's buffer follows the sizing rule: at least 4 MiB, a whole number of MiB, at most 8 GiB.
+  const uint64_t buffer = s["bandwidth_buffer_bytes"];
+  EXPECT_GE(buffer, 4u << 20);
+  EXPECT_LE(buffer, 8ull << 30);
+  EXPECT_EQ(buffer % (1u << 20), 0u);
+  EXPECT_TRUE(s["bandwidth_buffer_exceeds_caches"].is_boolean());
+
   for (size_t i = 1; i < lines.size(); ++i) {
     const auto& b = lines[i];
     EXPECT_EQ(b["batch"], static_cast<int>(i));
@@ -100,7 +120,8 @@ TEST(BenchCli, TableNamesEveryFigure) {
   const auto r = run_moe({"bench", bundled_model(), "-t", "1", "-p", "8", "-n", "4", "--reps", "1", "--batch", "3",
                           "--batch-prompt", "8", "--batch-gen", "2"});
   ASSERT_EQ(r.status, 0) << r.err;
-  for (const char* want : {"active weight bytes per token", "read bandwidth", "decode roofline", "pp8", "tg4",
+  for (const char* want : {"active weight bytes per token", "read bandwidth", "decode roofline (memory)",
+                           "decode roofline (compute)", "-bound here", "pp8", "tg4",
                            "ttft", "peak RSS", "CPU share", "batched decode", "aggregate"})
     EXPECT_NE(r.out.find(want), std::string::npos) << want << " missing in:\n" << r.out;
 }

@@ -313,6 +313,53 @@ TEST(SynthE2E, ValueStatistics) {
   }
 }
 
+// The fast random blocks (the default) against the exact way (--quantize-floats) on a small model:
+// every tensor has the same type in both files, and its dequantized values the same mean and variance,
+// within five standard errors (values with kurtosis below 4, plus the 2^20-value calibration; see
+// src/plan/random_weights_test.cpp). Q2_K and Q4_K_M between them cover Q8_0 and Q2_K..Q6_K.
+TEST(SynthE2E, FastBlocksHaveTheSpreadOfQuantizedFloats) {
+  TempDir tmp;
+  for (const char* mix : {"Q4_K_M", "Q2_K"}) {
+    SCOPED_TRACE(mix);
+    ASSERT_EQ(run_moe({"synth", "--shape", "tiny-mixtral", "--type", mix, "-q", tmp.file("fast.gguf")}).exit_code, 0);
+    auto slow_run = run_moe({"synth", "--shape", "tiny-mixtral", "--type", mix, "--quantize-floats", "-q",
+                             tmp.file("slow.gguf")});
+    ASSERT_EQ(slow_run.exit_code, 0) << slow_run.err;
+    const gguf::File fast = gguf::File::open(tmp.file("fast.gguf")), slow = gguf::File::open(tmp.file("slow.gguf"));
+    std::set<GgmlType> seen;
+    for (const auto& t : slow.tensors()) {
+      SCOPED_TRACE(t.name);
+      const auto* f = fast.find_tensor(t.name);
+      ASSERT_NE(f, nullptr);
+      ASSERT_EQ(f->type, t.type);
+      if (t.type == GgmlType::F32) continue;  // norms and routers: written the exact way in both
+      seen.insert(t.type);
+      auto moments = [](const gguf::TensorInfo& ti) {
+        std::vector<float> y(ti.n_elements);
+        quant::dequantize_row(ti.type, ti.data, y.data(), static_cast<int64_t>(ti.n_elements));
+        double sum = 0, sq = 0;
+        for (float v : y) {
+          sum += v;
+          sq += static_cast<double>(v) * v;
+        }
+        const double n = static_cast<double>(y.size()), mean = sum / n;
+        return std::pair<double, double>{mean, sq / n - mean * mean};
+      };
+      const auto [fm, fv] = moments(*f);
+      const auto [sm, sv] = moments(t);
+      const double n = static_cast<double>(t.n_elements);
+      EXPECT_NEAR(fm, sm, 5 * std::sqrt((fv + sv) / n));
+      EXPECT_NEAR(fv / sv, 1.0, 5 * std::sqrt(6 / n + 3 / 1048576.0));
+    }
+    if (std::string(mix) == "Q2_K") {
+      for (GgmlType ty : {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q6_K}) EXPECT_TRUE(seen.count(ty)) << type_name(ty);
+    } else {
+      for (GgmlType ty : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_0})
+        EXPECT_TRUE(seen.count(ty)) << type_name(ty);
+    }
+  }
+}
+
 TEST(SynthE2E, RealVocabulary) {
   MOE_REQUIRE_FIXTURE("models/tok512.model");
   TempDir tmp;

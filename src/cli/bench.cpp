@@ -27,6 +27,13 @@
 // (one row of it is read) and the unused experts (a token runs expert_used of n_expert), from the
 // tensors' byte sizes in the file. An output head tied to the embedding is read whole.
 //
+// The compute figure beside it (kernels/compute_probe.h): the same matmul kernels timed on a small weight
+// matrix of each weight type the model multiplies, held in cache, so memory is not the limit; the active
+// weights per token of each type times its time per 256 weights gives the fastest decode the kernels
+// allow on these threads (matmuls only: attention, norms and the router's softmax come on top). The
+// lower of the two rooflines says what bounds decode here. The bandwidth buffer is sized from the caches
+// the CPU reports and the memory left (util/bandwidth.h), and said so when that left it too small.
+//
 // Also reported: the CPU share the timed runs got (process CPU time / (wall time * threads); the pool's
 // threads spin while waiting, so an undisturbed run is near 100 %) and the load average, because on a
 // shared machine other processes' work shows up as slower figures and should be visible as such.
@@ -37,6 +44,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -46,8 +54,10 @@
 
 #include "cli/command.h"
 #include "gguf/gguf.h"
+#include "kernels/compute_probe.h"
 #include "kv/cache.h"
 #include "model/model.h"
+#include "plan/quant_mix.h"
 #include "util/bandwidth.h"
 #include "util/checked.h"
 #include "util/cpu.h"
@@ -104,6 +114,46 @@ ActiveBytes active_bytes_per_token(const model::Model& m) {
   a.experts_used = used * static_cast<double>(a.experts_all);
   a.total = static_cast<double>(a.other) + a.experts_used + static_cast<double>(a.embedding_row);
   return a;
+}
+
+// Weights (values, not bytes) of each type that one decoded token multiplies: every matrix but the token
+// embedding (unless it is the tied output head), the experts scaled by expert_used / n_expert as in
+// active_bytes_per_token.
+std::map<GgmlType, double> active_weights_by_type(const model::Model& m) {
+  const model::HParams& hp = m.hparams();
+  const double used = hp.is_moe() ? static_cast<double>(hp.n_expert_used) / static_cast<double>(hp.n_expert) : 1.0;
+  std::map<GgmlType, double> out;
+  for (const auto& t : m.file().tensors()) {
+    if (t.n_dims < 2) continue;  // norms
+    const plan::TensorKind kind = plan::classify_tensor(t.name);
+    if (kind.role == plan::TensorRole::TokenEmbd && !m.weights().output_tied) continue;  // one row is read
+    const bool expert = hp.is_moe() && (kind.role == plan::TensorRole::FfnGate || kind.role == plan::TensorRole::FfnUp ||
+                                        kind.role == plan::TensorRole::FfnDown);
+    out[t.type] += static_cast<double>(t.n_elements) * (expert ? used : 1.0);
+  }
+  return out;
+}
+
+// The decode compute figure: each active type's in-cache matmul rate for one token (and for a group of
+// 16, the batched path), and the tokens/s the kernels allow.
+struct ComputeFigure {
+  std::vector<kernels::KernelRate> one, sixteen;  // per type, in the order of `weights`
+  std::map<GgmlType, double> weights;
+  double tokens_per_s = 0;
+};
+
+ComputeFigure measure_compute(ThreadPool& pool, const model::Model& m) {
+  ComputeFigure f;
+  f.weights = active_weights_by_type(m);
+  double seconds = 0;
+  for (const auto& [type, n] : f.weights) {
+    const int64_t cols = m.hparams().n_embd;  // every matrix's input width but the down projections'
+    f.one.push_back(kernels::measure_kernel_rate(pool, type, 1, cols));
+    f.sixteen.push_back(kernels::measure_kernel_rate(pool, type, 16, cols));
+    seconds += n / 256.0 * f.one.back().seconds_per_256;
+  }
+  f.tokens_per_s = seconds > 0 ? 1.0 / seconds : 0;
+  return f;
 }
 
 // Peak resident set size of this process: VmHWM from /proc, else getrusage.
@@ -347,6 +397,9 @@ int run_bench(const BenchOpts& o) {
     if (!o.json) std::fprintf(stderr, "\n");
   }
   const double cpu_share = (process_cpu_seconds() - cpu0) / (seconds_since(wall0) * pool.size());
+  const ComputeFigure compute = measure_compute(pool, *m);
+  const uint64_t llc_total = read_cache_topology().total_llc_bytes();
+  const bool buffer_ok = buffer_exceeds_caches(probe.buffer_bytes(), llc_total);
   const uint64_t hwm = peak_rss_bytes();
   const uint64_t rss = hwm > probe.buffer_bytes() ? hwm - probe.buffer_bytes() : 0;
 
@@ -380,6 +433,16 @@ int run_bench(const BenchOpts& o) {
     j["last_level_cache_bytes"] = last_level_cache_bytes();
     j["roofline_tokens_per_s"] = roofline;
     j["roofline_fraction"] = fraction;
+    j["total_last_level_cache_bytes"] = llc_total;
+    j["bandwidth_buffer_exceeds_caches"] = buffer_ok;
+    j["compute_roofline_tokens_per_s"] = compute.tokens_per_s;
+    j["decode_bound"] = compute.tokens_per_s < roofline ? "compute" : "memory";
+    nlohmann::json kr = nlohmann::json::object();
+    for (size_t i = 0; i < compute.one.size(); ++i)
+      kr[type_name(compute.one[i].type)] = {{"active_weights_per_token", compute.weights.at(compute.one[i].type)},
+                                            {"ns_per_256_1_token", compute.one[i].seconds_per_256 * 1e9},
+                                            {"ns_per_256_per_token_16_tokens", compute.sixteen[i].seconds_per_256 * 1e9}};
+    j["kernels"] = kr;
     std::printf("%s\n", j.dump().c_str());
     for (size_t i = 0; i < o.batches.size(); ++i) {
       nlohmann::json b;
@@ -409,11 +472,23 @@ int run_bench(const BenchOpts& o) {
               "                               right after each decode run)\n",
               bw_s.median / 1e9, bw_s.min / 1e9, bw_s.max / 1e9, n_threads,
               (unsigned long long)(probe.buffer_bytes() >> 20));
-  std::printf("decode roofline:               %.2f tokens/s\n", roofline);
-  const uint64_t llc = last_level_cache_bytes();
-  if (llc > 0 && static_cast<double>(llc) >= 2 * active.total)
+  std::printf("decode roofline (memory):      %.2f tokens/s\n", roofline);
+  if (!buffer_ok)
+    std::printf("(the buffer is under %llux the %llu MiB of last-level cache, bounded by the memory left: the\n"
+                " bandwidth may include cache hits)\n",
+                (unsigned long long)kLlcMultiple, (unsigned long long)(llc_total >> 20));
+  if (llc_total > 0 && static_cast<double>(llc_total) >= 2 * active.total)
     std::printf("(the active weights fit in the %llu MiB last-level cache: the DRAM roofline does not bound this model)\n",
-                (unsigned long long)(llc >> 20));
+                (unsigned long long)(llc_total >> 20));
+  std::printf("decode roofline (compute):     %.2f tokens/s (the matmul kernels in cache, %d threads; per 256\n"
+              "                               weights per token, 1 token / 16 tokens:",
+              compute.tokens_per_s, n_threads);
+  for (size_t i = 0; i < compute.one.size(); ++i)
+    std::printf("%s %s %.1f/%.1f ns", i ? "," : "", type_name(compute.one[i].type).c_str(),
+                compute.one[i].seconds_per_256 * 1e9, compute.sixteen[i].seconds_per_256 * 1e9);
+  std::printf(")\n");
+  std::printf("decode is %s-bound here: the lower roofline is %.2f tokens/s\n",
+              compute.tokens_per_s < roofline ? "compute" : "memory", std::min(roofline, compute.tokens_per_s));
   std::printf("\n");
   std::printf("%-22s %10s %10s %10s\n", "test", "median", "min", "max");
   std::printf("%-22s %s\n", cat("pp", o.n_prompt, " (tokens/s)").c_str(), rate(pp_s).c_str());

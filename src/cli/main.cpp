@@ -67,7 +67,7 @@ const char* kernels_text(moe::Isa isa) {
     case moe::Isa::AVX512:
       return "AVX-512 VNNI integer dot products, many-token sub-block lane kernels for prompts and batches, "
              "AVX2 attention";
-    case moe::Isa::AVX2: return "AVX2 integer dot products and attention";
+    case moe::Isa::AVX2: return "AVX2 integer dot products (many-token kernels for prompts and batches) and attention";
     case moe::Isa::Scalar: return "the scalar reference kernels";
   }
   return "?";

@@ -1,14 +1,17 @@
 // synth.cpp: `moe synth --shape mixtral-8x7b [--layers N] --type Q4_K_M [--tokenizer F] [--seed S] OUT`:
 // writes a random-weight model of a real geometry (src/plan/geometry.h), so speed and memory can be
-// measured at full size without downloading weights. Tensors are generated and quantized row by row on
-// all threads straight into the GGUF writer's buffer (one tensor in memory at a time, never as floats),
-// with the per-tensor types of the mix (src/plan/quant_mix.h), full llama metadata, and the real
-// vocabulary of a SentencePiece model or GGUF file when one is given (else a byte-level one).
+// measured at full size without downloading weights. Tensors are generated row by row on all threads
+// straight into the GGUF writer's buffer (one tensor in memory at a time), with the per-tensor types of
+// the mix (src/plan/quant_mix.h), full llama metadata, and the real vocabulary of a SentencePiece model or
+// GGUF file when one is given (else a byte-level one).
 //
 // Values: matrices ~ N(0, 0.02) (the usual initialisation scale; it keeps activations and logits in a
 // normal range through many layers), norms = 1, routers ~ N(0, 0.02) as well (a random but decisive
-// routing). Every row is drawn from its own generator seeded by (seed, tensor, row), so the file is a
-// function of the seed alone, whatever the thread count.
+// routing). Tensors of Q8_0 and the K-quants are written as random blocks whose dequantized values have
+// the mean and variance that quantizing N(0, 0.02) floats gives (plan/random_weights.h: ~1-3 ns per
+// weight, where the K-quant scale search takes ~100 ns, i.e. minutes instead of hours at full size);
+// --quantize-floats keeps the exact way for every tensor. Every row is drawn from its own generator
+// seeded by (seed, tensor, row), so the file is a function of the seed alone, whatever the thread count.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -24,6 +27,7 @@
 #include "plan/memory.h"
 #include "plan/progress.h"
 #include "plan/quant_mix.h"
+#include "plan/random_weights.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 #include "util/thread_pool.h"
@@ -39,6 +43,7 @@ struct SynthOpts {
   uint64_t seed = 42;
   int threads = 0;
   bool quiet = false;
+  bool quantize_floats = false;  // the exact (slow) way for every tensor
   std::string out;
 };
 
@@ -47,20 +52,6 @@ uint64_t splitmix64(uint64_t& x) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
-}
-
-// n values ~ approximately N(0, sigma^2): the Irwin-Hall sum of four 16-bit uniforms, centred and
-// scaled to unit variance (bell-shaped, bounded at +-3.46 sigma, and far cheaper than Box-Muller for
-// billions of weights).
-void fill_normal(uint64_t seed, float sigma, float* out, int64_t n) {
-  uint64_t state = seed;
-  const float scale = sigma * std::sqrt(3.0f) / 65536.0f;
-  for (int64_t i = 0; i < n; ++i) {
-    const uint64_t r = splitmix64(state);
-    const uint32_t sum = static_cast<uint32_t>(r & 0xffff) + static_cast<uint32_t>((r >> 16) & 0xffff) +
-                         static_cast<uint32_t>((r >> 32) & 0xffff) + static_cast<uint32_t>(r >> 48);
-    out[i] = (static_cast<float>(sum) - 131070.0f) * scale;
-  }
 }
 
 plan::Vocab vocab_from_tokenizer(const std::string& path) {
@@ -126,13 +117,20 @@ int run_synth(const SynthOpts& o) {
     const int64_t n = t.ne[0];
     const int64_t rows = static_cast<int64_t>(t.bytes / *row_bytes(t.type, static_cast<uint64_t>(n)));
     const bool ones = kind.role == plan::TensorRole::Norm;
+    auto row_seed = [&](int64_t row) {
+      uint64_t s = base_seed ^ (static_cast<uint64_t>(k) << 40) ^ static_cast<uint64_t>(row);
+      return splitmix64(s);
+    };
+    if (!ones && !o.quantize_floats && plan::can_draw_blocks(t.type)) {
+      plan::draw_tensor(pool, t.type, n, rows, 0.02f, out, row_seed, &progress);
+      return;
+    }
     plan::encode_rows(pool, t.type, n, rows, out, [&](int64_t row, float* buf) {
       if (ones) {
         std::fill(buf, buf + n, 1.0f);
         return;
       }
-      uint64_t s = base_seed ^ (static_cast<uint64_t>(k) << 40) ^ static_cast<uint64_t>(row);
-      fill_normal(splitmix64(s), 0.02f, buf, n);
+      plan::fill_normal(row_seed(row), 0.02f, buf, n);
     }, &progress);
   });
   progress.finish();
@@ -155,6 +153,9 @@ Registrar reg("synth", "Write a random-weight model of a real geometry (for benc
   sub.add_option("--tokenizer", o->tokenizer, "SentencePiece tokenizer.model or GGUF whose vocabulary to write");
   sub.add_option("--seed", o->seed, "random seed (default 42)");
   sub.add_option("-t,--threads", o->threads, "threads (default: physical cores)");
+  sub.add_flag("--quantize-floats", o->quantize_floats,
+               "draw floats and quantize them for every tensor (slow: hours at full size; default: random "
+               "Q8_0/K-quant blocks of the same spread)");
   sub.add_flag("-q,--quiet", o->quiet, "no progress output");
   sub.add_option("output", o->out, "output GGUF")->required();
   return [o] { return run_synth(*o); };

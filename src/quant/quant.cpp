@@ -82,6 +82,9 @@ Kernels kernels_for(GgmlType weight_type, Isa isa) {
   k.isa = usable(isa);
   k.quantize = activation_quantizer(k.act_type, k.isa);
   k.dot = dot_kernel(weight_type, k.isa);
+  // Each ISA's many-token kernels match that ISA's single-token kernels bit for bit, so AVX-512 replaces
+  // AVX2's outright (null where AVX-512 has none: its lanes or its own per-row kernel serve those types).
+  if (k.isa >= Isa::AVX2) k.dot_tokens = detail::dot_tokens_avx2(weight_type);
   if (k.isa >= Isa::AVX512) {
     k.dot_tokens = detail::dot_tokens_avx512(weight_type);
     if (lanes_sub_block(weight_type) != 0) k.lanes_rows = detail::lanes_rows_avx512(weight_type);

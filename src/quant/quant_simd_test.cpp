@@ -305,6 +305,39 @@ TEST(QuantSimd, ManyTokenDotsEqualSingleTokenDotsBitForBit) {
     }
 }
 
+// The many-token kernels against the scalar reference directly (not only through the single-token
+// kernel): every token of a group of 11 (two groups of four and a partial one on AVX2, a group of eight
+// and a partial one on AVX-512), at every row length, within the derived tolerance of that token's row.
+TEST(QuantSimd, ManyTokenDotsMatchScalar) {
+  if (simd_isas().empty()) GTEST_SKIP() << "this CPU has no AVX2";
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("MOE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (GgmlType type : kBlockTypes)
+    for (int64_t n : row_lengths(type)) {
+      const GgmlType act = activation_type(type);
+      const size_t row = bytes_of(act, n);
+      constexpr int64_t kTok = 11;
+      const std::vector<uint8_t> w = random_weights(rng, type, n, rng() % 2 == 0);
+      std::vector<std::vector<uint8_t>> xs;
+      std::vector<uint8_t> x;
+      for (int64_t t = 0; t < kTok; ++t) {
+        xs.push_back(activations(act, random_floats(rng, n)));
+        x.insert(x.end(), xs.back().begin(), xs.back().end());
+      }
+      for (Isa isa : simd_isas()) {
+        std::vector<float> out(kTok);
+        vec_dot_tokens_isa(isa, type, n, w.data(), x.data(), row, kTok, out.data(), 1);
+        for (int64_t t = 0; t < kTok; ++t) {
+          const float want = vec_dot_isa(Isa::Scalar, type, n, w.data(), xs[static_cast<size_t>(t)].data());
+          EXPECT_LE(std::fabs(static_cast<double>(out[static_cast<size_t>(t)]) - want),
+                    dot_tolerance(type, w, xs[static_cast<size_t>(t)], n))
+              << type_name(type) << " n=" << n << " on " << isa_name(isa) << ", token " << t;
+        }
+      }
+    }
+}
+
 // ---- the sub-block lane path (quant/lanes.h) ----
 
 const GgmlType kLaneTypes[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K};

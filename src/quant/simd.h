@@ -13,6 +13,7 @@ DotFn dot_avx2(GgmlType weight_type);
 DotFn dot_avx512(GgmlType weight_type);
 
 // One weight row against many tokens' rows, each result bit-identical to the single-token kernel's.
+DotTokensFn dot_tokens_avx2(GgmlType weight_type);  // dot_tokens_avx2.cpp
 DotTokensFn dot_tokens_avx512(GgmlType weight_type);
 
 // Activation quantization (floats -> act_type blocks), bit-identical to the scalar reference.

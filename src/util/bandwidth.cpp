@@ -7,11 +7,16 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
+#include "util/available_memory.h"
 #include "util/error.h"
 
 namespace moe {
@@ -45,6 +50,23 @@ uint64_t sum_words(const uint64_t* words, size_t n_words, Isa isa) {
   return detail::sum_words_scalar(words, n_words);
 }
 
+namespace {
+
+// "32768K", "1M" or plain bytes, as /sys writes cache sizes; 0 when unparsable.
+uint64_t parse_cache_size(const std::string& size) {
+  if (size.empty()) return 0;
+  char* end = nullptr;
+  const unsigned long long value = std::strtoull(size.c_str(), &end, 10);
+  if (end == size.c_str()) return 0;
+  uint64_t bytes = value;
+  if (*end == 'K') bytes = value << 10;
+  else if (*end == 'M') bytes = value << 20;
+  else if (*end == 'G') bytes = value << 30;
+  return bytes;
+}
+
+}  // namespace
+
 uint64_t last_level_cache_bytes() {
   uint64_t best = 0;
   int best_level = 0;
@@ -58,13 +80,7 @@ uint64_t last_level_cache_bytes() {
     type_in >> type;
     size_in >> size;
     if (type == "Instruction" || size.empty()) continue;
-    // "32768K", "1M" or plain bytes.
-    char* end = nullptr;
-    const unsigned long long value = std::strtoull(size.c_str(), &end, 10);
-    uint64_t bytes = value;
-    if (*end == 'K') bytes = value << 10;
-    else if (*end == 'M') bytes = value << 20;
-    else if (*end == 'G') bytes = value << 30;
+    const uint64_t bytes = parse_cache_size(size);
     if (level > best_level || (level == best_level && bytes > best)) {
       best_level = level;
       best = bytes;
@@ -73,9 +89,75 @@ uint64_t last_level_cache_bytes() {
   return best;
 }
 
+CacheTopology read_cache_topology(const std::string& root) {
+  CacheTopology t;
+  std::set<std::string> domains;  // shared_cpu_list of each instance of the level found
+  const std::filesystem::path cpus = root + "/sys/devices/system/cpu";
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(cpus, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() < 4 || name.rfind("cpu", 0) != 0 ||
+        name.find_first_not_of("0123456789", 3) != std::string::npos)
+      continue;
+    for (int index = 0; index < 16; ++index) {
+      const std::string dir = (entry.path() / "cache" / cat("index", index)).string() + "/";
+      std::ifstream level_in(dir + "level"), type_in(dir + "type"), size_in(dir + "size"), shared_in(dir + "shared_cpu_list");
+      if (!level_in || !size_in) break;
+      int level = 0;
+      std::string type, size, shared;
+      level_in >> level;
+      type_in >> type;
+      size_in >> size;
+      shared_in >> shared;
+      const uint64_t bytes = parse_cache_size(size);
+      if (type == "Instruction" || bytes == 0) continue;
+      if (level > t.llc_level) {
+        t.llc_level = level;
+        t.llc_bytes = bytes;
+        domains.clear();
+      }
+      if (level == t.llc_level) {
+        t.llc_bytes = std::max(t.llc_bytes, bytes);
+        domains.insert(shared.empty() ? name : shared);  // no list: count it per CPU
+      }
+    }
+  }
+  t.llc_instances = static_cast<int>(domains.size());
+  if (t.llc_instances == 0 && root.empty()) {
+    for (auto [key, level] : {std::pair{_SC_LEVEL3_CACHE_SIZE, 3}, std::pair{_SC_LEVEL2_CACHE_SIZE, 2}}) {
+      const long v = ::sysconf(key);
+      if (v > 0) {
+        t.llc_bytes = static_cast<uint64_t>(v);
+        t.llc_level = level;
+        t.llc_instances = 1;
+        break;
+      }
+    }
+  }
+  return t;
+}
+
+uint64_t bandwidth_buffer_bytes(uint64_t total_llc_bytes, uint64_t available_bytes) {
+  constexpr uint64_t kMiB = 1ull << 20, kMin = 4 * kMiB, kFloor = 1ull << 30, kMax = 8ull << 30;
+  const uint64_t llc = std::min<uint64_t>(total_llc_bytes, kMax);  // no overflow below
+  uint64_t bytes = std::clamp<uint64_t>(kLlcMultiple * llc, kFloor, kMax);
+  if (available_bytes > 0) bytes = std::min(bytes, available_bytes / 4);
+  bytes = std::max(bytes, kMin);
+  return bytes / kMiB * kMiB;
+}
+
+bool buffer_exceeds_caches(uint64_t buffer_bytes, uint64_t total_llc_bytes) {
+  return total_llc_bytes == 0 || buffer_bytes / kLlcMultiple >= total_llc_bytes;
+}
+
 uint64_t default_bandwidth_buffer_bytes() {
-  constexpr uint64_t kMin = 256ull << 20, kMax = 1ull << 30;
-  return std::clamp<uint64_t>(8 * last_level_cache_bytes(), kMin, kMax);
+  uint64_t available = 0;
+  try {
+    available = read_available_memory().bytes;
+  } catch (const Error&) {
+    // No MemAvailable (a very old kernel): no memory bound.
+  }
+  return bandwidth_buffer_bytes(read_cache_topology().total_llc_bytes(), available);
 }
 
 BandwidthProbe::BandwidthProbe(ThreadPool& pool, uint64_t buffer_bytes) : pool_(pool) {

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <utility>
 
 #include "util/cpu.h"
@@ -31,8 +32,32 @@ struct BandwidthResult {
 // Size of the last-level data cache of CPU 0 from /sys (bytes), or 0 when it cannot be read.
 uint64_t last_level_cache_bytes();
 
-// 8x the last-level cache, at least 256 MiB and at most 1 GiB: large enough that the caches hold a
-// negligible part of it.
+// The last-level cache as the CPU reports it: the highest-level data or unified cache of every CPU under
+// root + /sys/devices/system/cpu, counted once per distinct shared_cpu_list (one L3 per socket, or per
+// core complex on chiplet CPUs, so a thread pool spread over several sees all of them). Where /sys
+// has no cache directories, sysconf(_SC_LEVEL3_CACHE_SIZE / _SC_LEVEL2_CACHE_SIZE) as one instance
+// (only with the real root).
+struct CacheTopology {
+  uint64_t llc_bytes = 0;  // one instance (0: unknown)
+  int llc_level = 0;       // 2 or 3 usually
+  int llc_instances = 0;
+  uint64_t total_llc_bytes() const { return llc_bytes * static_cast<uint64_t>(llc_instances); }
+};
+CacheTopology read_cache_topology(const std::string& root = "");
+
+// How large the probe's buffer must be to measure DRAM and not a cache: kLlcMultiple times all the
+// last-level cache the CPU reports and at least 1 GiB (so even a cache the CPU under-reports, such as a
+// VM's, holds a small part of it), at most 8 GiB, and at most a quarter of the memory the process can
+// still take (`available_bytes`, util/available_memory.h; 0: unknown, no bound) so the probe never
+// crowds out the model; never below 4 MiB. A pure function, rounded down to whole MiB.
+constexpr uint64_t kLlcMultiple = 4;
+uint64_t bandwidth_buffer_bytes(uint64_t total_llc_bytes, uint64_t available_bytes);
+// Whether a buffer of this size measures DRAM honestly: at least kLlcMultiple x the last-level cache
+// (false when the memory bound forced it smaller).
+bool buffer_exceeds_caches(uint64_t buffer_bytes, uint64_t total_llc_bytes);
+
+// bandwidth_buffer_bytes() of this machine: read_cache_topology() and read_available_memory() (unknown
+// when either cannot be read).
 uint64_t default_bandwidth_buffer_bytes();
 
 // A buffer allocated and written once, to measure with as often as wanted: `moe bench` measures right

@@ -1,15 +1,19 @@
 // bandwidth_test.cpp: the read-bandwidth measurement returns a plausible rate and really reads every
 // word: the checksum is the exact sum of the buffer (word i holds i) times the passes, and every ISA's
-// kernel gives the scalar sum on lengths that exercise the vector tails and unaligned starts.
+// kernel gives the scalar sum on lengths that exercise the vector tails and unaligned starts. The buffer
+// size rule is a pure function of the reported caches and memory, tested on fixed figures and a fake /sys.
 #include "util/bandwidth.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <numeric>
 #include <random>
 #include <vector>
 
+#include "testutil/fixtures.h"
 #include "util/error.h"
 
 namespace moe {
@@ -87,9 +91,68 @@ TEST(Bandwidth, LastLevelCacheSizeIsSaneWhenKnown) {
     EXPECT_GE(llc, 64u << 10);
     EXPECT_LE(llc, 4ull << 30);
   }
+  const CacheTopology topo = read_cache_topology();
+  if (topo.llc_instances > 0) {
+    EXPECT_GE(topo.llc_bytes, llc);  // CPU 0's is one of the instances
+    EXPECT_GE(topo.llc_level, 2);
+  }
   const uint64_t buf = default_bandwidth_buffer_bytes();
-  EXPECT_GE(buf, 256u << 20);
-  EXPECT_LE(buf, 1u << 30);
+  EXPECT_GE(buf, 4u << 20);
+  EXPECT_LE(buf, 8ull << 30);
+}
+
+constexpr uint64_t kMiB = 1ull << 20, kGiB = 1ull << 30;
+
+// The sizing rule, as a pure function of what the CPU and the memory report.
+TEST(Bandwidth, BufferSizeFollowsTheCachesAndTheMemory) {
+  EXPECT_EQ(bandwidth_buffer_bytes(32 * kMiB, 20 * kGiB), 1 * kGiB);     // small cache: the 1 GiB floor
+  EXPECT_EQ(bandwidth_buffer_bytes(260 * kMiB, 20 * kGiB), 1040 * kMiB); // the VM: 4 x 260 MiB
+  EXPECT_EQ(bandwidth_buffer_bytes(2 * 384 * kMiB, 64 * kGiB), 3 * kGiB); // two sockets' L3 together
+  EXPECT_EQ(bandwidth_buffer_bytes(4 * kGiB, 256 * kGiB), 8 * kGiB);    // at most 8 GiB
+  EXPECT_EQ(bandwidth_buffer_bytes(0, 0), 1 * kGiB);                    // nothing known: the floor
+  EXPECT_EQ(bandwidth_buffer_bytes(260 * kMiB, 2 * kGiB), 512 * kMiB);  // a quarter of what is left
+  EXPECT_EQ(bandwidth_buffer_bytes(32 * kMiB, 8 * kMiB), 4 * kMiB);     // never below 4 MiB
+  EXPECT_EQ(bandwidth_buffer_bytes(~0ull, 0), 8 * kGiB);                // no overflow
+  EXPECT_EQ(bandwidth_buffer_bytes(100 * kMiB + 12345, 0) % kMiB, 0u);  // whole MiB
+  EXPECT_TRUE(buffer_exceeds_caches(1040 * kMiB, 260 * kMiB));
+  EXPECT_FALSE(buffer_exceeds_caches(512 * kMiB, 260 * kMiB));  // the memory bound made it too small
+  EXPECT_TRUE(buffer_exceeds_caches(1 * kGiB, 0));
+}
+
+void write_file(const std::filesystem::path& p, const std::string& text) {
+  std::filesystem::create_directories(p.parent_path());
+  std::ofstream(p) << text << "\n";
+}
+
+// A fake /sys: four CPUs, private L1d/L1i/L2, an L3 of 32 MiB per pair of CPUs (two instances, as on a
+// chiplet CPU), and a stray "cpufreq" directory that is not a CPU.
+TEST(Bandwidth, CacheTopologyCountsEachSharedCacheOnce) {
+  testing::TempDir tmp;
+  const std::filesystem::path cpu = std::filesystem::path(tmp.dir()) / "sys/devices/system/cpu";
+  for (int c = 0; c < 4; ++c) {
+    const auto dir = cpu / ("cpu" + std::to_string(c)) / "cache";
+    auto index = [&](int i, int level, const char* type, const char* size, const std::string& shared) {
+      const auto d = dir / ("index" + std::to_string(i));
+      write_file(d / "level", std::to_string(level));
+      write_file(d / "type", type);
+      write_file(d / "size", size);
+      write_file(d / "shared_cpu_list", shared);
+    };
+    index(0, 1, "Data", "32K", std::to_string(c));
+    index(1, 1, "Instruction", "32K", std::to_string(c));
+    index(2, 2, "Unified", "1024K", std::to_string(c));
+    index(3, 3, "Unified", "32768K", c < 2 ? "0-1" : "2-3");
+  }
+  std::filesystem::create_directories(cpu / "cpufreq");
+  const CacheTopology t = read_cache_topology(tmp.dir());
+  EXPECT_EQ(t.llc_level, 3);
+  EXPECT_EQ(t.llc_bytes, 32 * kMiB);
+  EXPECT_EQ(t.llc_instances, 2);
+  EXPECT_EQ(t.total_llc_bytes(), 64 * kMiB);
+  // No cache directories under a root: nothing known (sysconf is only asked for the real root).
+  const CacheTopology none = read_cache_topology(tmp.file("empty"));
+  EXPECT_EQ(none.llc_instances, 0);
+  EXPECT_EQ(none.total_llc_bytes(), 0u);
 }
 
 }  // namespace
