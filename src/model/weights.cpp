@@ -2,7 +2,7 @@
 // shape and type, so that the forward pass can index them without further checks. The tensors through
 // which one bad value reaches every token — the norms, the routers and the output matrix — are also
 // scanned for NaN and infinity (quant/finite.h: value by value for plain types, only the block scales
-// for block formats); they are a small part of the file (on Mixtral 8x7B Q4_K_M: 106 MB of 28 GB),
+// for block formats); they are a small part of the file (on Mixtral 8x7B Q4_K_M: 113 MB of 28 GB, about 0.05 s warm);
 // the experts and attention matrices are not scanned.
 #include "model/weights.h"
 
