@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that builds moe and runs every test: the GoogleTest suites and end-to-end tests
 # (ctest, natively and with the kernels capped at AVX2), then the hostile-input tests of the parsers
-# (GGUF mutation, template fuzz, tokenizer malformed input) under AddressSanitizer + UBSan, then the
+# (GGUF mutation, template fuzz, tokenizer malformed input) under AddressSanitizer + UBSan, then every
+# libFuzzer target for 15 s (scripts/fuzz.sh; MOE_FUZZ_SECONDS changes it), then the
 # server tests. Fixtures are found through MOE_FIXTURES (default
 # ../shared); without them those tests skip, except in CI where they fail.
 set -euo pipefail
@@ -14,4 +15,6 @@ if grep -q avx512 /proc/cpuinfo; then
   (cd build && MOE_ISA=avx2 ctest --output-on-failure -j "$(nproc)" --timeout 900)
 fi
 bash scripts/test-asan.sh
+# Every libFuzzer target (fuzz/*_fuzz.cpp) under ASan + UBSan for a bounded time each; any crash fails.
+bash scripts/fuzz.sh "${MOE_FUZZ_SECONDS:-15}"
 bash scripts/test-server.sh

@@ -118,5 +118,40 @@ TEST(TemplateCli, TemplateErrorsExitNonZero) {
   EXPECT_NE(r.out.find("mixtral\n"), std::string::npos);
 }
 
+
+TEST(TemplateCli, HostileNestingIsRefusedNotCrashed) {
+  // A chain of 100,000 `+` (and the same inside a branch that never runs) used to overflow the stack,
+  // and so did a messages file 1,000,000 levels deep (in a copy made before the 256-level check).
+  Scratch s;
+  std::string chain = "1";
+  for (int k = 0; k < 100000; ++k) chain += " + 1";
+  std::string msgs = s.write("m.json", R"([{"role": "user", "content": "a"}])");
+  for (const std::string& body : {"{{ " + chain + " }}", "{% if false %}{{ " + chain + " }}{% endif %}"}) {
+    std::string tmpl = s.write("chain.jinja", body);
+    Result r = run_template(s, {"--template", tmpl, "--messages", msgs});
+    EXPECT_EQ(r.status, 1) << r.err;
+    EXPECT_NE(r.err.find("template nested too deeply (more than 100 levels)"), std::string::npos) << r.err;
+    // The server and chat read the same template through --chat-template and refuse it at start.
+    for (const char* sub : {"serve", "chat"}) {
+      r = ::moe::testing::run_moe_args({sub, "--chat-template", tmpl});
+      EXPECT_EQ(r.status, 1) << sub << ": " << r.err;
+      EXPECT_NE(r.err.find("template nested too deeply"), std::string::npos) << sub << ": " << r.err;
+    }
+  }
+  std::string deep = s.write("deep.json", std::string(1000000, '[') + std::string(1000000, ']'));
+  Result r = run_template(s, {"--chat-template", "chatml", "--messages", deep});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("is nested too deeply: more than 256 levels"), std::string::npos) << r.err;
+  std::string deep_obj = s.write("deep_obj.json", R"({"messages": [{"role": "user", "content": )" +
+                                                      std::string(1000000, '[') + std::string(1000000, ']') + "}]}");
+  r = run_template(s, {"--chat-template", "chatml", "--messages", deep_obj});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("nested too deeply"), std::string::npos) << r.err;
+  r = run_template(s, {"--chat-template", "chatml", "--messages", msgs, "--var",
+                       "x=" + std::string(60000, '[') + std::string(60000, ']')});  // under one argument's 128 KiB
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("--var x is nested too deeply"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace moe::template_cli_test

@@ -47,6 +47,25 @@ TEST(BatchFormat, ClassifiesEveryKindOfBadLine) {
   EXPECT_EQ(in.n_valid(), 2u);
 }
 
+TEST(BatchFormat, DeeplyNestedLinesAreRefusedBeforeParsing) {
+  // 1,000,000 levels inside a body: refused as the line's error, never handed to the request parsers
+  // (whose recursive copies would overflow the stack).
+  TempDir tmp;
+  const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+  std::string path = tmp.write("in.jsonl",
+                               "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":" +
+                                   deep + "}}\n{\"custom_id\":\"b\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":"
+                                          "{\"prompt\":[[[1]]]}}\n");
+  Input in = scan_input(path);
+  ASSERT_EQ(in.lines.size(), 2u);
+  EXPECT_FALSE(in.lines[0].valid);
+  EXPECT_EQ(in.lines[0].error_code, "invalid_json");
+  EXPECT_NE(in.lines[0].error_message.find("line 1: the line is nested too deeply: more than 256 levels"),
+            std::string::npos)
+      << in.lines[0].error_message;
+  EXPECT_TRUE(in.lines[1].valid);
+}
+
 TEST(BatchFormat, EmptyInputIsAnError) {
   TempDir tmp;
   EXPECT_THROW(scan_input(tmp.write("e.jsonl", "\n \n")), Error);

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "util/error.h"
+#include "util/json_limits.h"
 
 namespace moe::batch {
 
@@ -59,6 +60,12 @@ void invalidate(LineInfo& l, const char* code, std::string message) {
 void classify(LineInfo& l, std::string_view text) {
   if (text.size() > kMaxLineBytes) {
     invalidate(l, "line_too_long", cat("the line is ", text.size(), " bytes; the limit is ", kMaxLineBytes));
+    return;
+  }
+  try {
+    util::check_json_limits(text, {kMaxLineBytes, kMaxLineDepth}, "the line");
+  } catch (const Error& e) {
+    invalidate(l, "invalid_json", e.what());
     return;
   }
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);

@@ -29,6 +29,10 @@ const char* endpoint_url(Endpoint e);
 
 // Longest input line accepted: the server's body limit plus room for the envelope.
 inline constexpr size_t kMaxLineBytes = (size_t(8) << 20) + (size_t(64) << 10);
+// Deepest nesting of arrays and objects in a line, checked on the raw text before it is parsed: the
+// server's request code copies and walks bodies recursively, so a line 1,000,000 levels deep must not
+// reach it. Real requests nest a handful of levels (a JSON schema in response_format a few dozen).
+inline constexpr int kMaxLineDepth = 256;
 // Longest custom_id accepted.
 inline constexpr size_t kMaxCustomIdBytes = 512;
 

@@ -12,6 +12,7 @@
 #include "hf/hf.h"
 #include "template/chat_template.h"
 #include "util/error.h"
+#include "util/json_limits.h"
 
 namespace moe::cli {
 namespace {
@@ -45,11 +46,10 @@ std::string read_text(const std::string& path, const char* what) {
 
 nlohmann::ordered_json read_json(const std::string& path, const char* what) {
   std::string text = read_text(path, what);
-  try {
-    return nlohmann::ordered_json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    fail(what, " '", path, "' is not valid JSON: ", e.what());
-  }
+  // Depth and size are checked on the raw text before parsing: what is done with the value afterwards
+  // (copies, the template engine's conversion) recurses, and a value 1,000,000 levels deep would
+  // overflow the stack there.
+  return util::parse_ordered_json_limited(text, {}, cat(what, " '", path, "'"));
 }
 
 // The token text at the id stored under `id_key`, if the GGUF has both.
@@ -116,6 +116,7 @@ int run_template(const TemplateOptions& o) {
   for (const auto& v : o.vars) {
     size_t eq = v.find('=');
     if (eq == std::string::npos || eq == 0) fail("--var expects NAME=JSON, got '", v, "'");
+    util::check_json_limits(std::string_view(v).substr(eq + 1), {}, cat("--var ", v.substr(0, eq)));
     try {
       opt.extra[v.substr(0, eq)] = nlohmann::ordered_json::parse(v.substr(eq + 1));
     } catch (const nlohmann::json::exception&) {

@@ -1,7 +1,9 @@
 // engine.cpp: the serving loop. One thread owns the model's use, the KV cache and the scheduler's
 // running sequences; other threads (submit, cancel, embed, stats) touch the queues and the scheduler's
 // waiting queue only under `mu`. Each step:
-//   1. take cancellations and embedding jobs,
+//   1. take cancellations, and run one chunk of the oldest embedding job (at most a step's token budget:
+//      a long embedding input is spread over several steps, interleaved with decode, and a job whose
+//      caller has gone is dropped between chunks),
 //   2. ask the Scheduler for this step's chunks (it admits, reserves KV, preempts; scheduler.h),
 //   3. forward the batch, sample where a token is due (each sequence's Sampler runs its chain of logits
 //      processors), stream text out, finish sequences.
@@ -9,6 +11,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -92,11 +95,18 @@ struct Engine::Impl {
   std::unique_ptr<Scheduler> sched;
   std::unordered_map<uint64_t, std::unique_ptr<Sequence>> live;  // every queued or running request
   std::unordered_set<uint64_t> cancel_requests;
+  // An embedding input, computed one chunk per step on the spare KV slot. The caller's thread may set
+  // `cancelled` at any time; the loop checks it before each chunk. The front of embed_jobs is the one
+  // in progress (it stays queued until finished, so drain() waits for it).
   struct EmbedJob {
     std::vector<int32_t> tokens;
     std::promise<std::vector<float>> result;
+    std::atomic<bool> cancelled{false};
+    // Loop-owned progress.
+    int64_t done = 0;          // tokens already forwarded
+    std::vector<double> sum;   // of their final hidden states
   };
-  std::deque<EmbedJob> embed_jobs;
+  std::deque<std::shared_ptr<EmbedJob>> embed_jobs;
   uint64_t next_id = 1;
   bool stopping = false;
   bool accepting = true;
@@ -114,7 +124,7 @@ struct Engine::Impl {
   bool step();
   void finish(Sequence& s, FinishReason r, const std::string& error = {});
   void retire(Sequence& s, FinishReason r, const std::string& error = {});
-  void run_embed_jobs(std::deque<EmbedJob>& jobs);
+  bool run_embed_chunk();
   void emit_token(Sequence& s, const sampling::Sampled& sampled, bool& done, FinishReason& why,
                   Delta::TokenRouting* routing = nullptr);
   void publish_stats();
@@ -175,7 +185,7 @@ Engine::Impl::~Impl() {
   // Whatever is left gets a Cancelled finish, so no client waits forever.
   for (ScheduledSequence* s : sched->running()) finish(as_sequence(s), FinishReason::Cancelled);
   for (ScheduledSequence* s : sched->waiting()) finish(as_sequence(s), FinishReason::Cancelled);
-  for (auto& j : embed_jobs) j.result.set_exception(std::make_exception_ptr(Error("the engine is shutting down")));
+  for (auto& j : embed_jobs) j->result.set_exception(std::make_exception_ptr(Error("the engine is shutting down")));
 }
 
 void Engine::Impl::finish(Sequence& s, FinishReason r, const std::string& error) {
@@ -246,42 +256,71 @@ void Engine::Impl::emit_token(Sequence& s, const sampling::Sampled& sampled, boo
   if ((!d.text.empty() || !d.token_ids.empty()) && s.cb.on_delta) s.cb.on_delta(d);
 }
 
-void Engine::Impl::run_embed_jobs(std::deque<EmbedJob>& jobs) {
+// One chunk of the oldest embedding job: at most max_num_batched_tokens tokens, so that a 2,000-token
+// input (or 64 of them) holds the loop for a step's worth of work at a time, not for the whole request.
+// Returns false when there was no job.
+bool Engine::Impl::run_embed_chunk() {
+  std::shared_ptr<EmbedJob> job;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (embed_jobs.empty()) return false;
+    job = embed_jobs.front();
+  }
   const int32_t slot = sched->spare_slot();
   const int64_t n_embd = model.hparams().n_embd;
-  for (auto& job : jobs) {
-    try {
-      int64_t n = static_cast<int64_t>(job.tokens.size());
+  const int64_t n = static_cast<int64_t>(job->tokens.size());
+  bool finished = false;
+  int64_t forwarded = 0;
+  std::vector<float> out;
+  std::exception_ptr failure;
+  try {
+    if (job->cancelled.load()) throw Error("the embedding was cancelled: its caller has gone");
+    if (job->done == 0) {
       if (n == 0) throw Error("the input is empty");
       if (n > max_len) throw Error(cat("the input is ", n, " tokens, ", n - max_len, " more than the context of ", max_len));
-      bool room;
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        room = sched->make_room(cache->blocks_needed(slot, n), nullptr);
-      }
-      if (!room) throw Error("not enough KV memory for the input");
-      model::Batch b;
-      for (int64_t i = 0; i < n; ++i) b.add(job.tokens[static_cast<size_t>(i)], static_cast<int32_t>(i), slot, true);
-      model::ForwardOptions fo;
-      fo.logits = false;
-      fo.hidden = true;
-      model::ForwardResult r;
-      model.forward(b, *cache, r, fo);
-      cache->free_sequence(slot);
-      std::vector<double> sum(static_cast<size_t>(n_embd), 0.0);
-      for (int64_t o = 0; o < r.n_outputs; ++o)
-        for (int64_t j = 0; j < n_embd; ++j) sum[static_cast<size_t>(j)] += r.hidden[static_cast<size_t>(o * n_embd + j)];
-      double norm = 0;
-      for (double v : sum) norm += v * v;
-      norm = std::sqrt(norm);
-      std::vector<float> out(static_cast<size_t>(n_embd));
-      for (int64_t j = 0; j < n_embd; ++j) out[static_cast<size_t>(j)] = static_cast<float>(norm > 0 ? sum[static_cast<size_t>(j)] / norm : 0.0);
-      job.result.set_value(std::move(out));
-    } catch (...) {
-      if (cache->has_sequence(slot)) cache->free_sequence(slot);
-      job.result.set_exception(std::current_exception());
+      std::lock_guard<std::mutex> lock(mu);
+      // The whole input's blocks are taken at the start, so the chunks that follow cannot run short.
+      if (!sched->make_room(cache->blocks_needed(slot, n), nullptr)) throw Error("not enough KV memory for the input");
+      cache->reserve(slot, n);
+      job->sum.assign(static_cast<size_t>(n_embd), 0.0);
     }
+    const int64_t end = std::min(n, job->done + static_cast<int64_t>(cfg.max_num_batched_tokens));
+    model::Batch b;
+    for (int64_t i = job->done; i < end; ++i) b.add(job->tokens[static_cast<size_t>(i)], static_cast<int32_t>(i), slot, true);
+    model::ForwardOptions fo;
+    fo.logits = false;
+    fo.hidden = true;
+    model::ForwardResult r;
+    model.forward(b, *cache, r, fo);
+    for (int64_t o = 0; o < r.n_outputs; ++o)
+      for (int64_t j = 0; j < n_embd; ++j)
+        job->sum[static_cast<size_t>(j)] += r.hidden[static_cast<size_t>(o * n_embd + j)];
+    forwarded = end - job->done;
+    job->done = end;
+    if (job->done == n) {
+      cache->free_sequence(slot);
+      double norm = 0;
+      for (double v : job->sum) norm += v * v;
+      norm = std::sqrt(norm);
+      out.resize(static_cast<size_t>(n_embd));
+      for (int64_t j = 0; j < n_embd; ++j)
+        out[static_cast<size_t>(j)] = static_cast<float>(norm > 0 ? job->sum[static_cast<size_t>(j)] / norm : 0.0);
+      finished = true;
+    }
+  } catch (...) {
+    if (cache->has_sequence(slot)) cache->free_sequence(slot);
+    failure = std::current_exception();
+    finished = true;
   }
+  {
+    // Counted and dequeued before the caller hears of it, so what it reads next is up to date.
+    std::lock_guard<std::mutex> lock(mu);
+    shared_stats.embedding_tokens_total += forwarded;
+    if (finished) embed_jobs.pop_front();
+  }
+  if (failure) job->result.set_exception(failure);
+  else if (finished) job->result.set_value(std::move(out));
+  return true;
 }
 
 void Engine::Impl::publish_stats() {
@@ -299,17 +338,15 @@ void Engine::Impl::publish_stats() {
 // One engine step; returns false when there was nothing to do.
 bool Engine::Impl::step() {
   std::unordered_set<uint64_t> cancels;
-  std::deque<EmbedJob> embeds;
   std::vector<Sequence*> cancelled;
   {
     std::lock_guard<std::mutex> lock(mu);
     cancels.swap(cancel_requests);
-    embeds.swap(embed_jobs);
     for (ScheduledSequence* s : sched->running())
       if (cancels.count(s->id)) cancelled.push_back(&as_sequence(s));
   }
   for (Sequence* s : cancelled) retire(*s, FinishReason::Cancelled);
-  if (!embeds.empty()) run_embed_jobs(embeds);
+  const bool embedded = run_embed_chunk();
 
   std::vector<ScheduledChunk> plan;
   bool any_running;
@@ -320,7 +357,7 @@ bool Engine::Impl::step() {
   }
   if (!any_running) {
     publish_stats();
-    return !embeds.empty();
+    return embedded;
   }
   if (plan.empty()) {
     publish_stats();
@@ -487,18 +524,31 @@ void Engine::cancel(uint64_t id) {
   m.cv.notify_all();
 }
 
-std::vector<float> Engine::embed(const std::vector<int32_t>& tokens) {
+std::vector<float> Engine::embed(const std::vector<int32_t>& tokens) { return *embed_until(tokens, {}); }
+
+std::optional<std::vector<float>> Engine::embed_until(const std::vector<int32_t>& tokens,
+                                                      const std::function<bool()>& cancelled) {
   Impl& m = *impl_;
   for (int32_t t : tokens)
     if (t < 0 || t >= m.tok.n_vocab()) throw Error(cat("token id ", t, " is out of range [0, ", m.tok.n_vocab(), ")"));
-  std::future<std::vector<float>> f;
+  auto job = std::make_shared<Impl::EmbedJob>();
+  job->tokens = tokens;
+  std::future<std::vector<float>> f = job->result.get_future();
   {
     std::lock_guard<std::mutex> lock(m.mu);
     if (!m.accepting) throw Error("the engine is shutting down");
-    m.embed_jobs.push_back({tokens, {}});
-    f = m.embed_jobs.back().result.get_future();
+    m.embed_jobs.push_back(job);
   }
   m.cv.notify_all();
+  if (cancelled) {
+    while (f.wait_for(std::chrono::milliseconds(20)) != std::future_status::ready) {
+      if (cancelled()) {
+        job->cancelled = true;  // the loop drops it before its next chunk and frees its KV blocks
+        m.cv.notify_all();
+        return std::nullopt;
+      }
+    }
+  }
   return f.get();
 }
 

@@ -112,6 +112,7 @@ struct Stats {
   int64_t prefix_cache_queries = 0, prefix_cache_hits = 0;  // in blocks
   int64_t prompt_tokens_total = 0, generated_tokens_total = 0;
   int64_t preemptions = 0;
+  int64_t embedding_tokens_total = 0;  // tokens forwarded for embeddings (at most max_num_batched_tokens a step)
   std::vector<std::vector<int64_t>> expert_tokens;  // [layer][expert] tokens routed so far (by every engine on the model)
 };
 
@@ -129,8 +130,14 @@ class Engine {
   uint64_t submit(Request request, Callbacks callbacks);
   // Cancels a request (queued or running) at once and frees its blocks; its on_finish gets Cancelled.
   void cancel(uint64_t id);
-  // Mean-pooled, L2-normalised final hidden state of `tokens` (runs between steps).
+  // Mean-pooled, L2-normalised final hidden state of `tokens`. Computed on the engine thread one chunk
+  // of at most max_num_batched_tokens per step, interleaved with the steps of running sequences, so a
+  // long input delays their next token by one chunk's forward pass, not by the whole input's.
   std::vector<float> embed(const std::vector<int32_t>& tokens);
+  // The same, polling `cancelled` (from this thread, every few tens of milliseconds) while it waits:
+  // when it answers true the job is dropped before its next chunk and this returns nullopt at once.
+  std::optional<std::vector<float>> embed_until(const std::vector<int32_t>& tokens,
+                                                const std::function<bool()>& cancelled);
   // Stop taking requests; returns when everything in flight has finished.
   void drain();
 

@@ -5,11 +5,13 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "engine/engine.h"
@@ -226,6 +228,127 @@ TEST(Engine, EmbeddingsAreUnitLengthAndDeterministic) {
   EXPECT_NE(a, c);
   EXPECT_THROW(e.embed({}), Error);
   EXPECT_THROW(e.embed({1, 99999}), Error);
+}
+
+// A stream that records, at each of its tokens, how many embedding tokens the engine has forwarded so
+// far; `gate` (optional) runs on the engine thread after each token and may block it.
+struct WatchedStream {
+  std::mutex mu;
+  std::vector<int64_t> embedded_at_token;
+  std::vector<std::chrono::steady_clock::time_point> times;
+};
+
+std::future<FinishReason> start_watched(Engine& e, WatchedStream& w, int64_t max_tokens, std::function<void()> gate,
+                                        uint64_t* id_out = nullptr) {
+  Request r;
+  r.prompt = e.tokenizer().encode("Once upon a time", true);
+  r.max_tokens = max_tokens;
+  r.ignore_eos = true;
+  r.sampling.temperature = 0;
+  auto done = std::make_shared<std::promise<FinishReason>>();
+  auto fut = done->get_future();
+  Callbacks cb;
+  cb.on_delta = [&e, &w, gate](const Delta&) {
+    {
+      std::lock_guard<std::mutex> lock(w.mu);
+      w.embedded_at_token.push_back(e.stats().embedding_tokens_total);
+      w.times.push_back(std::chrono::steady_clock::now());
+    }
+    if (gate) gate();
+  };
+  cb.on_finish = [done](FinishReason why, const Usage&, const std::string&) { done->set_value(why); };
+  uint64_t id = e.submit(std::move(r), std::move(cb));
+  if (id_out) *id_out = id;
+  return fut;
+}
+
+TEST(Engine, EmbeddingsAreChunkedAndInterleavedWithDecodeSteps) {
+  // Four 240-token inputs with a step budget of 16 tokens: between two tokens of a running stream the
+  // engine may forward at most one chunk (16 embedding tokens), never a whole input (240) as before.
+  EngineConfig c = base_config();
+  c.max_num_batched_tokens = 16;
+  Engine e(c);
+  std::vector<int32_t> input = e.tokenizer().encode(std::string(2000, 'a'), true);
+  input.resize(240);
+  std::vector<std::vector<int32_t>> inputs;
+  for (int k = 0; k < 4; ++k) {
+    inputs.push_back(input);
+    inputs.back()[10] = static_cast<int32_t>(100 + k);
+  }
+  WatchedStream w;
+  std::promise<void> first_token;
+  std::atomic<bool> signalled{false};
+  auto stream = start_watched(e, w, 200, [&] {
+    if (!signalled.exchange(true)) first_token.set_value();
+  });
+  first_token.get_future().wait();
+  std::vector<std::vector<float>> chunked;
+  for (const auto& in : inputs) chunked.push_back(e.embed(in));
+  EXPECT_EQ(stream.get(), FinishReason::Length);
+  int64_t max_step = 0, overlapped = 0;
+  double max_gap_ms = 0;
+  for (size_t k = 1; k < w.embedded_at_token.size(); ++k) {
+    const int64_t d = w.embedded_at_token[k] - w.embedded_at_token[k - 1];
+    max_step = std::max(max_step, d);
+    if (d > 0) ++overlapped;
+    max_gap_ms = std::max(max_gap_ms, std::chrono::duration<double, std::milli>(w.times[k] - w.times[k - 1]).count());
+  }
+  EXPECT_EQ(e.stats().embedding_tokens_total, 4 * 240);
+  EXPECT_GT(overlapped, 0) << "the embeddings ran while no token was generated: nothing was tested";
+  EXPECT_LE(max_step, c.max_num_batched_tokens) << "an inter-token gap held " << max_step << " embedding tokens";
+  std::printf("[ info ] max inter-token gap while embedding: %.2f ms, at most %lld embedding tokens per gap\n",
+              max_gap_ms, static_cast<long long>(max_step));
+  // Chunking changes how the work is cut, not the vectors: an engine with a budget of the whole input
+  // gives the same ones (within float rounding of the attention over chunks).
+  EngineConfig whole = base_config();
+  whole.max_num_batched_tokens = 256;
+  Engine e2(whole);
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    std::vector<float> v = e2.embed(inputs[k]);
+    ASSERT_EQ(v.size(), chunked[k].size());
+    for (size_t j = 0; j < v.size(); ++j) EXPECT_NEAR(v[j], chunked[k][j], 1e-5f) << "input " << k << " dim " << j;
+  }
+}
+
+TEST(Engine, AnAbandonedEmbeddingStopsBetweenChunks) {
+  // The engine thread is held (inside a stream's token callback) right after the step that forwarded
+  // the input's first chunk; the caller gives up then; the engine must drop the input before its next
+  // chunk: exactly one chunk of the 240 tokens is ever computed, and a later request still works.
+  EngineConfig c = base_config();
+  c.max_num_batched_tokens = 16;
+  Engine e(c);
+  std::vector<int32_t> input = e.tokenizer().encode(std::string(2000, 'a'), true);
+  input.resize(240);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool paused = false, released = false;
+  WatchedStream w;
+  uint64_t stream_id = 0;
+  auto stream = start_watched(e, w, 200, [&] {
+    if (e.stats().embedding_tokens_total == 0) return;
+    std::unique_lock<std::mutex> lock(mu);
+    if (released) return;
+    paused = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return released; });
+  }, &stream_id);
+  auto gone = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return paused;
+  };
+  std::optional<std::vector<float>> v = e.embed_until(input, gone);
+  EXPECT_FALSE(v.has_value());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    released = true;
+  }
+  cv.notify_all();
+  // A request queued after the abandoned one completes, so the engine has dealt with it by then.
+  EXPECT_EQ(e.embed(e.tokenizer().encode("A big red ball.", true)).size(), static_cast<size_t>(e.hparams().n_embd));
+  const int64_t small = static_cast<int64_t>(e.tokenizer().encode("A big red ball.", true).size());
+  EXPECT_EQ(e.stats().embedding_tokens_total, c.max_num_batched_tokens + small);
+  e.cancel(stream_id);
+  stream.get();
 }
 
 TEST(Engine, RejectsBadRequestsWithClearErrors) {

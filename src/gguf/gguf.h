@@ -87,6 +87,14 @@ struct Limits {
   uint64_t max_string_bytes = 1u << 26;    // one metadata string or name
   uint64_t max_array_elements = 1u << 26;  // one metadata array
   uint32_t max_array_depth = 4;            // nested arrays
+  // Memory the parsed metadata may take, in total: metadata_budget_base + metadata_budget_per_file_byte
+  // x the file's size. Each value costs sizeof(Value) (over 100 bytes, whatever its type) plus its
+  // string's bytes, and arrays are charged in full before they are read, so a file of 60 M one-byte
+  // array elements (6.7 GB as Values) is refused at once instead of allocated. Real files stay far
+  // below: a 256k-token vocabulary (tokens, scores, types) takes about 90 MB, and a model file's size
+  // is mostly tensors.
+  uint64_t metadata_budget_base = uint64_t{64} << 20;
+  uint64_t metadata_budget_per_file_byte = 8;
 };
 
 class File {

@@ -133,6 +133,34 @@ TEST(Reject, HugeArrayCount) {
   EXPECT_CONTAINS(reject(s.b, limits), "key 'a': array count 16 exceeds the limit of 8 elements");
 }
 
+TEST(Reject, MetadataOverItsMemoryBudget) {
+  // The case scaled down: an array of one-byte elements costs sizeof(Value) (>100 bytes) each
+  // once parsed; 2 M of them (a 2 MB file) would take over 200 MB, more than the default budget of
+  // 64 MiB + 8 x the file size, and are refused before anything is allocated, naming the key.
+  constexpr uint64_t kCount = 2'000'000;
+  Raw r;
+  r.header(0, 2).kv_str("general.architecture", "llama");
+  r.str("x.bytes").u32(static_cast<uint32_t>(ValueType::ARRAY)).u32(static_cast<uint32_t>(ValueType::UINT8)).u64(kCount);
+  r.zeros(kCount);
+  std::string e = reject(r.b);
+  EXPECT_CONTAINS(e, "key 'x.bytes': array would take the metadata past its memory budget of ");
+  EXPECT_CONTAINS(e, "67108864 + 8 x the file's ");
+  // The budget grows with the file: with 64 bytes per file byte the same array parses.
+  Limits generous;
+  generous.metadata_budget_per_file_byte = 64 + sizeof(Value);
+  File f = File::parse(std::span<const uint8_t>(r.b.data(), r.b.size()), "ok.gguf", generous);
+  EXPECT_EQ(f.find("x.bytes")->array.size(), kCount);
+  // Strings count by their length: the second of three 16-byte strings crosses a budget of 60 bytes
+  // plus what the entry and its array take.
+  Limits tight;
+  tight.metadata_budget_per_file_byte = 0;
+  tight.metadata_budget_base = sizeof(std::pair<std::string, Value>) + 3 * sizeof(Value) + 20;
+  Raw s;
+  s.header(0, 1).str("t").u32(static_cast<uint32_t>(ValueType::ARRAY)).u32(static_cast<uint32_t>(ValueType::STRING));
+  s.u64(3).str("0123456789abcdef").str("0123456789abcdef").str("0123456789abcdef");
+  EXPECT_CONTAINS(reject(s.b, tight), "key 't'[1]: string would take the metadata past its memory budget");
+}
+
 TEST(Reject, ArrayElementErrorsNameTheIndex) {
   // The third string of an array runs past the end.
   Raw r;

@@ -67,6 +67,9 @@ class Parser {
     f.name_ = name_;
     f.bytes_ = bytes_;
     auto parsed = std::make_shared<File::Parsed>();
+    auto scaled = mul_u64(limits_.metadata_budget_per_file_byte, bytes_.size());
+    auto budget = scaled ? add_u64(limits_.metadata_budget_base, *scaled) : std::nullopt;
+    metadata_budget_ = budget ? *budget : UINT64_MAX;
     parse_header(f);
     parse_metadata(*parsed);
     resolve_alignment(f, *parsed);
@@ -83,6 +86,17 @@ class Parser {
     for (uint64_t index : path_) where += cat("[", index, "]");
     if (where.empty()) fail(name_, ": ", std::forward<Args>(args)...);
     fail(name_, ": ", where, ": ", std::forward<Args>(args)...);
+  }
+
+  // Counts `bytes` of memory against the metadata budget (Limits::metadata_budget_*), before they are
+  // allocated; the error names the key (and array index) being read.
+  void charge(uint64_t bytes, const char* what) {
+    auto total = add_u64(metadata_bytes_, bytes);
+    if (!total || *total > metadata_budget_)
+      error(what, " would take the metadata past its memory budget of ", metadata_budget_, " bytes (",
+            limits_.metadata_budget_base, " + ", limits_.metadata_budget_per_file_byte, " x the file's ",
+            bytes_.size(), " bytes; ", metadata_bytes_, " already used, this needs ", bytes, ")");
+    metadata_bytes_ = *total;
   }
 
   // ---- cursor ---------------------------------------------------------------------------------
@@ -113,6 +127,7 @@ class Parser {
       error(what, " length ", len, " runs past the end of the file (", left(), " bytes left at offset ", pos_, ")");
     if (len > limits_.max_string_bytes)
       error(what, " length ", len, " exceeds the limit of ", limits_.max_string_bytes, " bytes");
+    charge(len, what);
     const uint8_t* p = take(len, what);
     return std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(len));
   }
@@ -158,6 +173,7 @@ class Parser {
       std::string key = read_string("key");
       if (key.empty()) error("empty key");
       context_ = "key " + quoted(key);
+      charge(sizeof(std::pair<std::string, Value>), "the entry");
       ValueType type = read_value_type("value type");
       Value v = read_value(type, 0);
       p.kv.emplace_back(std::move(key), std::move(v));
@@ -218,7 +234,10 @@ class Parser {
             " bytes per element, but only ", left(), " bytes are left at offset ", pos_);
     if (count > limits_.max_array_elements)
       error("array count ", count, " exceeds the limit of ", limits_.max_array_elements, " elements");
-    v.array.reserve(reserve_hint(count));
+    // Every element becomes a Value: charged in full up front, so the array can be reserved exactly.
+    auto value_bytes = mul_u64(count, sizeof(Value));
+    charge(value_bytes ? *value_bytes : UINT64_MAX, "array");
+    v.array.reserve(static_cast<size_t>(count));
     path_.push_back(0);
     for (uint64_t k = 0; k < count; ++k) {
       path_.back() = k;
@@ -345,6 +364,8 @@ class Parser {
   std::span<const uint8_t> bytes_;
   const std::string& name_;
   const Limits& limits_;
+  uint64_t metadata_budget_ = 0;  // bytes, from limits_ and the file size
+  uint64_t metadata_bytes_ = 0;   // charged so far
   uint64_t pos_ = 0;
   uint64_t n_tensors_ = 0;
   uint64_t n_kv_ = 0;

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <filesystem>
 #include <map>
 #include <numeric>
@@ -732,6 +733,35 @@ TEST(ModelErrors, BadFilesNameWhatIsWrong) {
                     t.bytes.resize(64 * 2);
                   }),
                   "output_norm.weight"));
+}
+
+TEST(ModelErrors, NonFiniteNormsRoutersAndOutputAreRefusedNamingTheTensor) {
+  // One NaN or infinity in these tensors reaches every token; a file holding one loaded silently before.
+  auto poison = [](const std::string& name, size_t element, float value) {
+    return [=](gguf::Writer&, TinyModel& m) {
+      auto& t = m.tensors.at(name);
+      ASSERT_EQ(t.type, GgmlType::F32);
+      std::memcpy(t.bytes.data() + 4 * element, &value, 4);
+    };
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  struct Case {
+    std::string tensor;
+    size_t element;
+    float value;
+    std::string where;
+  };
+  for (const Case& c : {Case{"blk.1.ffn_norm.weight", 17, nan, "row 0, column 17"},
+                        Case{"blk.0.attn_norm.weight", 0, -inf, "row 0, column 0"},
+                        Case{"output_norm.weight", 63, inf, "row 0, column 63"},
+                        Case{"blk.1.ffn_gate_inp.weight", 64 * 2 + 5, nan, "row 2, column 5"},
+                        Case{"output.weight", 64 * 79 + 1, inf, "row 79, column 1"}}) {
+    std::string err = load_error(poison(c.tensor, c.element, c.value));
+    EXPECT_NE(err.find("tensor '" + c.tensor + "' holds a NaN or infinite value at " + c.where), std::string::npos)
+        << err;
+  }
+  // A NaN in an expert matrix is not scanned (those are most of a file's bytes): it still loads.
+  EXPECT_EQ(load_error(poison("blk.0.ffn_gate_exps.weight", 3, nan)), "(no error)");
 }
 
 }  // namespace

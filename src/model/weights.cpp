@@ -1,11 +1,16 @@
 // weights.cpp: binds the model's tensors to views into the GGUF file, checking each one's presence,
-// shape and type, so that the forward pass can index them without further checks.
+// shape and type, so that the forward pass can index them without further checks. The tensors through
+// which one bad value reaches every token — the norms, the routers and the output matrix — are also
+// scanned for NaN and infinity (quant/finite.h: value by value for plain types, only the block scales
+// for block formats); they are a small part of the file (on Mixtral 8x7B Q4_K_M: 113 MB of 28 GB, about 0.05 s warm);
+// the experts and attention matrices are not scanned.
 #include "model/weights.h"
 
 #include <array>
 #include <cstdint>
 
 #include "gguf/gguf.h"
+#include "quant/finite.h"
 #include "quant/quant.h"
 #include "util/error.h"
 
@@ -55,11 +60,26 @@ class Binder {
     return v;
   }
 
+  // Refuses a tensor holding NaN or infinity, naming it and where.
+  static void check_finite(const std::string& name, const WeightView& v) {
+    if (!v.data) return;
+    const uint64_t n = static_cast<uint64_t>(v.cols) * static_cast<uint64_t>(v.rows) * static_cast<uint64_t>(v.count);
+    if (auto at = quant::first_non_finite(v.type, v.data, n)) {
+      const uint64_t row = *at / static_cast<uint64_t>(v.cols), col = *at % static_cast<uint64_t>(v.cols);
+      if (type_traits(v.type)->block_size == 1)
+        fail("tensor '", name, "' holds a NaN or infinite value at row ", row, ", column ", col,
+             "; the file is corrupt");
+      fail("tensor '", name, "' holds a NaN or infinite block scale (", type_name(v.type), " block at row ", row,
+           ", column ", col, "); the file is corrupt");
+    }
+  }
+
   // A norm weight: n floats, used directly as float*.
   WeightView bind_norm(const std::string& name, int64_t n) const {
     WeightView v = bind(name, {n, 1, 1});
     if (v.type != GgmlType::F32) fail("tensor '", name, "' has type ", type_name(v.type), "; norm weights must be F32");
     if (reinterpret_cast<uintptr_t>(v.data) % alignof(float) != 0) fail("tensor '", name, "' is not 4-byte aligned");
+    check_finite(name, v);
     return v;
   }
 
@@ -93,6 +113,7 @@ Weights Weights::from_gguf(const gguf::File& f, const HParams& hp, std::shared_p
     w.output = w.token_embd;
     w.output_tied = true;
   }
+  Binder::check_finite(w.output_tied ? "token_embd.weight" : "output.weight", w.output);
 
   if (hp.n_expert > 0) {
     bool stacked = b.find("blk.0.ffn_gate_exps.weight") != nullptr;
@@ -118,6 +139,7 @@ Weights Weights::from_gguf(const gguf::File& f, const HParams& hp, std::shared_p
         break;
       case ExpertLayout::Stacked: {
         L.router = b.bind(p + "ffn_gate_inp.weight", {E, hp.n_expert, 1});
+        Binder::check_finite(p + "ffn_gate_inp.weight", L.router);
         WeightView gate = b.bind(p + "ffn_gate_exps.weight", {E, F, hp.n_expert});
         WeightView up = b.bind(p + "ffn_up_exps.weight", {E, F, hp.n_expert});
         WeightView down = b.bind(p + "ffn_down_exps.weight", {F, E, hp.n_expert});
@@ -130,6 +152,7 @@ Weights Weights::from_gguf(const gguf::File& f, const HParams& hp, std::shared_p
       }
       case ExpertLayout::PerExpert:
         L.router = b.bind(p + "ffn_gate_inp.weight", {E, hp.n_expert, 1});
+        Binder::check_finite(p + "ffn_gate_inp.weight", L.router);
         for (int64_t e = 0; e < hp.n_expert; ++e) {
           L.ffn_gate.push_back(b.bind(cat(p, "ffn_gate.", e, ".weight"), {E, F, 1}));
           L.ffn_up.push_back(b.bind(cat(p, "ffn_up.", e, ".weight"), {E, F, 1}));

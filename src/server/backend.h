@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -22,6 +24,13 @@ class Backend {
   virtual uint64_t submit(engine::Request request, engine::Callbacks callbacks) = 0;
   virtual void cancel(uint64_t id) = 0;
   virtual std::vector<float> embed(const std::vector<int32_t>& tokens) = 0;
+  // embed(), giving up (nullopt) as soon as `cancelled` answers true: a backend that computes in
+  // chunks (the engine) drops the job between chunks; one that cannot stop finishes it.
+  virtual std::optional<std::vector<float>> embed_until(const std::vector<int32_t>& tokens,
+                                                        const std::function<bool()>& cancelled) {
+    if (cancelled && cancelled()) return std::nullopt;
+    return embed(tokens);
+  }
   virtual void drain() = 0;
   virtual engine::Stats stats() const = 0;
 

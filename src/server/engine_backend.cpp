@@ -19,6 +19,10 @@ uint64_t EngineBackend::submit(engine::Request request, engine::Callbacks callba
 }
 void EngineBackend::cancel(uint64_t id) { engine_.cancel(id); }
 std::vector<float> EngineBackend::embed(const std::vector<int32_t>& tokens) { return engine_.embed(tokens); }
+std::optional<std::vector<float>> EngineBackend::embed_until(const std::vector<int32_t>& tokens,
+                                                             const std::function<bool()>& cancelled) {
+  return engine_.embed_until(tokens, cancelled);
+}
 void EngineBackend::drain() { engine_.drain(); }
 engine::Stats EngineBackend::stats() const { return engine_.stats(); }
 

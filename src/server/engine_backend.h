@@ -16,6 +16,8 @@ class EngineBackend : public Backend {
   uint64_t submit(engine::Request request, engine::Callbacks callbacks) override;
   void cancel(uint64_t id) override;
   std::vector<float> embed(const std::vector<int32_t>& tokens) override;
+  std::optional<std::vector<float>> embed_until(const std::vector<int32_t>& tokens,
+                                                const std::function<bool()>& cancelled) override;
   void drain() override;
   engine::Stats stats() const override;
   std::vector<int32_t> tokenize(std::string_view text, bool add_bos) const override;

@@ -46,7 +46,8 @@ engine::Request choice_request(const std::vector<int32_t>& prompt, int64_t max_t
   return r;
 }
 
-nlohmann::json embeddings_response(Backend& backend, const EmbeddingRequest& r, const std::string& served_model_name) {
+nlohmann::json embeddings_response(Backend& backend, const EmbeddingRequest& r, const std::string& served_model_name,
+                                   const std::function<bool()>& client_gone) {
   std::vector<std::vector<float>> vectors;
   int64_t total = 0;
   const int64_t ctx = backend.max_model_len();
@@ -60,7 +61,11 @@ nlohmann::json embeddings_response(Backend& backend, const EmbeddingRequest& r, 
                          int64_t(ids.size()) - ctx, " tokens too many"),
                      param, "invalid_request_error", "context_length_exceeded");
     total += int64_t(ids.size());
-    vectors.push_back(backend.embed(ids));
+    std::optional<std::vector<float>> v = backend.embed_until(ids, client_gone);
+    if (!v)
+      throw ApiError(499, "the client closed the connection before the answer was ready", "", "invalid_request_error",
+                     "client_closed_request");
+    vectors.push_back(std::move(*v));
     if (r.dimensions && *r.dimensions != int64_t(vectors.back().size()))
       throw invalid_param("dimensions", cat("'dimensions' must be ", vectors.back().size(),
                                             " (this model's embedding size), got ", *r.dimensions));

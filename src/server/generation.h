@@ -4,6 +4,7 @@
 // request and the same body in a batch file are validated and answered alike.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -31,7 +32,10 @@ engine::Request choice_request(const std::vector<int32_t>& prompt, int64_t max_t
                                int i, const std::vector<int32_t>& stop_ids);
 
 // POST /v1/embeddings: every input embedded (each checked against the context and `dimensions`), as
-// the OpenAI response body.
-nlohmann::json embeddings_response(Backend& backend, const EmbeddingRequest& r, const std::string& served_model_name);
+// the OpenAI response body. `client_gone` (may be empty) is polled while the inputs are computed; when
+// it answers true the work stops (the engine drops the input between chunks) and a 499 ApiError is
+// thrown.
+nlohmann::json embeddings_response(Backend& backend, const EmbeddingRequest& r, const std::string& served_model_name,
+                                   const std::function<bool()>& client_gone = {});
 
 }  // namespace moe::server

@@ -372,7 +372,10 @@ struct Routes {
 
   // ---- embeddings --------------------------------------------------------------------------------
 
-  std::vector<float> embed_one(const std::string& input, bool truncate, const std::string& param, int64_t& tokens) {
+  // One input's vector; stops (499) as soon as the client has gone: the engine drops the input between
+  // chunks instead of computing it for nobody.
+  std::vector<float> embed_one(const std::string& input, bool truncate, const std::string& param, int64_t& tokens,
+                               const ConnectionWatch& watch) {
     std::vector<int32_t> ids = backend().tokenize(input, true);
     if (ids.empty()) throw invalid_param(param, cat("'", param, "' is empty (it has no tokens)"));
     const int64_t ctx_len = backend().max_model_len();
@@ -383,17 +386,21 @@ struct Routes {
       ids.resize(size_t(ctx_len));
     }
     tokens += int64_t(ids.size());
-    return backend().embed(ids);
+    auto v = backend().embed_until(ids, [&] { return watch.peer_gone(); });
+    if (!v) throw ApiError(499, "the client closed the connection before the answer was ready");
+    return std::move(*v);
   }
 
-  void embed(const httplib::Request&, const std::string& text, httplib::Response& res) {
+  void embed(const httplib::Request& req, const std::string& text, httplib::Response& res) {
     auto start = Clock::now();
+    ConnectionWatch watch(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
     ollama::EmbedRequest r = ollama::parse_embed(parse_body(text));
     check_model(r.model);
     json vectors = json::array();
     int64_t tokens = 0;
     for (size_t i = 0; i < r.inputs.size(); ++i) {
-      std::vector<float> v = embed_one(r.inputs[i], r.truncate, r.inputs.size() > 1 ? cat("input[", i, "]") : "input", tokens);
+      std::vector<float> v = embed_one(r.inputs[i], r.truncate, r.inputs.size() > 1 ? cat("input[", i, "]") : "input", tokens,
+                                     watch);
       if (r.dimensions && *r.dimensions != int64_t(v.size()))
         throw invalid_param("dimensions", cat("'dimensions' must be ", v.size(), " (this model's embedding size), got ",
                                               *r.dimensions));
@@ -407,12 +414,13 @@ struct Routes {
              {"prompt_eval_count", tokens}});
   }
 
-  void embeddings(const httplib::Request&, const std::string& text, httplib::Response& res) {
+  void embeddings(const httplib::Request& req, const std::string& text, httplib::Response& res) {
+    ConnectionWatch watch(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
     ollama::EmbedRequest r = ollama::parse_embeddings(parse_body(text));
     check_model(r.model);
     if (r.inputs[0].empty()) return respond(res, 200, {{"embedding", json::array()}});
     int64_t tokens = 0;
-    respond(res, 200, {{"embedding", embed_one(r.inputs[0], true, "prompt", tokens)}});
+    respond(res, 200, {{"embedding", embed_one(r.inputs[0], true, "prompt", tokens, watch)}});
   }
 
   // ---- models ------------------------------------------------------------------------------------

@@ -727,10 +727,12 @@ struct Server::Impl {
     generate(req, res, Kind::Completion, prompts, r.gen, "prompt");
   }
 
-  void embeddings(const httplib::Request&, const std::string& text, httplib::Response& res) {
+  void embeddings(const httplib::Request& req, const std::string& text, httplib::Response& res) {
     EmbeddingRequest r = parse_embedding_request(parse_body(text), backend.n_vocab());
     check_model(r.model);
-    respond_json(res, 200, embeddings_response(backend, r, opts.served_model_name));
+    // A client that leaves stops the work: the engine drops the input between chunks (issue 12).
+    ConnectionWatch watch(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
+    respond_json(res, 200, embeddings_response(backend, r, opts.served_model_name, [&] { return watch.peer_gone(); }));
   }
 
   void tokenize(const httplib::Request&, const std::string& text, httplib::Response& res) {

@@ -295,6 +295,36 @@ TEST(InterpreterLimits, DeepNestingIsRefusedNotCrashed) {
   EXPECT_NE(error_of("{{ x }}", {{"x", deep}}).find("nested too deeply"), std::string::npos);
 }
 
+TEST(InterpreterLimits, LongLeftLeaningChainsCountTowardTheNestingLimit) {
+  // Each link of `1 + 1 + …`, `.a.a…`, `|trim|trim…` makes the tree one level deeper; 100,000 of them
+  // used to pass the parser and then overflow the stack in evaluation or in the nodes' destructors
+  // (even inside a branch that never runs, at the end of parsing).
+  auto chain = [](const std::string& head, const std::string& link, int n) {
+    std::string s = head;
+    s.reserve(head.size() + link.size() * static_cast<size_t>(n));
+    for (int k = 0; k < n; ++k) s += link;
+    return s;
+  };
+  const int n = 100000;
+  for (const std::string& expr : {chain("1", " + 1", n), chain("x", ".a", n), chain("'s'", "|trim", n),
+                                  chain("x", "[0]", n), chain("f", "()", n), chain("1", " * 1", n),
+                                  chain("true", " and true", n), chain("false", " or false", n),
+                                  chain("2", " ** 1", n), chain("1", " if true else 1", n)}) {
+    EXPECT_NE(error_of("{{ " + expr + " }}").find("nested too deeply"), std::string::npos) << expr.substr(0, 40);
+    EXPECT_NE(error_of("{% if false %}{{ " + expr + " }}{% endif %}").find("nested too deeply"), std::string::npos)
+        << expr.substr(0, 40);
+  }
+  EXPECT_NE(error_of("{% set x = 1 %}{% filter " + chain("trim", "|trim", n) + " %}{% endfilter %}")
+                .find("nested too deeply"),
+            std::string::npos);
+  EXPECT_NE(error_of("{{ " + chain("x", " is defined", n) + " }}").find("cannot chain"), std::string::npos);
+  // Chains as long as real templates write them still render.
+  EXPECT_EQ(render("{{ " + chain("1", " + 1", 40) + " }}"), "41");
+  EXPECT_EQ(render("{{ " + chain("' x '", "|trim", 20) + " }}"), "x");
+  EXPECT_EQ(render("{{ x" + chain("", ".a", 10) + " }}", {{"x", ojson::parse(
+      R"({"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":7}}}}}}}}}})")}}), "7");
+}
+
 TEST(InterpreterLimits, DeepestEvaluationFitsInTwoMegabytesOfStack) {
   // 63 nested macro calls, each 20 list levels deep, run into the evaluation depth limit; the native
   // stack used on the way there must fit a small thread stack (server threads are not main threads).

@@ -4,7 +4,10 @@
 // tightest. Tags: if/elif/else, for (tuple targets, inline if, else, recursive), set (incl. namespace
 // attributes and block set), macro, call, filter, with, block, break/continue (loopcontrols, which HF
 // enables), generation (HF's assistant-mask tag, rendered in place). Nesting is bounded so a hostile
-// template cannot exhaust the stack.
+// template cannot exhaust the stack: brackets and statements count toward the limit, and so does every
+// link of a left-leaning chain (`1 + 1 + 1`, `a.b.c`, `x|f|g`, `a if b else c if d …`), because each
+// link makes the tree one level deeper just as a parenthesis would. That bound on the tree's height is
+// also what keeps the recursive evaluation and the nodes' recursive destructors within the stack.
 #include "template/ast.h"
 
 #include <algorithm>
@@ -38,6 +41,21 @@ class Parser {
     }
     ~DepthGuard() { --p_.depth_; }
     Parser& p_;
+  };
+  // Counts the links of one left-leaning chain toward the nesting limit for as long as the chain is being
+  // parsed (the operands parsed after a link sit that much deeper in the tree, so counting them at the
+  // chain's depth is conservative, never short).
+  struct ChainGuard {
+    explicit ChainGuard(Parser& p) : p_(p) {}
+    ChainGuard(const ChainGuard&) = delete;
+    ChainGuard& operator=(const ChainGuard&) = delete;
+    void link() {
+      ++links_;
+      if (++p_.depth_ > kMaxNesting) p_.fail("template nested too deeply (more than 100 levels)");
+    }
+    ~ChainGuard() { p_.depth_ -= links_; }
+    Parser& p_;
+    int links_ = 0;
   };
   struct MacroScope {
     bool varargs = false, kwargs = false, caller = false;
@@ -405,7 +423,9 @@ class Parser {
   ExprPtr parse_condexpr() {
     int line = cur().line;
     ExprPtr expr1 = parse_or();
+    ChainGuard chain(*this);
     while (skip_name("if")) {
+      chain.link();
       ExprPtr expr2 = parse_or();
       ExprPtr expr3;
       if (skip_name("else")) expr3 = parse_condexpr();
@@ -422,7 +442,9 @@ class Parser {
   ExprPtr parse_or() {
     int line = cur().line;
     ExprPtr left = parse_and();
+    ChainGuard chain(*this);
     while (skip_name("or")) {
+      chain.link();
       auto e = node(ExprKind::Or, line);
       e->a = std::move(left);
       e->b = parse_and();
@@ -435,7 +457,9 @@ class Parser {
   ExprPtr parse_and() {
     int line = cur().line;
     ExprPtr left = parse_not();
+    ChainGuard chain(*this);
     while (skip_name("and")) {
+      chain.link();
       auto e = node(ExprKind::And, line);
       e->a = std::move(left);
       e->b = parse_not();
@@ -495,7 +519,9 @@ class Parser {
   ExprPtr parse_math1() {
     int line = cur().line;
     ExprPtr left = parse_concat();
+    ChainGuard chain(*this);
     while (is_op(cur(), "+") || is_op(cur(), "-")) {
+      chain.link();
       BinOp op = next().value == "+" ? BinOp::Add : BinOp::Sub;
       left = binary(op, std::move(left), parse_concat(), line);
       line = cur().line;
@@ -516,7 +542,9 @@ class Parser {
   ExprPtr parse_math2() {
     int line = cur().line;
     ExprPtr left = parse_pow();
+    ChainGuard chain(*this);
     while (is_op(cur(), "*") || is_op(cur(), "/") || is_op(cur(), "//") || is_op(cur(), "%")) {
+      chain.link();
       std::string op = next().value;
       BinOp b = op == "*" ? BinOp::Mul : op == "/" ? BinOp::Div : op == "//" ? BinOp::FloorDiv : BinOp::Mod;
       left = binary(b, std::move(left), parse_pow(), line);
@@ -528,7 +556,9 @@ class Parser {
   ExprPtr parse_pow() {
     int line = cur().line;
     ExprPtr left = parse_unary(true);
+    ChainGuard chain(*this);
     while (skip_op("**")) {
+      chain.link();
       left = binary(BinOp::Pow, std::move(left), parse_unary(true), line);
       line = cur().line;
     }
@@ -623,7 +653,9 @@ class Parser {
   }
 
   ExprPtr parse_postfix(ExprPtr e) {
+    ChainGuard chain(*this);
     while (true) {
+      if (is_op(cur(), ".") || is_op(cur(), "[") || is_op(cur(), "(")) chain.link();
       if (is_op(cur(), ".") || is_op(cur(), "[")) {
         e = parse_subscript(std::move(e));
       } else if (is_op(cur(), "(")) {
@@ -636,7 +668,9 @@ class Parser {
   }
 
   ExprPtr parse_filter_expr(ExprPtr e) {
+    ChainGuard chain(*this);
     while (true) {
+      if (is_op(cur(), "|") || is_name(cur(), "is") || is_op(cur(), "(")) chain.link();
       if (is_op(cur(), "|")) {
         e = parse_filter(std::move(e), false);
       } else if (is_name(cur(), "is")) {
@@ -745,7 +779,9 @@ class Parser {
   }
 
   ExprPtr parse_filter(ExprPtr input, bool start_inline) {
+    ChainGuard chain(*this);
     while (is_op(cur(), "|") || start_inline) {
+      chain.link();
       if (!start_inline) next();
       int line = cur().line;
       std::string name = expect_name();

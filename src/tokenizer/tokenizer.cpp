@@ -117,7 +117,12 @@ class PieceMap {
   size_t max_len_ = 0;
 };
 
+// Bytes examined by PrefixTrie::longest on this thread (tokenizer.h: matcher_steps_on_this_thread).
+thread_local uint64_t t_matcher_steps = 0;
+
 // Byte trie for longest-prefix matching of a small set of pieces (user-defined and control pieces).
+// longest() is called at every position of a text, so its cost per call is bounded by the longest
+// piece: pieces matched this way are at most kMaxMatchedPieceBytes long (checked at load).
 class PrefixTrie {
  public:
   bool empty() const { return nodes_.size() <= 1; }
@@ -144,6 +149,7 @@ class PrefixTrie {
     if (s.empty() || !first_byte_[static_cast<uint8_t>(s[0])]) return best;
     size_t node = 0;
     for (size_t i = 0; i < s.size(); ++i) {
+      ++t_matcher_steps;
       const int32_t child = find_child(node, static_cast<uint8_t>(s[i]));
       if (child < 0) break;
       node = static_cast<size_t>(child);
@@ -195,6 +201,8 @@ bool is_mergeable(TokenType t) {
 }
 
 }  // namespace
+
+uint64_t matcher_steps_on_this_thread() { return t_matcher_steps; }
 
 struct Workspace;  // scratch memory of one encode call
 
@@ -285,6 +293,10 @@ void Tokenizer::Impl::build() {
     const int32_t holder = map.insert(id);
     if (holder != id && vocab.strict)
       fail(src, ": piece ", i, " ('", printable(piece), "') is already defined as piece ", holder);
+    if ((type == TokenType::UserDefined || type == TokenType::Control) && piece.size() > kMaxMatchedPieceBytes)
+      fail(src, ": piece ", i, " ('", printable(piece), "') is a ", token_type_name(type), " piece of ", piece.size(),
+           " bytes; the limit is ", kMaxMatchedPieceBytes, " (such pieces are looked for at every position of a "
+           "text, so their length multiplies the work of tokenizing)");
     if (type == TokenType::UserDefined) user_defined.insert(piece, id);
     if (type == TokenType::Control) control.insert(piece, id);
     if (type == TokenType::Unused) has_unused = true;

@@ -43,6 +43,16 @@ struct Vocabulary {
   std::string source = "<vocabulary>";  // names the origin in error messages
 };
 
+// Longest user-defined or control piece a vocabulary may hold. Those pieces are matched as whole tokens
+// at every position of a text, so the work of encode() is up to (text bytes) x (longest such piece):
+// one 100,000-byte piece made a 100 KB prompt take 49 s. Real ones are short ("<|im_start|>", "[INST]",
+// runs of spaces); a longer one is refused at load.
+inline constexpr size_t kMaxMatchedPieceBytes = 1024;
+
+// Bytes the whole-piece matcher (user-defined and control pieces) has examined on the calling thread
+// since it started: lets tests bound the work of encode() by counting, not by timing.
+uint64_t matcher_steps_on_this_thread();
+
 class Tokenizer {
  public:
   // From `tokenizer.ggml.model` == "llama" metadata; throws moe::Error naming the bad key.

@@ -4,6 +4,8 @@
 // tokenize and detokenize without incident).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <random>
 
 #include "gguf/gguf.h"
@@ -170,6 +172,42 @@ TEST(TokenizerMalformed, VocabularyChecks) {
   v = small_vocabulary();
   v.unk_id = 5000;
   expect_vocab_error(v, "unknown token id 5000");
+}
+
+TEST(TokenizerMalformed, LongWholeMatchPiecesAreRefusedAndMatchingWorkIsLinear) {
+  // One 100,000-byte user-defined piece made tokenization quadratic (49 s for a 100 KB prompt): the
+  // matcher walks the piece at every position of the text. Such pieces are refused at load now.
+  for (TokenType type : {TokenType::UserDefined, TokenType::Control}) {
+    Vocabulary v = small_vocabulary();
+    v.pieces.push_back(std::string(100000, 'a') + "b");
+    v.scores.push_back(0.0f);
+    v.types.push_back(type);
+    v.source = "vocab";
+    try {
+      Tokenizer::from_vocabulary(std::move(v));
+      ADD_FAILURE() << "a 100,001-byte " << token_type_name(type) << " piece loaded";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("piece of 100001 bytes; the limit is 1024"), std::string::npos) << e.what();
+    }
+  }
+  // At the limit, the worst text (a long run that matches all but the last byte of the piece at every
+  // position) costs at most (text bytes) x (piece bytes) matcher steps, counted, not timed.
+  Vocabulary v = small_vocabulary();
+  v.pieces.push_back(std::string(kMaxMatchedPieceBytes - 1, 'a') + "b");
+  v.scores.push_back(0.0f);
+  v.types.push_back(TokenType::UserDefined);
+  Tokenizer tok = Tokenizer::from_vocabulary(std::move(v));
+  const std::string text(100000, 'a');
+  const uint64_t before = matcher_steps_on_this_thread();
+  auto ids = tok.encode(text, false);
+  const uint64_t steps = matcher_steps_on_this_thread() - before;
+  EXPECT_FALSE(ids.empty());
+  EXPECT_GT(steps, text.size());  // the counter counts: the run is walked at many positions
+  EXPECT_LE(steps, 3 * text.size() * kMaxMatchedPieceBytes) << steps;  // normalize + BPE passes, each <= n x L
+  // The piece itself is still found as one token.
+  const std::string piece = std::string(kMaxMatchedPieceBytes - 1, 'a') + "b";
+  ids = tok.encode("x" + piece, false);
+  EXPECT_NE(std::find(ids.begin(), ids.end(), tok.n_vocab() - 1), ids.end());
 }
 
 TEST(TokenizerMalformed, TruncationsOfARealModel) {

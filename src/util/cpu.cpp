@@ -1,6 +1,8 @@
 // cpu.cpp: run-time ISA detection with GCC's __builtin_cpu_supports.
 #include "util/cpu.h"
 
+#include <cpuid.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -8,10 +10,17 @@
 namespace moe {
 namespace {
 
+// F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c", and
+// the fuzz build (scripts/fuzz.sh) compiles this file with clang.
+bool has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
+
 Isa probe() {
   __builtin_cpu_init();
   Isa best = Isa::Scalar;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c() &&
       __builtin_cpu_supports("bmi2"))
     best = Isa::AVX2;
   if (best == Isa::AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
