@@ -1,7 +1,7 @@
 // request_fuzz.cpp: libFuzzer target for the JSON request parsers of the OpenAI routes
-// (src/server/request.h) and the Ollama routes (src/server/ollama_request.h). A body goes through the
-// depth/size bounds (json_limits, as the HTTP layer applies them) and parse_body, then through every
-// route's parser; each must return a request or throw an ApiError (a 4xx naming the field) or a
+// (src/server/request.h) and the Ollama routes (src/server/ollama_request.h). A body goes through
+// parse_body (which refuses nesting deeper than bounds::kMaxJsonDepth while parsing, as the server
+// does), then through every route's parser; each must return a request or throw an ApiError (a 4xx naming the field) or a
 // moe::Error — nothing else, no crash.
 #include <cstddef>
 #include <cstdint>
@@ -10,7 +10,6 @@
 #include "server/ollama_request.h"
 #include "server/request.h"
 #include "util/error.h"
-#include "util/json_limits.h"
 
 namespace {
 
@@ -29,13 +28,6 @@ void route(F&& parse) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace moe::server;
   std::string_view text(reinterpret_cast<const char*>(data), size);
-  try {
-    moe::util::JsonLimits limits;
-    limits.max_depth = 64;
-    moe::util::check_json_limits(text, limits, "the request body");
-  } catch (const moe::Error&) {
-    return 0;
-  }
   nlohmann::json body;
   try {
     body = parse_body(text);
