@@ -9,6 +9,7 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "quant/quant.h"
 #include "util/error.h"
@@ -134,7 +135,7 @@ float value_at(GgmlType t, const uint8_t* p, size_t i) {
 
 std::shared_ptr<const LoraWeights> bind_lora(const HParams& hp, const LoraConfig& config,
                                              std::span<const LoraTensor> tensors, QkRowOrder base_order,
-                                             const std::string& source) {
+                                             const std::string& source, bool check_only) {
   const bool dense = !hp.is_moe();
   auto where = [&] { return source.empty() ? std::string("the adapter") : cat("the adapter ", source); };
   if (config.rank < 1) fail(where(), ": rank r = ", config.rank, " (adapter_config.json 'r' must be at least 1)");
@@ -169,6 +170,7 @@ std::shared_ptr<const LoraWeights> bind_lora(const HParams& hp, const LoraConfig
   };
   std::vector<Placed> placed;
   std::set<std::string> seen;
+  std::set<std::tuple<int64_t, int64_t, Module, bool>> have;  // (layer, expert, module, is A)
   size_t total = 0;
   for (const LoraTensor& t : tensors) {
     if (!seen.insert(t.name).second) fail(where(), ": tensor ", t.name, " appears twice");
@@ -206,8 +208,18 @@ std::shared_ptr<const LoraWeights> bind_lora(const HParams& hp, const LoraConfig
     if (t.bytes != bytes || (bytes > 0 && t.data == nullptr))
       fail(where(), ": tensor ", t.name, " has ", t.bytes, " bytes of data, its shape and dtype need ", bytes);
     placed.push_back({&t, k, total});
+    have.insert({k.layer, k.expert, k.module, k.is_a});
     total += (bytes + 63) / 64 * 64;
+    out->bytes += bytes;
   }
+  // Every A has its B and every B its A.
+  for (const Placed& p : placed)
+    if (!have.count({p.key.layer, p.key.expert, p.key.module, !p.key.is_a})) {
+      std::string other = p.t->name;
+      other.replace(other.size() - 13, 6, p.key.is_a ? "lora_B" : "lora_A");
+      fail(where(), ": tensor ", p.t->name, " has no partner ", other);
+    }
+  if (check_only) return out;
 
   // Second pass: copy (Q/K's B rows permuted for a GGUF base), scan for NaN/Inf, and bind the views.
   std::shared_ptr<uint8_t> buf(static_cast<uint8_t*>(std::aligned_alloc(64, std::max<size_t>(total, 64))), std::free);
@@ -256,28 +268,6 @@ std::shared_ptr<const LoraWeights> bind_lora(const HParams& hp, const LoraConfig
       case Module::Down: pair = expert_pair(L.down); break;
     }
     (p.key.is_a ? pair->a : pair->b) = v;
-    out->bytes += t.bytes;
-  }
-
-  // Every A has its B and every B its A.
-  for (const Placed& p : placed) {
-    const LoraLayer& L = out->layers[static_cast<size_t>(p.key.layer)];
-    const LoraPair* pair = nullptr;
-    const auto e = static_cast<size_t>(p.key.expert);
-    switch (p.key.module) {
-      case Module::Q: pair = &L.q; break;
-      case Module::K: pair = &L.k; break;
-      case Module::V: pair = &L.v; break;
-      case Module::O: pair = &L.o; break;
-      case Module::Gate: pair = &L.gate[e]; break;
-      case Module::Up: pair = &L.up[e]; break;
-      case Module::Down: pair = &L.down[e]; break;
-    }
-    if (!pair->a.data || !pair->b.data) {
-      std::string other = p.t->name;
-      other.replace(other.size() - 13, 6, p.key.is_a ? "lora_B" : "lora_A");
-      fail(where(), ": tensor ", p.t->name, " has no partner ", other);
-    }
   }
   out->storage = std::move(buf);
   return out;

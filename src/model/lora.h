@@ -89,10 +89,12 @@ enum class QkRowOrder { Interleaved /* GGUF */, RotateHalf /* HF */ };
 // Throws moe::Error naming the tensor (or field) for: rank < 1, a target module that is not one of those
 // projections, a tensor of another name (or outside the layers/experts), an A without its B, a shape
 // that does not fit the base or the rank, a dtype other than F32/F16/BF16, a NaN or infinity. The bytes
-// are copied (the caller's may go away).
+// are copied (the caller's may go away). With check_only, everything but the data is checked (no NaN
+// scan, nothing copied, no views bound; `bytes` is what loading would hold): a server checks every
+// adapter it lists at start this way and loads each on first use.
 std::shared_ptr<const LoraWeights> bind_lora(const HParams& hp, const LoraConfig& config,
                                              std::span<const LoraTensor> tensors, QkRowOrder base_order,
-                                             const std::string& source);
+                                             const std::string& source, bool check_only = false);
 
 // The GGUF row of Hugging Face row `r` of a Q (n_heads = n_head) or K (n_head_kv) projection: within
 // each head of head_dim rows, HF row s·hd/2 + i becomes 2i + s.
