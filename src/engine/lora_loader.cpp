@@ -141,8 +141,12 @@ model::QkRowOrder qk_row_order(const model::ModelSpec&) {
 }
 
 LoraInfo inspect_lora(const std::string& dir, const model::ModelSpec& base) {
+  return inspect_lora(dir, base.hp, qk_row_order(base));
+}
+
+LoraInfo inspect_lora(const std::string& dir, const model::HParams& hp, model::QkRowOrder order) {
   Opened o = open_dir(dir);
-  auto w = model::bind_lora(base.hp, o.config, o.tensors, qk_row_order(base), dir, true);
+  auto w = model::bind_lora(hp, o.config, o.tensors, order, dir, true);
   return LoraInfo{dir, o.config, w->bytes};
 }
 

@@ -33,6 +33,9 @@ struct LoraInfo {
   uint64_t bytes = 0;  // the A/B data a load holds in memory
 };
 LoraInfo inspect_lora(const std::string& dir, const model::ModelSpec& base);
+// The same against a base's hyperparameters and Q/K row order, before its weights are bound (the serve
+// planner counts adapter bytes before the model loads).
+LoraInfo inspect_lora(const std::string& dir, const model::HParams& hp, model::QkRowOrder order);
 std::shared_ptr<const model::LoraWeights> load_lora(const std::string& dir, const model::ModelSpec& base);
 
 // `--lora PATH[:SCALE]`: the adapter directory and a factor on its alpha/r (default 1). The suffix is
