@@ -225,7 +225,9 @@ std::shared_ptr<const model::LoraAdapter> LoraRegistry::get(const std::string& n
     std::lock_guard lock(mu_);
     if (entries_[i].adapter) {
       entries_[i].last_use = ++clock_;
-      return entries_[i].adapter;
+      auto a = entries_[i].adapter;
+      evict_locked(i);
+      return a;
     }
   }
   std::lock_guard load_lock(load_mu_);
@@ -243,21 +245,26 @@ std::shared_ptr<const model::LoraAdapter> LoraRegistry::get(const std::string& n
   std::lock_guard lock(mu_);
   entries_[i].adapter = a;
   entries_[i].last_use = ++clock_;
-  if (max_loaded_ > 0) {
-    // Over the limit: drop the least recently used adapters no request holds (use_count 1: only here).
-    for (;;) {
-      int64_t n = 0;
-      Entry* lru = nullptr;
-      for (Entry& e : entries_)
-        if (e.adapter) {
-          ++n;
-          if (&e != &entries_[i] && e.adapter.use_count() == 1 && (!lru || e.last_use < lru->last_use)) lru = &e;
-        }
-      if (n <= max_loaded_ || !lru) break;
-      lru->adapter.reset();
-    }
-  }
+  evict_locked(i);
   return a;
+}
+
+void LoraRegistry::evict_locked(size_t keep) {
+  if (max_loaded_ <= 0) return;
+  // Over the limit: drop the least recently used adapters no request holds (use_count 1: only the
+  // registry's reference), never `keep` (the one being handed out).
+  for (;;) {
+    int64_t n = 0;
+    Entry* lru = nullptr;
+    for (size_t k = 0; k < entries_.size(); ++k) {
+      Entry& e = entries_[k];
+      if (!e.adapter) continue;
+      ++n;
+      if (k != keep && e.adapter.use_count() == 1 && (!lru || e.last_use < lru->last_use)) lru = &e;
+    }
+    if (n <= max_loaded_ || !lru) return;
+    lru->adapter.reset();
+  }
 }
 
 int64_t LoraRegistry::loaded_count() const {

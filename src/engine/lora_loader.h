@@ -80,6 +80,7 @@ class LoraRegistry {
     std::shared_ptr<const model::LoraAdapter> adapter;
     uint64_t last_use = 0;
   };
+  void evict_locked(size_t keep);  // under mu_
   std::shared_ptr<const LoadedModel> base_;
   std::vector<Module> modules_;
   int max_loaded_ = 0;
