@@ -1,6 +1,15 @@
 // common_flags.cpp: shared flag declarations and the argv rewrite for `-np` (see common_flags.h).
 #include "cli/common_flags.h"
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "cli/command.h"
+#include "cli/convert.h"
+#include "hf/hf.h"
 #include "util/error.h"
 
 namespace moe::cli {
@@ -20,15 +29,51 @@ std::vector<std::string> translate_argv(int argc, const char* const* argv) {
   return out;
 }
 
+namespace {
+
+// The temporary GGUF files made for --quantize, removed at exit.
+struct QuantizedOnLoad {
+  std::map<std::pair<std::string, std::string>, std::string> made;  // (source, type) -> temp path
+  ~QuantizedOnLoad() {
+    for (const auto& [key, path] : made) {
+      std::error_code ec;
+      std::filesystem::remove(path, ec);
+    }
+  }
+};
+
+std::string quantized_on_load(const std::string& source, const std::string& type) {
+  static QuantizedOnLoad cache;
+  if (!hf::is_checkpoint_dir(source))
+    fail("--quantize applies to a Hugging Face checkpoint directory; '", source,
+         "' is not one (quantize a GGUF file with moe quantize)");
+  auto it = cache.made.find({source, type});
+  if (it != cache.made.end()) return it->second;
+  std::error_code ec;
+  const std::filesystem::path dir = std::filesystem::temp_directory_path(ec);
+  if (ec) fail("--quantize: no temporary directory: ", ec.message());
+  const std::string out = (dir / cat("moe-quantize-", ::getpid(), "-", cache.made.size(), ".gguf")).string();
+  std::fprintf(stderr, "moe: quantizing %s to %s on load\n", source.c_str(), type.c_str());
+  cache.made[{source, type}] = out;  // registered first, so a failure half-way is cleaned up too
+  convert_checkpoint(source, out, type, 0, true);
+  return out;
+}
+
+}  // namespace
+
 std::string ModelArg::model() const {
   if (!positional.empty() && !option.empty() && positional != option)
     fail("two models given: '", positional, "' and -m '", option, "' (give one)");
-  return positional.empty() ? option : positional;
+  const std::string path = positional.empty() ? option : positional;
+  if (quantize.empty()) return path;
+  return quantized_on_load(model_or_default(path), quantize);
 }
 
 void add_model_options(CLI::App& sub, ModelArg& model, const std::string& help) {
   sub.add_option("model", model.positional, help);
   sub.add_option("-m,--model", model.option, help + "; the same as the positional MODEL");
+  sub.add_option("--quantize", model.quantize,
+                 "quantize a Hugging Face checkpoint on load to this mix (Q4_K_M, Q8_0, ... as moe quantize)");
 }
 
 CLI::Option* add_context_option(CLI::App& sub, int64_t& ctx, const std::string& help) {

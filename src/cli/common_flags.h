@@ -19,9 +19,15 @@ std::vector<std::string> translate_argv(int argc, const char* const* argv);
 
 // The model as a positional argument or -m/--model; model() says which was given (an error if both
 // name different files), empty when neither.
+//
+// With --quantize TYPE the model must be a Hugging Face checkpoint directory: model() then converts it
+// once (per process) into a temporary GGUF of that quantization mix, through `moe convert --type`'s
+// pipeline, and returns that file's path; the file is removed when the process exits. The weights are
+// then mapped from it like any GGUF (its size on disk is the cost; TMPDIR chooses where).
 struct ModelArg {
   std::string positional;
   std::string option;
+  std::string quantize;
   std::string model() const;
 };
 void add_model_options(CLI::App& sub, ModelArg& model, const std::string& help);

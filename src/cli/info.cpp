@@ -8,6 +8,7 @@
 
 #include "cli/command.h"
 #include "gguf/gguf.h"
+#include "hf/hf.h"
 #include "kv/kv_types.h"
 #include "model/hparams.h"
 #include "model/weights.h"
@@ -34,7 +35,7 @@ std::string human(double v, const char* unit) {
 
 int run_info(const InfoOpts& o) {
   const std::string path = model_or_default(o.model);
-  gguf::File f = gguf::File::open(path);
+  gguf::File f = hf::open_model_file(path);
   const model::HParams hp = model::HParams::from_gguf(f);
   const model::Weights w = model::Weights::from_gguf(f, hp);
 
@@ -69,8 +70,13 @@ int run_info(const InfoOpts& o) {
 
   auto name = f.get_string("general.name");
   std::printf("model:          %s%s\n", path.c_str(), name ? (" (" + *name + ")").c_str() : "");
-  std::printf("format:         GGUF v%u, %zu tensors, %zu metadata keys\n", f.version(), f.tensors().size(),
-              f.metadata().size());
+  if (f.assembled())
+    std::printf("format:         Hugging Face checkpoint (safetensors, %s bytes), %zu tensors%s\n",
+                human(static_cast<double>(f.file_size()), "").c_str(), f.tensors().size(),
+                hp.rope_rotate_half ? "; Q/K rows in HF order, rotate-half RoPE" : "");
+  else
+    std::printf("format:         GGUF v%u, %zu tensors, %zu metadata keys\n", f.version(), f.tensors().size(),
+                f.metadata().size());
   if (hp.is_moe())
     std::printf("architecture:   %s, mixture of experts: %lld experts, %lld used per token (%s tensors)\n",
                 hp.arch.c_str(), (long long)hp.n_expert, (long long)hp.n_expert_used,

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "hf/hf.h"
 #include "kv/cache.h"
 #include "model/model.h"
 #include "plan/progress.h"
@@ -104,7 +105,7 @@ int run_perplexity(const PerplexityOpts& o) {
   const std::string text = ss.str();
 
   const std::string model_path = model_or_default(o.model);
-  const gguf::File file = gguf::File::open(model_path);
+  const gguf::File file = hf::open_model_file(model_path);
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_gguf(file);
   const std::vector<int32_t> tokens = tok.encode(text, /*add_bos=*/false);
   int64_t ctx = o.ctx;

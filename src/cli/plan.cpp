@@ -13,6 +13,7 @@
 
 #include "cli/command.h"
 #include "gguf/gguf.h"
+#include "hf/hf.h"
 #include "model/hparams.h"
 #include "plan/geometry.h"
 #include "plan/kv_pool.h"
@@ -347,7 +348,7 @@ int run_plan(const PlanOpts& o) {
     if (o.layers) hp = plan::with_layers(hp, o.layers);
   } else {
     if (o.layers) fail("--layers applies to --preset only");
-    file = gguf::File::open(model_or_default(o.model));
+    file = hf::open_model_file(model_or_default(o.model));
     hp = model::HParams::from_gguf(*file);
   }
   const gguf::File* fp = file ? &*file : nullptr;

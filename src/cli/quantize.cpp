@@ -13,6 +13,7 @@
 #include <string>
 
 #include "cli/command.h"
+#include "cli/quantize.h"
 #include "gguf/gguf.h"
 #include "model/hparams.h"
 #include "plan/encode.h"
@@ -99,6 +100,20 @@ int run_quantize(const QuantizeOpts& o) {
                static_cast<double>(in.file_size()) / static_cast<double>(check.file_size()), secs);
   return 0;
 }
+
+}  // namespace
+
+int quantize_gguf(const std::string& in, const std::string& out, const std::string& type, int threads, bool quiet) {
+  QuantizeOpts o;
+  o.in = in;
+  o.out = out;
+  o.type = type;
+  o.threads = threads;
+  o.quiet = quiet;
+  return run_quantize(o);
+}
+
+namespace {
 
 Registrar reg("quantize", "Quantize a GGUF model to Q2_K ... Q8_0 (llama.cpp's per-tensor mixes)", [](CLI::App& sub) {
   auto o = std::make_shared<QuantizeOpts>();

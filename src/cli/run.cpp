@@ -18,6 +18,7 @@
 #include "engine/engine.h"
 #include "gguf/gguf.h"
 #include "engine/lora_loader.h"
+#include "hf/hf.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 #include "server/routing_trace.h"
@@ -78,7 +79,7 @@ int run_run(const RunOpts& o) {
     req.routing_trace = true;
   }
 
-  gguf::File file = gguf::File::open(model_or_default(o.model));
+  gguf::File file = hf::open_model_file(model_or_default(o.model));
   auto tok = std::make_shared<const tokenizer::Tokenizer>(tokenizer::Tokenizer::from_gguf(file));
   auto prompts = std::make_shared<const engine::PromptBuilder>(tok, "", file.get_string("tokenizer.chat_template"),
                                                                /*announce_fallback=*/false);

@@ -21,6 +21,7 @@
 #include "engine/engine.h"
 #include "engine/lora_loader.h"
 #include "gguf/gguf.h"
+#include "hf/hf.h"
 #include "model/hparams.h"
 #include "plan/kv_pool.h"
 #include "plan/memory.h"
@@ -78,7 +79,7 @@ uint64_t lora_bytes(const ServeOpts& o, const model::HParams& hp) {
   for (const std::string& arg : o.lora_modules) {
     const auto m = engine::LoraRegistry::parse_module(arg);
     try {
-      sizes.push_back(engine::inspect_lora(m.path, hp, model::QkRowOrder::Interleaved).bytes);
+      sizes.push_back(engine::inspect_lora(m.path, hp, model::qk_row_order(hp)).bytes);
     } catch (const Error& e) {
       fail("--lora-modules: the adapter '", m.name, "' cannot be used: ", e.what());
     }
@@ -114,7 +115,7 @@ plan::PoolPlan size_kv_pool(const ServeOpts& o, const engine::EngineConfig& cfg,
       if (po.memory_budget == 0) throw;  // with a budget the figure only feeds a warning
     }
   }
-  const gguf::File file = gguf::File::open(cfg.model_path);
+  const gguf::File file = hf::open_model_file(cfg.model_path);
   const model::HParams hp = model::HParams::from_gguf(file);
   po.lora_bytes = lora_bytes(o, hp);
   return plan::plan_kv_pool(hp, plan::layout_of_file(file), file.metadata(), po);

@@ -9,6 +9,7 @@
 
 #include "cli/command.h"
 #include "gguf/gguf.h"
+#include "hf/hf.h"
 #include "template/chat_template.h"
 #include "util/error.h"
 
@@ -82,7 +83,7 @@ int run_template(const TemplateOptions& o) {
   if (!o.template_path.empty()) {
     source = read_text(o.template_path, "template file");
   } else if (!o.model_path.empty()) {
-    gguf::File file = gguf::File::open(o.model_path);
+    gguf::File file = hf::open_model_file(o.model_path);
     if (auto t = file.get_string("tokenizer.chat_template")) {
       source = *t;
     } else {

@@ -10,11 +10,19 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "hf/hf.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 
 namespace moe::cli {
 namespace {
+
+// A tokenizer file, a GGUF model, or a Hugging Face checkpoint directory (its tokenizer.model with the
+// ids and flags of its config files).
+tokenizer::Tokenizer load_tokenizer(const std::string& path) {
+  if (hf::is_checkpoint_dir(path)) return tokenizer::Tokenizer::from_gguf(hf::open_checkpoint(path));
+  return tokenizer::Tokenizer::load(path);
+}
 
 struct TokenizeOpts {
   std::string file;
@@ -29,7 +37,7 @@ std::string read_stdin() {
 }
 
 int run_tokenize(const TokenizeOpts& o) {
-  const auto tok = tokenizer::Tokenizer::load(model_or_default(o.file));
+  const auto tok = load_tokenizer(model_or_default(o.file));
   const std::string text = read_stdin();
   const auto ids = tok.encode(text, tok.add_bos() && !o.no_bos, o.special);
   std::string out;
@@ -89,7 +97,7 @@ std::vector<int32_t> parse_ids(const std::string& text) {
 }
 
 int run_detokenize(const std::string& file) {
-  const auto tok = tokenizer::Tokenizer::load(model_or_default(file));
+  const auto tok = load_tokenizer(model_or_default(file));
   const std::string text = tok.decode(parse_ids(read_stdin()));
   std::fwrite(text.data(), 1, text.size(), stdout);
   return 0;

@@ -437,7 +437,7 @@ uint64_t Engine::submit(Request request, Callbacks callbacks) {
     if (t < 0 || t >= m.tok.n_vocab()) throw Error(cat("token id ", t, " is out of range [0, ", m.tok.n_vocab(), ")"));
   if (request.max_tokens < 1) throw Error("max_tokens must be at least 1");
   if (request.adapter && !(request.adapter->geometry() == model::LoraGeometry::of(m.model.hparams())))
-    throw Error(cat("the LoRA adapter '", request.adapter->name(), "' was made for a base of another shape"));
+    throw Error(cat("the LoRA adapter '", request.adapter->name(), "' was made for a base of another shape (or Q/K row order)"));
   sampling::Params sp;
   sp.temperature = request.sampling.temperature;
   sp.top_k = request.sampling.top_k;

@@ -135,13 +135,8 @@ model::LoraConfig parse_lora_config(const std::string& text, const std::string& 
   return c;
 }
 
-model::QkRowOrder qk_row_order(const model::ModelSpec&) {
-  // Every base this engine loads is a GGUF `llama` file, which stores Q/K rows interleaved.
-  return model::QkRowOrder::Interleaved;
-}
-
 LoraInfo inspect_lora(const std::string& dir, const model::ModelSpec& base) {
-  return inspect_lora(dir, base.hp, qk_row_order(base));
+  return inspect_lora(dir, base.hp, model::qk_row_order(base.hp));
 }
 
 LoraInfo inspect_lora(const std::string& dir, const model::HParams& hp, model::QkRowOrder order) {
@@ -152,7 +147,7 @@ LoraInfo inspect_lora(const std::string& dir, const model::HParams& hp, model::Q
 
 std::shared_ptr<const model::LoraWeights> load_lora(const std::string& dir, const model::ModelSpec& base) {
   Opened o = open_dir(dir);
-  return model::bind_lora(base.hp, o.config, o.tensors, qk_row_order(base), dir);
+  return model::bind_lora(base.hp, o.config, o.tensors, model::qk_row_order(base.hp), dir);
 }
 
 LoraArg parse_lora_arg(const std::string& arg) {

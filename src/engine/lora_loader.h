@@ -24,8 +24,6 @@ namespace moe::engine {
 // target_modules, layers_to_transform), naming the field.
 model::LoraConfig parse_lora_config(const std::string& json_text, const std::string& where);
 
-// The row order of the base's Q/K projections (GGUF files: interleaved).
-model::QkRowOrder qk_row_order(const model::ModelSpec& spec);
 
 struct LoraInfo {
   std::string dir;

@@ -95,13 +95,22 @@ class File {
   static File open(const std::string& path, const Limits& limits = {});
   // Validates bytes that the caller keeps alive (tests, fuzzing). `name` prefixes error messages.
   static File parse(std::span<const uint8_t> bytes, const std::string& name = "<memory>", const Limits& limits = {});
+  // A File over tensors whose bytes live elsewhere (a Hugging Face checkpoint's memory maps, buffers the
+  // caller converted): the metadata and tensor infos as given (TensorInfo::data set, offsets ignored),
+  // checked like a parsed file's (known types, 1-4 dims, n_elements/n_bytes consistent with ne, no
+  // duplicate keys or names). `keepalive` owns the bytes; `source_bytes` is what file_size() reports.
+  // Defined in assemble.cpp.
+  static File assemble(std::string name, std::vector<std::pair<std::string, Value>> kv, std::vector<TensorInfo> tensors,
+                       std::shared_ptr<const void> keepalive, uint64_t source_bytes);
 
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }
   // Start of the tensor data section (the end of the tensor infos rounded up to the alignment). A file
   // without tensors may end before it.
   uint64_t data_offset() const { return data_offset_; }
-  uint64_t file_size() const { return bytes_.size(); }
+  uint64_t file_size() const { return assembled_ ? source_bytes_ : bytes_.size(); }
+  // True for a File made by assemble() (its tensors are not in one GGUF file).
+  bool assembled() const { return assembled_; }
   const std::string& name() const { return name_; }
 
   // Metadata in file order.
@@ -127,6 +136,9 @@ class File {
  private:
   std::string name_;
   std::shared_ptr<MappedFile> map_;  // null when parsed from caller-owned bytes
+  std::shared_ptr<const void> keepalive_;  // an assembled File's storage
+  bool assembled_ = false;
+  uint64_t source_bytes_ = 0;
   std::span<const uint8_t> bytes_;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;

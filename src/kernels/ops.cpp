@@ -32,6 +32,19 @@ void rope_apply(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, cons
   }
 }
 
+void rope_apply_rotate_half(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, const float* cs) {
+  const int64_t half = n_rot / 2;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* v = x + h * head_dim;
+    for (int64_t i = 0; i < half; ++i) {
+      const double c = cs[2 * i], s = cs[2 * i + 1];
+      const double x0 = v[i], x1 = v[i + half];
+      v[i] = static_cast<float>(x0 * c - x1 * s);
+      v[i + half] = static_cast<float>(x0 * s + x1 * c);
+    }
+  }
+}
+
 void softmax(float* x, int64_t n) {
   if (n <= 0) return;
   float mx = x[0];

@@ -16,6 +16,10 @@ void rope_table(int64_t pos, int64_t n_rot, double base, float* cs);
 // Rotates, in each of n_heads heads of head_dim values, the adjacent pairs (x[2i], x[2i+1]) for
 // 2i < n_rot (the GGUF `llama` convention: the converter permuted Q/K rows to match it).
 void rope_apply(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, const float* cs);
+// The same rotation on Hugging Face's row order: the pairs (x[i], x[i + n_rot/2]) for i < n_rot/2 (the
+// "rotate half" form). On rows in HF order it gives exactly what rope_apply gives on the GGUF-permuted
+// rows, so HF weights are used as stored, without a permuted copy.
+void rope_apply_rotate_half(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, const float* cs);
 
 // In-place softmax over n values (max subtracted; double sum).
 void softmax(float* x, int64_t n);

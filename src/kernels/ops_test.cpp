@@ -72,6 +72,32 @@ TEST(Ops, RopeRotatesAdjacentPairs) {
   }
 }
 
+TEST(Ops, RopeRotateHalfOnHfRowsEqualsRopeOnGgufRows) {
+  // llama.cpp's converter moves HF row i (first half) to 2i and row i + hd/2 to 2i + 1 within each head;
+  // the rotate-half form on HF order must then be exactly (bit for bit) the adjacent-pair form on GGUF
+  // order: the same products in the same order.
+  std::mt19937 rng(12);
+  const int64_t heads = 4, hd = 32;
+  for (int64_t pos : {0, 3, 999}) {
+    auto hf = randn(static_cast<size_t>(heads * hd), rng);
+    std::vector<float> gg(hf.size());
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < hd / 2; ++i) {
+        gg[h * hd + 2 * i] = hf[h * hd + i];
+        gg[h * hd + 2 * i + 1] = hf[h * hd + i + hd / 2];
+      }
+    std::vector<float> cs(static_cast<size_t>(hd));
+    rope_table(pos, hd, 1e6, cs.data());
+    rope_apply_rotate_half(hf.data(), heads, hd, hd, cs.data());
+    rope_apply(gg.data(), heads, hd, hd, cs.data());
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < hd / 2; ++i) {
+        ASSERT_EQ(gg[h * hd + 2 * i], hf[h * hd + i]) << pos << " " << h << " " << i;
+        ASSERT_EQ(gg[h * hd + 2 * i + 1], hf[h * hd + i + hd / 2]) << pos << " " << h << " " << i;
+      }
+  }
+}
+
 TEST(Ops, RopeScoresDependOnlyOnRelativePosition) {
   std::mt19937 rng(3);
   const int64_t hd = 64;

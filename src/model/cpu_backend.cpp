@@ -263,8 +263,9 @@ void CpuBackend::attention_block(int64_t l, int64_t n, kv::Cache& cache) {
   using Part = kv::Cache::Part;
   for (int64_t t = 0; t < n; ++t) {
     const float* cs = W.rope + t * rope_stride;
-    kernels::rope_apply(W.q + t * QD, nh, hd, hp_.n_rot, cs);
-    kernels::rope_apply(W.k + t * KD, nkv, hd, hp_.n_rot, cs);
+    const auto rope = hp_.rope_rotate_half ? kernels::rope_apply_rotate_half : kernels::rope_apply;
+    rope(W.q + t * QD, nh, hd, hp_.n_rot, cs);
+    rope(W.k + t * KD, nkv, hd, hp_.n_rot, cs);
     const int64_t pos = chunk_pos_[t];
     kernels::store_kv_row(kvt, W.k + t * KD, KD, cache.row_for_write(tables_[t], l, Part::K, pos));
     kernels::store_kv_row(kvt, W.v + t * KD, KD, cache.row_for_write(tables_[t], l, Part::V, pos));

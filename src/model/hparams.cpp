@@ -104,6 +104,8 @@ HParams HParams::from_gguf(const gguf::File& f) {
     hp.rms_norm_eps = static_cast<float>(*eps);
   }
 
+  hp.rope_rotate_half = f.get_bool("moe.rope.rotate_half").value_or(false);
+
   // Vocabulary: the tokenizer's token list when present, else the embedding's row count.
   if (const gguf::Value* tokens = f.find("tokenizer.ggml.tokens")) {
     if (tokens->type != gguf::ValueType::ARRAY) fail("metadata 'tokenizer.ggml.tokens' is not an array");

@@ -23,6 +23,9 @@ struct HParams {
   int64_t n_expert_used = 0;    // llama.expert_used_count
   float rope_freq_base = 10000.0f;   // llama.rope.freq_base
   float rms_norm_eps = 1e-5f;        // llama.attention.layer_norm_rms_epsilon
+  // moe.rope.rotate_half: Q/K rows in Hugging Face order, so RoPE rotates the pairs (i, i + n_rot/2)
+  // (NeoX style) instead of the adjacent pairs of GGUF's permuted rows. Set by the HF loader only.
+  bool rope_rotate_half = false;
 
   bool is_moe() const { return n_expert > 0; }
   // Reads and validates (positive, bounded, consistent; throws moe::Error naming the key).

@@ -24,7 +24,7 @@ double LoraConfig::scale() const {
 
 LoraGeometry LoraGeometry::of(const HParams& hp) {
   return LoraGeometry{hp.n_layer, hp.n_embd, hp.n_ff, std::max<int64_t>(hp.n_expert, 1), hp.n_head * hp.head_dim,
-                      hp.n_head_kv * hp.head_dim};
+                      hp.n_head_kv * hp.head_dim, hp.rope_rotate_half};
 }
 
 int64_t gguf_qk_row(int64_t hf_row, int64_t head_dim) {
@@ -157,6 +157,7 @@ std::shared_ptr<const LoraWeights> bind_lora(const HParams& hp, const LoraConfig
   out->config = config;
   out->scale = static_cast<float>(config.scale());
   out->geometry = LoraGeometry::of(hp);
+  out->geometry.rotate_half = base_order == QkRowOrder::RotateHalf;  // the order B's rows were bound in
   const LoraGeometry& g = out->geometry;
   const int64_t r = config.rank;
   if (r > (int64_t{1} << 20)) fail(where(), ": rank ", r, " is implausibly large");

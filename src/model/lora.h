@@ -62,6 +62,7 @@ struct LoraTensor {
 // is refused, not run).
 struct LoraGeometry {
   int64_t n_layer = 0, n_embd = 0, n_ff = 0, n_expert = 0, q_dim = 0, kv_dim = 0;
+  bool rotate_half = false;  // the base's Q/K rows are in HF order (HParams::rope_rotate_half)
   static LoraGeometry of(const HParams& hp);
   bool operator==(const LoraGeometry&) const = default;
 };
@@ -79,8 +80,12 @@ struct LoraWeights {
 // How the base stores Q/K rows. PEFT adapters are trained on Hugging Face checkpoints, whose Q/K rows are
 // in rotate-half order (pairs i, i+hd/2 of each head); GGUF `llama` files permute them so that RoPE
 // rotates adjacent pairs (2i, 2i+1). For a GGUF base the rows of B of q_proj/k_proj are permuted the
-// same way at bind time (A, which acts on the input side, is unchanged).
+// same way at bind time (A, which acts on the input side, is unchanged); a Hugging Face checkpoint
+// loaded as it is (HParams::rope_rotate_half) takes them as they are.
 enum class QkRowOrder { Interleaved /* GGUF */, RotateHalf /* HF */ };
+inline QkRowOrder qk_row_order(const HParams& hp) {
+  return hp.rope_rotate_half ? QkRowOrder::RotateHalf : QkRowOrder::Interleaved;
+}
 
 // Builds an adapter for a base of geometry `hp` from its tensors. Names are PEFT's:
 //   base_model.model.model.layers.N.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight

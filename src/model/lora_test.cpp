@@ -204,6 +204,7 @@ TinyBase make_base(const HParams& hp, uint32_t seed) {
 
 std::string write_base(const HParams& hp, const TinyBase& b, const std::string& stem) {
   gguf::Writer wr;
+  if (hp.rope_rotate_half) wr.set("moe.rope.rotate_half", gguf::Value::boolean(true));  // Q/K rows in HF order
   wr.set("general.architecture", gguf::Value::string("llama"));
   wr.set("llama.context_length", gguf::Value::uint32(static_cast<uint32_t>(hp.n_ctx_train)));
   wr.set("llama.embedding_length", gguf::Value::uint32(static_cast<uint32_t>(hp.n_embd)));
@@ -275,7 +276,7 @@ TinyBase merge(const HParams& hp, TinyBase b, const TinyAdapter& a, double scale
     std::vector<float>& w = b.w.at(gguf_name);
     for (int64_t o = 0; o < B.rows; ++o) {
       int64_t row = o;
-      if (heads > 0) {  // HF row (h·2 + s)·(hd/2) + i goes to ((h·(hd/2) + i)·2 + s)
+      if (heads > 0 && !hp.rope_rotate_half) {  // HF row (h·2 + s)·(hd/2) + i goes to ((h·(hd/2) + i)·2 + s)
         const int64_t h = o / hd, s = (o % hd) / (hd / 2), i = o % (hd / 2);
         row = (h * (hd / 2) + i) * 2 + s;
       }
@@ -368,11 +369,38 @@ TEST(LoraForward, SidePathEqualsTheMergedModel) {
       EXPECT_LE(rel_l2(got, want), tol);
       EXPECT_GT(rel_l2(plain, want), 100 * tol);  // the adapter does change the model
       ::testing::Test::RecordProperty(cat("merged_error_", type_name(type)), cat(rel_l2(got, want)));
-      // Bound as if the base stored HF order: a different (wrong, for this base) function.
+      // Bound for a base that keeps HF order: refused by this (GGUF-order) base.
       auto unpermuted = bind_lora(hp, ad.config, tensors, QkRowOrder::RotateHalf, "tiny");
       LoraAdapter wrong("wrong", {{unpermuted, unpermuted->scale}});
-      EXPECT_GT(rel_l2(run_sequence(*m, tokens, &wrong), want), 100 * tol);
+      EXPECT_THROW(run_sequence(*m, tokens, &wrong), Error);
     }
+}
+
+// The same over a base that keeps Q/K rows in Hugging Face order (rotate-half RoPE, as the HF loader
+// binds a checkpoint): the adapter's rows are taken as they are, and the merged model adds B·A unpermuted.
+TEST(LoraForward, SidePathEqualsTheMergedModelOnARotateHalfBase) {
+  HParams hp = tiny_hparams();
+  hp.rope_rotate_half = true;
+  const TinyBase base = make_base(hp, 8);
+  TempFile base_file{write_base(hp, base, "hf-base")};
+  const auto tokens = random_tokens(9, hp.n_vocab, 4);
+  const TinyAdapter ad = make_adapter(hp, 4, GgmlType::F16, 12, false);
+  const auto tensors = ad.list();
+  auto weights = bind_lora(hp, ad.config, tensors, qk_row_order(hp), "tiny-hf");
+  LoraAdapter adapter("tiny-hf", {{weights, weights->scale}});
+  TempFile merged_file{write_base(hp, merge(hp, base, ad, weights->scale), "hf-merged")};
+  ModelOptions o;
+  o.n_threads = 2;
+  o.precision = Precision::Exact;
+  auto m = Model::load(base_file.path, o);
+  ASSERT_TRUE(m->hparams().rope_rotate_half);
+  auto merged = Model::load(merged_file.path, o);
+  const double tol = 2 * 4.0 * (12.0 * static_cast<double>(hp.n_layer) + 2.0) * std::ldexp(1.0, -24);
+  EXPECT_LE(rel_l2(run_sequence(*m, tokens, &adapter), run_sequence(*merged, tokens, nullptr)), tol);
+  // An adapter bound for a GGUF-order base is refused here.
+  auto permuted = bind_lora(hp, ad.config, tensors, QkRowOrder::Interleaved, "tiny");
+  LoraAdapter wrong("wrong", {{permuted, permuted->scale}});
+  EXPECT_THROW(run_sequence(*m, tokens, &wrong), Error);
 }
 
 // Sequences of adapter A, adapter B, A and B stacked (B at half strength), and the base, interleaved in

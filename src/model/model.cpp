@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "hf/hf.h"
 #include "model/cpu_backend.h"
 #include "model/lora.h"
 #include "util/error.h"
@@ -15,7 +16,7 @@ uint64_t Model::workspace_bytes(const HParams& hp, int64_t max_batch_tokens, int
 }
 
 std::unique_ptr<Model> Model::load(const std::string& path, const ModelOptions& options) {
-  return std::make_unique<Model>(gguf::File::open(path), options);
+  return std::make_unique<Model>(hf::open_model_file(path), options);
 }
 
 Model::Model(gguf::File file, const ModelOptions& options) : Model(ModelSpec::from_file(std::move(file)), options) {}
@@ -49,7 +50,7 @@ void Model::forward(const Batch& b, kv::Cache& cache, ForwardResult& result, con
   const LoraGeometry own = LoraGeometry::of(hp);
   for (size_t i = 0; i < b.adapters.size(); ++i)
     if (b.adapters[i] && !(b.adapters[i]->geometry() == own))
-      fail("batch entry ", i, ": the LoRA adapter '", b.adapters[i]->name(), "' was made for a base of another shape");
+      fail("batch entry ", i, ": the LoRA adapter '", b.adapters[i]->name(), "' was made for a base of another shape (or Q/K row order)");
   const kv::Geometry& g = cache.geometry();
   if (g.n_layer != hp.n_layer || g.n_head_kv != hp.n_head_kv || g.head_dim != hp.head_dim)
     fail("the KV cache was made for another model (layers ", g.n_layer, ", KV heads ", g.n_head_kv, ", head size ",

@@ -1,6 +1,8 @@
 // spec.cpp: reading a ModelSpec from GGUF (the checks live in HParams::from_gguf and Weights::from_gguf).
 #include "model/spec.h"
 
+#include "hf/hf.h"
+
 namespace moe::model {
 
 std::shared_ptr<const ModelSpec> ModelSpec::from_file(gguf::File file) {
@@ -11,6 +13,6 @@ std::shared_ptr<const ModelSpec> ModelSpec::from_file(gguf::File file) {
   return spec;
 }
 
-std::shared_ptr<const ModelSpec> ModelSpec::load(const std::string& path) { return from_file(gguf::File::open(path)); }
+std::shared_ptr<const ModelSpec> ModelSpec::load(const std::string& path) { return from_file(hf::open_model_file(path)); }
 
 }  // namespace moe::model

@@ -9,6 +9,7 @@
 #include "engine/prompt_builder.h"
 #include "gguf/ggml_types.h"
 #include "gguf/gguf.h"
+#include "hf/hf.h"
 #include "model/hparams.h"
 #include "tokenizer/tokenizer.h"
 
@@ -63,7 +64,7 @@ nlohmann::json EngineBackend::model_facts() const {
   std::lock_guard lock(facts_mu_);
   if (!facts_.is_null()) return facts_;
   const std::string& path = engine_.model().path;  // also set for an engine built on a loaded model
-  gguf::File f = gguf::File::open(path);
+  gguf::File f = hf::open_model_file(path);
   uint64_t params = 0;
   std::map<std::string, uint64_t> bytes_by_type;
   for (const auto& t : f.tensors()) {
