@@ -15,6 +15,8 @@
 #include "cli/command.h"
 #include "cli/common_flags.h"
 #include "engine/engine.h"
+#include "engine/lora_loader.h"
+#include "model/model.h"
 #include "util/error.h"
 
 namespace moe::cli {
@@ -30,6 +32,7 @@ struct ChatOpts {
   int64_t seed = -1;
   int threads = 0;
   int64_t ctx = 4096;
+  std::vector<std::string> lora;  // --lora DIR[:SCALE]: PEFT adapters stacked on the base (lora_loader.h)
 };
 
 int run_chat(const ChatOpts& o) {
@@ -41,6 +44,7 @@ int run_chat(const ChatOpts& o) {
   lo.max_batch_tokens = cfg.max_num_batched_tokens;
   lo.chat_template_override = o.chat_template;
   const auto model = engine::load_model(model_or_default(o.model), lo);
+  const auto adapter = engine::load_lora_stack(o.lora, *model->model->spec());
   engine::Engine eng(model, cfg);
   const bool interactive = isatty(STDIN_FILENO);
 
@@ -77,6 +81,7 @@ int run_chat(const ChatOpts& o) {
     messages.push_back({{"role", "user"}, {"content", line}});
     engine::Request req;
     req.prompt = model->prompts->chat_prompt(messages);  // the model's template, BOS exactly once
+    req.adapter = adapter;
     req.max_tokens = o.n_predict;
     req.sampling.temperature = o.temp;
     req.sampling.top_p = o.top_p;
@@ -125,6 +130,9 @@ Registrar reg("chat", "Chat with a model interactively, using its chat template 
                 sub.add_option("--top-p", o->top_p, "Top-p")->check(CLI::Range(0.0, 1.0));
                 sub.add_option("--seed", o->seed, "Seed (turn i uses seed + i)");
                 sub.add_option("-t,--threads", o->threads, "Threads (default: physical cores)")->check(CLI::Range(0, 1024));
+                sub.add_option("--lora", o->lora,
+                               "PEFT LoRA adapter directory, optionally :SCALE (a factor on its alpha/r); repeat to stack")
+                    ->allow_extra_args(false);
                 add_context_option(sub, o->ctx, "Context length (0: the model's)")->capture_default_str();
                 sub.footer(environment_footer({"MOE_MODEL", "MOE_ISA"}));
                 return [o, model] {

@@ -1,7 +1,8 @@
 // logits.cpp: `moe logits MODEL --tokens 1,2,3 --out FILE`: runs one forward pass over a token
 // sequence (positions 0..n-1, one sequence) and writes the logits of every position as float32
 // little-endian [n_tokens][n_vocab]. This is how the engine is checked against reference logits
-// (`--exact --kv-cache-dtype f32` gives the exact function of the dequantized weights).
+// (`--exact --kv-cache-dtype f32` gives the exact function of the dequantized weights). `--lora DIR[:SCALE]`
+// (repeatable) runs the sequence with PEFT LoRA adapters as a side path, as run, chat and serve do.
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "engine/lora_loader.h"
 #include "kv/cache.h"
 #include "model/model.h"
 #include "util/error.h"
@@ -24,6 +26,7 @@ struct LogitsOpts {
   std::string kv_type = "f16";
   bool exact = false;
   int threads = 0;
+  std::vector<std::string> lora;  // --lora DIR[:SCALE]
 };
 
 // "1,2,3" (commas or whitespace), or "@path" to read the same from a file.
@@ -76,9 +79,11 @@ int run_logits(const LogitsOpts& o) {
   if (n > m->hparams().n_ctx_train)
     fail(n, " tokens exceed the model's context length ", m->hparams().n_ctx_train);
 
+  const auto adapter = engine::load_lora_stack(o.lora, *m->spec());
+
   kv::Cache cache(m->kv_geometry(*kv_type), kv::Cache::blocks_for_tokens(n));
   model::Batch batch;
-  for (int64_t i = 0; i < n; ++i) batch.add(ids[i], static_cast<int32_t>(i), 0, true);
+  for (int64_t i = 0; i < n; ++i) batch.add(ids[i], static_cast<int32_t>(i), 0, true, adapter.get());
   model::ForwardResult res;
   m->forward(batch, cache, res);
 
@@ -99,6 +104,8 @@ const Registrar reg("logits", "Write the logits of every position of a token seq
   sub.add_option("--kv-cache-dtype", o->kv_type, "KV cache element type: f32, f16, bf16, q8_0")->capture_default_str();
   sub.add_flag("--exact", o->exact, "float activations and double accumulation (the exact function of the weights)");
   sub.add_option("-t,--threads", o->threads, "threads (0: physical cores)");
+  sub.add_option("--lora", o->lora, "PEFT LoRA adapter directory, optionally :SCALE (a factor on alpha/r); repeatable")
+      ->allow_extra_args(false);
   return [o] { return run_logits(*o); };
 });
 

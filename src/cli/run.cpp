@@ -17,6 +17,7 @@
 #include "cli/common_flags.h"
 #include "engine/engine.h"
 #include "gguf/gguf.h"
+#include "engine/lora_loader.h"
 #include "hf/hf.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
@@ -41,6 +42,7 @@ struct RunOpts {
   int64_t ctx = 0;
   bool print_ids = false;
   std::string routing_trace;  // JSON lines: each generated token's experts per layer (routing_trace.h)
+  std::vector<std::string> lora;  // --lora DIR[:SCALE]: PEFT adapters stacked on the base (lora_loader.h)
 };
 
 std::string join_ids(const std::vector<int32_t>& ids) {
@@ -89,6 +91,7 @@ int run_run(const RunOpts& o) {
   lo.n_threads = o.threads;
   lo.max_batch_tokens = std::min<int64_t>(n_prompt, 512);
   const auto model = engine::load_model(std::move(file), tok, prompts, lo);
+  req.adapter = engine::load_lora_stack(o.lora, *model->model->spec());
   const model::HParams& hp = model->model->hparams();
   const int64_t ctx = o.ctx > 0 ? o.ctx : std::min(hp.n_ctx_train, n_prompt + o.n_predict);
   if (n_prompt > ctx) fail("the prompt has ", n_prompt, " tokens, more than the context of ", ctx);
@@ -179,6 +182,10 @@ const Registrar reg("run", "Generate text from a prompt", [](CLI::App& sub) {
   add_context_option(sub, o->ctx, "context size in tokens (0: prompt + n, at most the model's)");
   sub.add_flag("--print-ids", o->print_ids, "print token ids instead of text (prompt ids, then generated ids)")
       ->group("");
+  sub.add_option("--lora", o->lora,
+                 "PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors), optionally :SCALE "
+                 "(a factor on its alpha/r); repeat to stack adapters")
+      ->allow_extra_args(false);
   sub.add_option("--routing-trace", o->routing_trace,
                  "write each generated token's chosen experts and weights per layer to FILE (JSON lines)");
   sub.footer(environment_footer({"MOE_MODEL", "MOE_ISA"}));

@@ -21,6 +21,7 @@
 #include "cli/command.h"
 #include "cli/common_flags.h"
 #include "engine/engine.h"
+#include "engine/lora_loader.h"
 #include "gguf/gguf.h"
 #include "hf/hf.h"
 #include "model/hparams.h"
@@ -67,6 +68,8 @@ struct ServeOpts {
   int64_t max_connections = 1024;
   int64_t max_connections_per_ip = 256;
   std::vector<std::string> cors_origins;
+  std::vector<std::string> lora_modules;  // NAME=DIR: PEFT adapters served as models over the base
+  int max_cpu_loras = 0;                  // adapters held in memory at once (0: all of them)
 };
 
 // Addresses only this machine can reach: no key needed there.
@@ -77,6 +80,25 @@ bool is_loopback(const std::string& host) {
 
 // The KV pool from the memory that is there (plan/kv_pool.h), with the figures the start-up lines and
 // /metrics show. `process_base` is this process's resident size measured before anything was loaded.
+// Bytes the LoRA adapters can hold at once: all of them, or the --max-cpu-loras largest. Each adapter is
+// checked against the base here (config, names, shapes), so a bad one stops the start, naming it.
+uint64_t lora_bytes(const ServeOpts& o, const model::HParams& hp) {
+  std::vector<uint64_t> sizes;
+  for (const std::string& arg : o.lora_modules) {
+    const auto m = engine::LoraRegistry::parse_module(arg);
+    try {
+      sizes.push_back(engine::inspect_lora(m.path, hp, model::qk_row_order(hp)).bytes);
+    } catch (const Error& e) {
+      fail("--lora-modules: the adapter '", m.name, "' cannot be used: ", e.what());
+    }
+  }
+  std::sort(sizes.rbegin(), sizes.rend());
+  if (o.max_cpu_loras > 0 && sizes.size() > static_cast<size_t>(o.max_cpu_loras)) sizes.resize(static_cast<size_t>(o.max_cpu_loras));
+  uint64_t total = 0;
+  for (uint64_t s : sizes) total += s;
+  return total;
+}
+
 plan::PoolPlan size_kv_pool(const ServeOpts& o, const engine::EngineConfig& cfg, uint64_t process_base) {
   plan::PoolOptions po;
   po.max_model_len = o.max_model_len;
@@ -103,6 +125,7 @@ plan::PoolPlan size_kv_pool(const ServeOpts& o, const engine::EngineConfig& cfg,
   }
   const gguf::File file = hf::open_model_file(cfg.model_path);
   const model::HParams hp = model::HParams::from_gguf(file);
+  po.lora_bytes = lora_bytes(o, hp);
   return plan::plan_kv_pool(hp, plan::layout_of_file(file), file.metadata(), po);
 }
 
@@ -163,11 +186,20 @@ int run_serve(const ServeOpts& o) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a client that hangs up must not kill the server; writes fail instead
 
-  engine::Engine engine(cfg);
+  engine::LoadOptions lo;
+  lo.n_threads = cfg.n_threads;
+  lo.max_batch_tokens = cfg.max_num_batched_tokens;
+  lo.chat_template_override = cfg.chat_template_override;
+  const auto loaded = engine::load_model(cfg.model_path, lo);
+  engine::Engine engine(loaded, cfg);
   if (engine.stats().kv_blocks_total != pool.kv_blocks)
     fail("the engine allocated ", engine.stats().kv_blocks_total, " KV blocks where the plan sized ", pool.kv_blocks);
   publish_memory_gauges(pool);
-  server::EngineBackend backend(engine);
+  // LoRA adapters (--lora-modules): checked here, loaded on each one's first request.
+  std::vector<engine::LoraRegistry::Module> modules;
+  for (const std::string& arg : o.lora_modules) modules.push_back(engine::LoraRegistry::parse_module(arg));
+  engine::LoraRegistry loras(loaded, modules, o.max_cpu_loras);
+  server::EngineBackend backend(engine, &loras);
 
   server::ServerOptions so;
   so.host = o.host;
@@ -177,6 +209,10 @@ int run_serve(const ServeOpts& o) {
   so.served_model_name = o.served_model_name.empty() ? model_path.stem().string() : o.served_model_name;
   so.model_aliases = {model_path.filename().string(), cfg.model_path, model_path.stem().string()};
   if (!o.model.model().empty()) so.model_aliases.push_back(o.model.model());
+  for (const auto& m : modules)
+    if (m.name == so.served_model_name ||
+        std::find(so.model_aliases.begin(), so.model_aliases.end(), m.name) != so.model_aliases.end())
+      fail("--lora-modules: the adapter name '", m.name, "' is the base model's name; give it another");
   so.http_threads = plan::serve_http_threads(o.max_num_seqs);
   so.data_dir = o.data_dir;
   so.max_upload_bytes = size_t(o.max_upload_mib) << 20;
@@ -199,8 +235,12 @@ int run_serve(const ServeOpts& o) {
                 " without an API key: anyone who can reach this address can use the model (set --api-key, "
                 "--api-key-file or MOE_API_KEY)\n")
           : std::string();
+  std::string lora_lines;
+  for (const auto& m : modules)
+    lora_lines += cat("moe serve: LoRA adapter '", m.name, "' from ", m.path, " (", plan::format_bytes(loras.declared_bytes(m.name)),
+                      ", loaded on first use)\n");
   std::cerr << "moe serve: serving " << so.served_model_name << " (context " << backend.max_model_len()
-            << " tokens)\n" << memory_lines << open_warning << "moe serve: listening on http://" << o.host << ":"
+            << " tokens)\n" << memory_lines << lora_lines << open_warning << "moe serve: listening on http://" << o.host << ":"
             << port << std::endl;
 
   std::atomic<bool> serving_done{false};
@@ -309,6 +349,12 @@ Registrar reg("serve", "Serve a model over an OpenAI-compatible HTTP API", [](CL
   sub.add_option("--cors-origin", o->cors_origins,
                  "Allow browser pages from this origin (e.g. https://app.example.com; repeatable, or * for any) "
                  "to call the API: CORS headers and preflight answers. Off by default");
+  sub.add_option("--lora-modules", o->lora_modules,
+                 "PEFT LoRA adapters served as models over the base: NAME=DIR ... (a request picks one by 'model'); "
+                 "each is checked at start and loaded on first use");
+  sub.add_option("--max-cpu-loras", o->max_cpu_loras,
+                 "LoRA adapters held in memory at once; beyond it the least recently used idle one is dropped (0: all)")
+      ->check(CLI::Range(0, 1 << 20));
   sub.footer("The KV pool is sized at start from the memory that is there: (available x --memory-utilization)\n"
              "less workspace, overhead and room for the mmap'd weights, at least one sequence of -c tokens and at\n"
              "most -c x -np. A -c of which not even one sequence fits is refused at start, with what would fit.\n"

@@ -27,6 +27,7 @@
 #include "engine/scheduler.h"
 #include "engine/stop_matcher.h"
 #include "kv/cache.h"
+#include "model/lora.h"
 #include "model/model.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -366,7 +367,8 @@ bool Engine::Impl::step() {
   batch.clear();
   for (const auto& c : plan)
     for (int64_t i = c.begin; i < c.end; ++i)
-      batch.add(c.seq->tokens[static_cast<size_t>(i)], static_cast<int32_t>(i), c.seq->slot, i == c.end - 1 && c.samples());
+      batch.add(c.seq->tokens[static_cast<size_t>(i)], static_cast<int32_t>(i), c.seq->slot, i == c.end - 1 && c.samples(),
+                as_sequence(c.seq).req.adapter.get());
 
   // Routing trace (opt-in per request): the model copies each output's top-k only when one asks.
   model::ForwardOptions fwd;
@@ -471,6 +473,8 @@ uint64_t Engine::submit(Request request, Callbacks callbacks) {
   for (int32_t t : request.prompt)
     if (t < 0 || t >= m.tok.n_vocab()) throw Error(cat("token id ", t, " is out of range [0, ", m.tok.n_vocab(), ")"));
   if (request.max_tokens < 1) throw Error("max_tokens must be at least 1");
+  if (request.adapter && !(request.adapter->geometry() == model::LoraGeometry::of(m.model.hparams())))
+    throw Error(cat("the LoRA adapter '", request.adapter->name(), "' was made for a base of another shape (or Q/K row order)"));
   sampling::Params sp;
   sp.temperature = request.sampling.temperature;
   sp.top_k = request.sampling.top_k;
@@ -487,6 +491,7 @@ uint64_t Engine::submit(Request request, Callbacks callbacks) {
   auto s = std::make_unique<Sequence>();
   s->tokens = request.prompt;
   s->n_prompt = n;
+  s->prefix_key = request.adapter ? request.adapter->id() : 0;
   s->sampler = std::make_unique<sampling::Sampler>(sp);
   if (request.sampling.json_object) s->sampler->add_constraint(std::make_unique<JsonLogitsProcessor>(m.json_vocabulary()));
   s->decoder = std::make_unique<tokenizer::StreamDecoder>(m.tok, true);

@@ -26,7 +26,10 @@
 
 namespace moe::tokenizer { class Tokenizer; }
 namespace moe::tmpl { class ChatTemplate; }
-namespace moe::model { struct HParams; }
+namespace moe::model {
+struct HParams;
+class LoraAdapter;
+}
 
 namespace moe::engine {
 
@@ -67,6 +70,8 @@ struct Request {
   std::vector<int32_t> stop_token_ids;    // beyond the model's EOS (e.g. a template's end-of-turn)
   bool ignore_eos = false;
   bool routing_trace = false;             // report each generated token's experts (Delta::routing)
+  // The LoRA adapter (model/lora.h) this sequence runs with; null: the base. Held until it finishes.
+  std::shared_ptr<const model::LoraAdapter> adapter;
 };
 
 enum class FinishReason { Stop, Length, Cancelled, Error };
@@ -114,6 +119,9 @@ struct Stats {
   int64_t preemptions = 0;
   int64_t embedding_tokens_total = 0;  // tokens forwarded for embeddings (at most max_num_batched_tokens a step)
   std::vector<std::vector<int64_t>> expert_tokens;  // [layer][expert] tokens routed so far (by every engine on the model)
+  // LoRA adapters held in memory (filled by the server's adapter registry; the engine holds none itself).
+  int64_t lora_adapters_loaded = 0;
+  uint64_t lora_adapter_bytes = 0;
 };
 
 class Engine {

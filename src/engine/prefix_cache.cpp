@@ -23,10 +23,21 @@ uint64_t PrefixCache::chain_hash(uint64_t parent, std::span<const int32_t> block
   return h ^ (h >> 31);
 }
 
-std::vector<int32_t> PrefixCache::match(std::span<const int32_t> tokens, int64_t max_blocks) {
+uint64_t PrefixCache::chain_root(uint64_t key) {
+  // The base keeps root 0; an adapter's root is its id mixed (splitmix64) and never 0. Entries store
+  // their parent and match() compares it, so chains of different keys cannot meet even on a collision.
+  if (key == 0) return 0;
+  uint64_t h = key + 0x9e3779b97f4a7c15ull;
+  h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+  h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  return h == 0 ? 1 : h;
+}
+
+std::vector<int32_t> PrefixCache::match(std::span<const int32_t> tokens, int64_t max_blocks, uint64_t key) {
   std::vector<int32_t> blocks;
   int64_t n = std::min<int64_t>(max_blocks, static_cast<int64_t>(tokens.size()) / kv::kBlockTokens);
-  uint64_t parent = 0;
+  uint64_t parent = chain_root(key);
   queries_ += n;
   for (int64_t b = 0; b < n; ++b) {
     auto block_tokens = tokens.subspan(static_cast<size_t>(b * kv::kBlockTokens), kv::kBlockTokens);
@@ -43,10 +54,11 @@ std::vector<int32_t> PrefixCache::match(std::span<const int32_t> tokens, int64_t
   return blocks;
 }
 
-void PrefixCache::insert(std::span<const int32_t> tokens, const std::vector<int32_t>& table, int64_t n_full) {
+void PrefixCache::insert(std::span<const int32_t> tokens, const std::vector<int32_t>& table, int64_t n_full,
+                         uint64_t key) {
   n_full = std::min<int64_t>({n_full, static_cast<int64_t>(table.size()),
                               static_cast<int64_t>(tokens.size()) / kv::kBlockTokens});
-  uint64_t parent = 0;
+  uint64_t parent = chain_root(key);
   for (int64_t b = 0; b < n_full; ++b) {
     auto block_tokens = tokens.subspan(static_cast<size_t>(b * kv::kBlockTokens), kv::kBlockTokens);
     uint64_t h = chain_hash(parent, block_tokens);

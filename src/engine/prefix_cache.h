@@ -4,6 +4,8 @@
 // registered block, a new sequence appends the matching blocks to its table instead of recomputing
 // them, and blocks only the cache still holds are evicted least-recently-used when the pool runs dry.
 // Registered blocks are full and never written again, so sharing needs no copy-on-write.
+// A block's K/V depend on the LoRA adapter that computed them as well as on the tokens, so every chain
+// starts from a key (the adapter's id; 0 for the base): blocks are never shared between adapters.
 #pragma once
 #include <cstdint>
 #include <list>
@@ -22,9 +24,10 @@ class PrefixCache {
 
   // The longest run of cached full blocks that starts `tokens`, at most max_blocks long. Counts a
   // query and the hits. The blocks are not retained: append them to a sequence right away.
-  std::vector<int32_t> match(std::span<const int32_t> tokens, int64_t max_blocks);
+  std::vector<int32_t> match(std::span<const int32_t> tokens, int64_t max_blocks, uint64_t key = 0);
   // Registers the sequence's full blocks covering tokens[0, n_full_blocks * 16) (already computed).
-  void insert(std::span<const int32_t> tokens, const std::vector<int32_t>& block_table, int64_t n_full_blocks);
+  void insert(std::span<const int32_t> tokens, const std::vector<int32_t>& block_table, int64_t n_full_blocks,
+              uint64_t key = 0);
   // Releases least-recently-used blocks that no sequence uses until `n_free` blocks are free or none is
   // left to evict; returns whether the pool now has n_free free blocks.
   bool evict_until_free(int64_t n_free);
@@ -42,6 +45,7 @@ class PrefixCache {
     std::list<uint64_t>::iterator lru;
   };
   static uint64_t chain_hash(uint64_t parent, std::span<const int32_t> block_tokens);
+  static uint64_t chain_root(uint64_t key);  // the "parent" of a chain's first block
   kv::Cache& cache_;
   std::unordered_map<uint64_t, Entry> entries_;
   std::list<uint64_t> lru_;  // front: most recently used

@@ -32,7 +32,7 @@ void Scheduler::release(ScheduledSequence* s) {
     if (cfg_.enable_prefix_caching && cache_.has_sequence(s->slot)) {
       // Keep the computed full blocks of this sequence's tokens for later requests.
       int64_t full = std::min<int64_t>(s->n_computed, static_cast<int64_t>(s->tokens.size())) / kv::kBlockTokens;
-      prefix_.insert(s->tokens, cache_.block_table(s->slot), full);
+      prefix_.insert(s->tokens, cache_.block_table(s->slot), full, s->prefix_key);
     }
     cache_.free_sequence(s->slot);
     free_slots_.push_back(s->slot);
@@ -69,7 +69,7 @@ void Scheduler::admit(ScheduledSequence* s) {
   int64_t known = static_cast<int64_t>(s->tokens.size());
   if (cfg_.enable_prefix_caching) {
     int64_t max_blocks = (known - 1) / kv::kBlockTokens;
-    auto blocks = prefix_.match(s->tokens, max_blocks);
+    auto blocks = prefix_.match(s->tokens, max_blocks, s->prefix_key);
     for (int32_t b : blocks) cache_.append_block(s->slot, b);
     s->n_computed = static_cast<int64_t>(blocks.size()) * kv::kBlockTokens;
     if (s->n_computed > 0) cache_.set_length(s->slot, s->n_computed);

@@ -28,6 +28,8 @@ struct ScheduledSequence {
   int64_t n_computed = 0;         // tokens whose K/V are in the cache
   int64_t n_cached_prompt = 0;    // prompt tokens taken from the prefix cache at first admission
   bool admitted_once = false;
+  uint64_t prefix_key = 0;        // what its K/V depend on besides the tokens: its LoRA adapter's id (0:
+                                  // the base); the prefix cache shares blocks only within one key
 };
 
 struct SchedulerConfig {

@@ -11,6 +11,8 @@
 
 namespace moe::model {
 
+class LoraAdapter;
+
 using kernels::Precision;
 
 // The tokens of one forward step. Entries of one sequence must appear in increasing position order,
@@ -21,14 +23,21 @@ struct Batch {
   std::vector<int32_t> positions;    // its position in its sequence
   std::vector<int32_t> seq_ids;      // its KV-cache sequence
   std::vector<uint8_t> want_logits;  // 1: this entry is an output (logits and/or hidden state)
+  // The LoRA adapter of each entry (lora.h; null: the base), or empty when every entry runs the base.
+  // Not owned: the caller keeps the adapters alive through forward(). Entries of one sequence share one.
+  std::vector<const LoraAdapter*> adapters;
 
-  void add(int32_t token, int32_t pos, int32_t seq, bool logits) {
+  void add(int32_t token, int32_t pos, int32_t seq, bool logits, const LoraAdapter* adapter = nullptr) {
     tokens.push_back(token);
     positions.push_back(pos);
     seq_ids.push_back(seq);
     want_logits.push_back(logits ? 1 : 0);
+    if (adapter || !adapters.empty()) {
+      adapters.resize(tokens.size() - 1, nullptr);
+      adapters.push_back(adapter);
+    }
   }
-  void clear() { tokens.clear(); positions.clear(); seq_ids.clear(); want_logits.clear(); }
+  void clear() { tokens.clear(); positions.clear(); seq_ids.clear(); want_logits.clear(); adapters.clear(); }
   int64_t size() const { return static_cast<int64_t>(tokens.size()); }
 };
 

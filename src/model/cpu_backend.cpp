@@ -187,9 +187,17 @@ void CpuBackend::run_chunk(const Batch& b, int64_t begin, int64_t end, kv::Cache
 
   tables_.resize(static_cast<size_t>(n));
   chunk_pos_.resize(static_cast<size_t>(n));
+  chunk_lora_.assign(static_cast<size_t>(n), nullptr);
+  chunk_adapters_.clear();
   for (int64_t t = 0; t < n; ++t) {
     tables_[t] = cache.block_table(b.seq_ids[begin + t]).data();
     chunk_pos_[t] = b.positions[begin + t];
+    if (!b.adapters.empty() && b.adapters[begin + t]) {
+      const LoraAdapter* a = b.adapters[begin + t];
+      chunk_lora_[t] = a;
+      if (std::find(chunk_adapters_.begin(), chunk_adapters_.end(), a) == chunk_adapters_.end())
+        chunk_adapters_.push_back(a);
+    }
   }
 
   // Embeddings and each token's RoPE rotation.
@@ -244,6 +252,11 @@ void CpuBackend::attention_block(int64_t l, int64_t n, kv::Cache& cache) {
   matmul(L.wq, a, W.q);
   matmul(L.wk, a, W.k);
   matmul(L.wv, a, W.v);
+  if (!chunk_adapters_.empty()) {  // LoRA side paths, before RoPE (they change the projections themselves)
+    lora_add(l, LoraWhich::Q, 0, W.xn, n, E, W.q, QD, nullptr);
+    lora_add(l, LoraWhich::K, 0, W.xn, n, E, W.k, KD, nullptr);
+    lora_add(l, LoraWhich::V, 0, W.xn, n, E, W.v, KD, nullptr);
+  }
 
   // RoPE, then each token's K and V into its sequence's block at its position.
   const GgmlType kvt = cache.element_type();
@@ -280,6 +293,7 @@ void CpuBackend::attention_block(int64_t l, int64_t n, kv::Cache& cache) {
 
   Activations ao = activations(W.att, n, QD, L.wo);
   matmul(L.wo, ao, W.proj);
+  if (!chunk_adapters_.empty()) lora_add(l, LoraWhich::O, 0, W.att, n, QD, W.proj, E, nullptr);
   for (int64_t t = 0; t < n; ++t) kernels::add(W.x + t * E, W.proj + t * E, E);
 }
 
@@ -347,9 +361,15 @@ void CpuBackend::ffn_block(int64_t l, int64_t n) {
     Activations a = activations(W.gather, m, E, L.ffn_gate[e]);
     matmul(L.ffn_gate[e], a, W.gate);
     matmul(L.ffn_up[e], a, W.up);
+    const int32_t* toks = W.order + first;  // row i of this group is chunk token toks[i]
+    if (!chunk_adapters_.empty()) {
+      lora_add(l, LoraWhich::Gate, e, W.gather, m, E, W.gate, F, toks);
+      lora_add(l, LoraWhich::Up, e, W.gather, m, E, W.up, F, toks);
+    }
     kernels::silu_mul(W.gate, W.up, m * F);
     Activations ad = activations(W.gate, m, F, L.ffn_down[e]);
     matmul(L.ffn_down[e], ad, W.down);
+    if (!chunk_adapters_.empty()) lora_add(l, LoraWhich::Down, e, W.gate, m, F, W.down, E, toks);
     for (int64_t i = 0; i < m; ++i) {
       float* dst = W.proj + W.order[first + i] * E;
       const float* src = W.down + i * E;
@@ -358,6 +378,62 @@ void CpuBackend::ffn_block(int64_t l, int64_t n) {
     }
   }
   for (int64_t t = 0; t < n; ++t) kernels::add(W.x + t * E, W.proj + t * E, E);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// LoRA side path
+
+void CpuBackend::lora_add(int64_t l, LoraWhich which, int64_t e, const float* x, int64_t m, int64_t in, float* y,
+                          int64_t out, const int32_t* tok) {
+  auto pick = [&](const LoraLayer& L) -> const LoraPair* {
+    auto expert = [&](const std::vector<LoraPair>& v) { return static_cast<size_t>(e) < v.size() ? &v[static_cast<size_t>(e)] : nullptr; };
+    switch (which) {
+      case LoraWhich::Q: return &L.q;
+      case LoraWhich::K: return &L.k;
+      case LoraWhich::V: return &L.v;
+      case LoraWhich::O: return &L.o;
+      case LoraWhich::Gate: return expert(L.gate);
+      case LoraWhich::Up: return expert(L.up);
+      case LoraWhich::Down: return expert(L.down);
+    }
+    return nullptr;
+  };
+  for (const LoraAdapter* adapter : chunk_adapters_) {
+    // This adapter's rows; all of them (the usual case of one adapter per step) need no gather.
+    lora_rows_.clear();
+    for (int64_t i = 0; i < m; ++i)
+      if (chunk_lora_[static_cast<size_t>(tok ? tok[i] : i)] == adapter) lora_rows_.push_back(static_cast<int32_t>(i));
+    const auto k = static_cast<int64_t>(lora_rows_.size());
+    if (k == 0) continue;
+    const bool all = k == m;
+    for (const LoraAdapter::Part& part : adapter->parts()) {
+      const LoraPair* p = pick(part.weights->layers[static_cast<size_t>(l)]);
+      if (!p || !p->present()) continue;
+      const int64_t r = p->a.rows;
+      auto grow = [](std::vector<float>& v, int64_t count) {
+        if (v.size() < static_cast<size_t>(count)) v.resize(static_cast<size_t>(count));
+      };
+      grow(lora_h_, k * r);
+      grow(lora_out_, k * out);
+      grow(lora_deq_, static_cast<int64_t>(pool_->size()) * std::max(in, r));
+      if (all) {
+        lora_apply(*p, part.scale, x, k, y, precision_, *pool_, lora_h_.data(), lora_out_.data(), lora_deq_.data());
+        continue;
+      }
+      grow(lora_x_, k * in);
+      grow(lora_y_, k * out);
+      for (int64_t i = 0; i < k; ++i)
+        std::memcpy(lora_x_.data() + i * in, x + lora_rows_[static_cast<size_t>(i)] * in, static_cast<size_t>(in) * sizeof(float));
+      std::fill(lora_y_.begin(), lora_y_.begin() + k * out, 0.0f);
+      lora_apply(*p, part.scale, lora_x_.data(), k, lora_y_.data(), precision_, *pool_, lora_h_.data(), lora_out_.data(),
+                 lora_deq_.data());
+      for (int64_t i = 0; i < k; ++i) {
+        float* dst = y + lora_rows_[static_cast<size_t>(i)] * out;
+        const float* src = lora_y_.data() + i * out;
+        for (int64_t c = 0; c < out; ++c) dst[c] += src[c];
+      }
+    }
+  }
 }
 
 }  // namespace moe::model

@@ -9,6 +9,10 @@
 // quantization, one dot product per (token, row) in a fixed order, expert outputs summed in expert
 // order. So a token gives bit-identical logits alone or inside any batch (tested).
 //
+// LoRA adapters (lora.h) run as a side path after each targeted projection, on the rows of the tokens
+// whose sequence uses them (grouped by adapter; a step may mix adapters and the base); each row's side
+// path depends on that row alone, so batch invariance holds with adapters too.
+//
 // All buffers live in one Workspace allocated when the backend is built for max_batch_tokens; forward()
 // allocates nothing large. Each backend has its own workspace, so two backends over one ModelSpec can
 // run at the same time.
@@ -20,6 +24,7 @@
 #include <vector>
 
 #include "model/backend.h"
+#include "model/lora.h"
 #include "model/spec.h"
 #include "util/thread_pool.h"
 
@@ -50,6 +55,11 @@ class CpuBackend final : public Backend {
   void ffn_block(int64_t layer, int64_t n);
   kernels::Activations activations(const float* x, int64_t n, int64_t cols, const TensorView& w);
   void matmul(const TensorView& w, kernels::Activations& a, float* y);
+  // Adds the side path of every adapter of this chunk to projection `which` of layer l (expert e for the
+  // FFN): x [m][in] in, y [m][out] updated; row i is token tok[i] of the chunk (tok null: row i is token i).
+  enum class LoraWhich { Q, K, V, O, Gate, Up, Down };
+  void lora_add(int64_t l, LoraWhich which, int64_t e, const float* x, int64_t m, int64_t in, float* y, int64_t out,
+                const int32_t* tok);
 
   std::shared_ptr<const ModelSpec> spec_;
   const HParams& hp_;
@@ -64,6 +74,12 @@ class CpuBackend final : public Backend {
   // Per-chunk bookkeeping, kept to reuse capacity.
   std::vector<const int32_t*> tables_;   // each token's sequence block table
   std::vector<int32_t> chunk_pos_;       // each token's position
+  std::vector<const LoraAdapter*> chunk_lora_;      // each token's adapter (null: the base)
+  std::vector<const LoraAdapter*> chunk_adapters_;  // the chunk's distinct adapters, first seen first
+  // LoRA scratch, grown on first use (a server without adapters never allocates it): gathered rows
+  // [m][in], their result [m][out], x·Aᵀ [m][r], B's product [m][out], Exact-precision rows.
+  std::vector<int32_t> lora_rows_;
+  std::vector<float> lora_x_, lora_y_, lora_h_, lora_out_, lora_deq_;
 };
 
 }  // namespace moe::model

@@ -6,6 +6,7 @@
 
 #include "hf/hf.h"
 #include "model/cpu_backend.h"
+#include "model/lora.h"
 #include "util/error.h"
 
 namespace moe::model {
@@ -44,6 +45,12 @@ void Model::forward(const Batch& b, kv::Cache& cache, ForwardResult& result, con
       b.want_logits.size() != b.tokens.size())
     fail("batch fields have different lengths (tokens ", b.tokens.size(), ", positions ", b.positions.size(),
          ", seq_ids ", b.seq_ids.size(), ", want_logits ", b.want_logits.size(), ")");
+  if (!b.adapters.empty() && b.adapters.size() != b.tokens.size())
+    fail("batch fields have different lengths (tokens ", b.tokens.size(), ", adapters ", b.adapters.size(), ")");
+  const LoraGeometry own = LoraGeometry::of(hp);
+  for (size_t i = 0; i < b.adapters.size(); ++i)
+    if (b.adapters[i] && !(b.adapters[i]->geometry() == own))
+      fail("batch entry ", i, ": the LoRA adapter '", b.adapters[i]->name(), "' was made for a base of another shape (or Q/K row order)");
   const kv::Geometry& g = cache.geometry();
   if (g.n_layer != hp.n_layer || g.n_head_kv != hp.n_head_kv || g.head_dim != hp.head_dim)
     fail("the KV cache was made for another model (layers ", g.n_layer, ", KV heads ", g.n_head_kv, ", head size ",

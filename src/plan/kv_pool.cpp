@@ -51,7 +51,8 @@ uint64_t available_needed(const PoolPlan& p, int64_t seq_blocks) {
        " is left for it: ", format_bytes(o.available), " available (", o.available_source, ") x ",
        fraction_text(o.utilization), " utilization = ", format_bytes(p.usable), ", less workspace ",
        format_bytes(p.memory.workspace_bytes), " and overhead ", format_bytes(p.memory.overhead_bytes),
-       p.weights_resident ? cat(" and resident weights ", format_bytes(p.weights_resident)) : std::string(), "; ",
+       p.weights_resident ? cat(" and resident weights ", format_bytes(p.weights_resident)) : std::string(),
+       o.lora_bytes ? cat(" and LoRA adapters ", format_bytes(o.lora_bytes)) : std::string(), "; ",
        what_fits, "; this context needs ", format_bytes(available_needed(p, seq_blocks)),
        " available (--memory-available, --memory-utilization)");
 }
@@ -85,6 +86,7 @@ PoolPlan plan_kv_pool(const model::HParams& hp, const WeightsLayout& weights, co
   p.weights_resident = o.weights_mapped ? 0 : p.memory.file_bytes;
   p.fixed = checked_add(checked_add(p.weights_resident, p.memory.workspace_bytes, "fixed memory"),
                         p.memory.overhead_bytes, "fixed memory");
+  p.fixed = checked_add(p.fixed, o.lora_bytes, "fixed memory");
   p.usable = static_cast<uint64_t>(std::floor(static_cast<long double>(o.available) * o.utilization));
   p.anon_room = p.usable > p.fixed ? p.usable - p.fixed : 0;
   const int64_t room_blocks =
@@ -149,8 +151,9 @@ std::string describe_pool(const PoolPlan& p) {
   if (o.weights_mapped && p.weights_paged() > 0)
     s += cat(", of which ", format_bytes(p.weights_paged()),
              " do not fit beside the pool and will be read from the file as needed");
-  s += cat("; workspace ", format_bytes(p.memory.workspace_bytes), "; overhead ", format_bytes(p.memory.overhead_bytes),
-           "\n");
+  s += cat("; workspace ", format_bytes(p.memory.workspace_bytes), "; overhead ", format_bytes(p.memory.overhead_bytes));
+  if (o.lora_bytes > 0) s += cat("; LoRA adapters ", format_bytes(o.lora_bytes), " (resident once loaded)");
+  s += "\n";
   if (p.ctx_capped)
     s += cat("memory: the model's context does not fit; max-model-len is ", tokens_text(p.max_model_len),
              " (-c to choose)\n");

@@ -39,6 +39,7 @@ struct PoolOptions {
   double utilization = 0.9;           // fraction of `available` to plan for, in (0, 1]
   uint64_t memory_budget = 0;         // explicit KV pool bytes (--memory-budget); 0: size from memory
   bool weights_mapped = true;         // weights used in place from the mmap'd file (pageable)
+  uint64_t lora_bytes = 0;            // LoRA adapters that may be held in memory at once (resident)
 };
 
 struct PoolPlan {
@@ -50,7 +51,7 @@ struct PoolPlan {
   uint64_t weights_resident = 0;      // weights that must stay resident (not file-backed)
   uint64_t weights_mapped = 0;        // weights mapped from the file (pageable)
   uint64_t weights_cached = 0;        // of those, what fits in the page cache beside the pool
-  uint64_t fixed = 0;                 // weights_resident + workspace + overhead
+  uint64_t fixed = 0;                 // weights_resident + LoRA adapters + workspace + overhead
   uint64_t anon_room = 0;             // usable - fixed: most the pool may take without being killed
   uint64_t block_bytes = 0;           // one KV block (kv::kBlockTokens tokens)
   int64_t seq_blocks = 0;             // blocks of one sequence of max_model_len tokens

@@ -7,12 +7,15 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "engine/engine.h"
+#include "util/error.h"
 
 namespace moe::server {
 
@@ -48,6 +51,14 @@ class Backend {
   // Facts about the loaded model for Ollama's /api/tags, /api/show and /api/ps (see ollama.h for the
   // keys); a backend that knows none (the tests' fakes) answers an empty object.
   virtual nlohmann::json model_facts() const { return nlohmann::json::object(); }
+
+  // LoRA adapters served as models of their own over the base (`moe serve --lora-modules name=path`):
+  // their names, and the adapter a name picks, loaded on first use (throws moe::Error naming it when it
+  // cannot be loaded; the others keep working). A backend without adapters has none.
+  virtual std::vector<std::string> adapter_names() const { return {}; }
+  virtual std::shared_ptr<const model::LoraAdapter> adapter(const std::string& name) {
+    throw Error(cat("no LoRA adapter is named '", name, "'"));
+  }
 };
 
 }  // namespace moe::server

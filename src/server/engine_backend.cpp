@@ -5,6 +5,7 @@
 #include <map>
 
 #include "engine/loaded_model.h"
+#include "engine/lora_loader.h"
 #include "engine/prompt_builder.h"
 #include "gguf/ggml_types.h"
 #include "gguf/gguf.h"
@@ -24,7 +25,26 @@ std::optional<std::vector<float>> EngineBackend::embed_until(const std::vector<i
   return engine_.embed_until(tokens, cancelled);
 }
 void EngineBackend::drain() { engine_.drain(); }
-engine::Stats EngineBackend::stats() const { return engine_.stats(); }
+engine::Stats EngineBackend::stats() const {
+  engine::Stats s = engine_.stats();
+  if (loras_) {
+    s.lora_adapters_loaded = loras_->loaded_count();
+    s.lora_adapter_bytes = loras_->loaded_bytes();
+  }
+  return s;
+}
+
+std::vector<std::string> EngineBackend::adapter_names() const {
+  std::vector<std::string> names;
+  if (loras_)
+    for (const auto& m : loras_->modules()) names.push_back(m.name);
+  return names;
+}
+
+std::shared_ptr<const model::LoraAdapter> EngineBackend::adapter(const std::string& name) {
+  if (!loras_) return Backend::adapter(name);
+  return loras_->get(name);
+}
 
 std::vector<int32_t> EngineBackend::tokenize(std::string_view text, bool add_bos) const {
   const auto& tok = engine_.tokenizer();

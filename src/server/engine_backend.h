@@ -6,12 +6,14 @@
 #include "server/backend.h"
 
 namespace moe::tokenizer { class Tokenizer; }
+namespace moe::engine { class LoraRegistry; }
 
 namespace moe::server {
 
 class EngineBackend : public Backend {
  public:
-  explicit EngineBackend(engine::Engine& engine) : engine_(engine) {}
+  // `loras` (optional, not owned): the adapters served beside the base (engine/lora_loader.h).
+  explicit EngineBackend(engine::Engine& engine, engine::LoraRegistry* loras = nullptr) : engine_(engine), loras_(loras) {}
 
   uint64_t submit(engine::Request request, engine::Callbacks callbacks) override;
   void cancel(uint64_t id) override;
@@ -27,9 +29,12 @@ class EngineBackend : public Backend {
   int32_t n_vocab() const override;
   int64_t max_model_len() const override;
   nlohmann::json model_facts() const override;
+  std::vector<std::string> adapter_names() const override;
+  std::shared_ptr<const model::LoraAdapter> adapter(const std::string& name) override;
 
  private:
   engine::Engine& engine_;
+  engine::LoraRegistry* loras_ = nullptr;
   mutable nlohmann::json facts_;  // model_facts(), read once
   mutable std::mutex facts_mu_;
 };

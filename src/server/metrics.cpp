@@ -168,6 +168,10 @@ std::string Metrics::render(const engine::Stats& s) const {
          s.prefix_cache_queries > 0 ? double(s.prefix_cache_hits) / double(s.prefix_cache_queries) : 0.0);
   scalar(out, "moe_preemptions_total", "counter", "Sequences preempted (recomputed later) for lack of KV blocks.",
          double(s.preemptions));
+  scalar(out, "moe_lora_adapters_loaded", "gauge", "LoRA adapters held in memory (loaded on first use).",
+         double(s.lora_adapters_loaded));
+  scalar(out, "moe_lora_adapter_bytes", "gauge", "Bytes of the LoRA adapters held in memory.",
+         double(s.lora_adapter_bytes));
   header(out, "moe_expert_tokens_total", "counter", "Tokens routed to each expert of each layer.");
   for (size_t layer = 0; layer < s.expert_tokens.size(); ++layer)
     for (size_t e = 0; e < s.expert_tokens[layer].size(); ++e)

@@ -191,7 +191,24 @@ struct Routes {
     std::string name = requested;
     if (name.ends_with(":latest")) name.resize(name.size() - 7);
     if (name == ctx.served_model_name) return true;
-    return std::any_of(ctx.model_aliases.begin(), ctx.model_aliases.end(), [&](const auto& a) { return a == name; });
+    if (std::any_of(ctx.model_aliases.begin(), ctx.model_aliases.end(), [&](const auto& a) { return a == name; }))
+      return true;
+    const auto adapters = backend().adapter_names();  // LoRA adapters (--lora-modules) are models too
+    return std::find(adapters.begin(), adapters.end(), name) != adapters.end();
+  }
+
+  // The LoRA adapter a served name picks (null: the base); one that cannot be loaded fails this request.
+  std::shared_ptr<const model::LoraAdapter> adapter_of(const std::string& requested) const {
+    std::string name = requested;
+    if (name.ends_with(":latest")) name.resize(name.size() - 7);
+    const auto adapters = backend().adapter_names();
+    if (name == ctx.served_model_name || std::find(adapters.begin(), adapters.end(), name) == adapters.end())
+      return nullptr;
+    try {
+      return backend().adapter(name);
+    } catch (const moe::Error& e) {
+      throw ApiError(500, e.what(), "model", "server_error", "adapter_unavailable");
+    }
   }
 
   void check_model(const std::string& name) const {
@@ -240,6 +257,7 @@ struct Routes {
     r.stop = opts.stop;
     if (stop_at_end_of_turn) r.stop_token_ids = backend().end_of_turn_ids();
     r.routing_trace = routing;
+    r.adapter = adapter_of(model);
     engine::Callbacks cb;
     cb.on_delta = [q = g->queue](const engine::Delta& d) {
       Event e;
@@ -433,7 +451,14 @@ struct Routes {
               {"size", facts.value("size_bytes", uint64_t(0))},
               {"digest", file_digest(facts)},
               {"details", details(facts)}};
-    respond(res, 200, {{"models", json::array({m})}});
+    json models = json::array({m});
+    for (const auto& name : backend().adapter_names()) {  // LoRA adapters over the base
+      json a = m;
+      a["name"] = a["model"] = name + ":latest";
+      a["details"]["parent_model"] = tag();
+      models.push_back(std::move(a));
+    }
+    respond(res, 200, {{"models", models}});
   }
 
   void ps(const httplib::Request&, httplib::Response& res) {

@@ -255,12 +255,37 @@ struct Server::Impl {
                      "invalid_request_error", "invalid_api_key");
   }
 
+  bool is_base(const std::string& model) const {
+    return model == opts.served_model_name ||
+           std::find(opts.model_aliases.begin(), opts.model_aliases.end(), model) != opts.model_aliases.end();
+  }
+
+  // A LoRA adapter served beside the base (--lora-modules): a model of its own in the API.
+  bool is_adapter(const std::string& model) const {
+    const auto names = backend.adapter_names();
+    return std::find(names.begin(), names.end(), model) != names.end();
+  }
+
   void check_model(const std::optional<std::string>& model) const {
-    if (!model || *model == opts.served_model_name) return;
-    for (const auto& a : opts.model_aliases)
-      if (*model == a) return;
-    throw ApiError(404, cat("the model '", *model, "' does not exist; this server serves '", opts.served_model_name, "'"),
+    if (!model || is_base(*model) || is_adapter(*model)) return;
+    std::string adapters;
+    for (const auto& n : backend.adapter_names()) adapters += cat(adapters.empty() ? "" : ", ", "'", n, "'");
+    throw ApiError(404,
+                   cat("the model '", *model, "' does not exist; this server serves '", opts.served_model_name, "'",
+                       adapters.empty() ? "" : cat(" and its LoRA adapters ", adapters)),
                    "model", "invalid_request_error", "model_not_found");
+  }
+
+  // The LoRA adapter a request's `model` picks (null: the base), loaded on first use. An adapter that
+  // cannot be loaded fails this request only, naming it; the base and the other adapters keep serving.
+  std::shared_ptr<const model::LoraAdapter> resolve_adapter(const std::optional<std::string>& model) {
+    check_model(model);
+    if (!model || is_base(*model)) return nullptr;
+    try {
+      return backend.adapter(*model);
+    } catch (const moe::Error& e) {
+      throw ApiError(500, e.what(), "model", "server_error", "adapter_unavailable");
+    }
   }
 
   std::string read_body(const httplib::Response& res, const httplib::ContentReader& reader) const {
@@ -520,7 +545,8 @@ struct Server::Impl {
   // ---- generation --------------------------------------------------------------------------------
 
   std::shared_ptr<Job> submit_job(const std::vector<std::vector<int32_t>>& prompts, const GenerationParams& gen,
-                                  Kind kind, const std::string& param) {
+                                  Kind kind, const std::string& param,
+                                  const std::shared_ptr<const model::LoraAdapter>& adapter = nullptr) {
     std::vector<int64_t> max_tokens;
     for (size_t p = 0; p < prompts.size(); ++p)
       max_tokens.push_back(completion_budget(backend.max_model_len(), prompts[p].size(), gen,
@@ -543,6 +569,7 @@ struct Server::Impl {
         for (int i = 0; i < gen.n; ++i) {
           int choice = int(p) * gen.n + i;
           engine::Request r = choice_request(prompts[p], max_tokens[p], gen, i, eot);
+          r.adapter = adapter;
           auto timing = std::make_shared<ChoiceTiming>();
           engine::Callbacks cb;
           cb.on_delta = [ch = job->channel, choice, timing, m = metrics](const engine::Delta& d) {
@@ -593,10 +620,10 @@ struct Server::Impl {
 
   void generate(const httplib::Request& req, httplib::Response& res, Kind kind,
                 const std::vector<std::vector<int32_t>>& prompts, const GenerationParams& gen,
-                const std::string& param) {
-    auto job = submit_job(prompts, gen, kind, param);
+                const std::string& param, const std::shared_ptr<const model::LoraAdapter>& adapter = nullptr) {
+    auto job = submit_job(prompts, gen, kind, param, adapter);
     ResponseMeta meta{(kind == Kind::Chat ? "chatcmpl-" : "cmpl-") + random_hex(24), unix_now(),
-                      opts.served_model_name};
+                      adapter ? *gen.model : opts.served_model_name};
     if (gen.stream) {
       stream(res, kind, job, meta, gen);
       return;
@@ -715,21 +742,25 @@ struct Server::Impl {
 
   void chat_completions(const httplib::Request& req, const std::string& text, httplib::Response& res) {
     ChatRequest r = parse_chat_request(parse_body(text));
-    check_model(r.gen.model);
-    generate(req, res, Kind::Chat, {chat_prompt_ids(backend, r.messages)}, r.gen, "messages");
+    const auto adapter = resolve_adapter(r.gen.model);
+    generate(req, res, Kind::Chat, {chat_prompt_ids(backend, r.messages)}, r.gen, "messages", adapter);
   }
 
   void completions(const httplib::Request& req, const std::string& text, httplib::Response& res) {
     CompletionRequest r = parse_completion_request(parse_body(text), backend.n_vocab());
-    check_model(r.gen.model);
+    const auto adapter = resolve_adapter(r.gen.model);
     std::vector<std::vector<int32_t>> prompts;
     for (const auto& p : r.prompts) prompts.push_back(prompt_ids(backend, p));
-    generate(req, res, Kind::Completion, prompts, r.gen, "prompt");
+    generate(req, res, Kind::Completion, prompts, r.gen, "prompt", adapter);
   }
 
   void embeddings(const httplib::Request& req, const std::string& text, httplib::Response& res) {
     EmbeddingRequest r = parse_embedding_request(parse_body(text), backend.n_vocab());
     check_model(r.model);
+    if (r.model && !is_base(*r.model))
+      throw ApiError(400, cat("embeddings come from the base model '", opts.served_model_name, "'; the LoRA adapter '",
+                              *r.model, "' serves completions only"),
+                     "model", "invalid_request_error", "model_not_supported");
     // A client that leaves stops the work: the engine drops the input between chunks (issue 12).
     ConnectionWatch watch(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
     respond_json(res, 200, embeddings_response(backend, r, opts.served_model_name, [&] { return watch.peer_gone(); }));
@@ -758,12 +789,23 @@ struct Server::Impl {
     respond_json(res, 200, {{"prompt", backend.detokenize(r.tokens)}});
   }
 
+  // A LoRA adapter's model card: the base's, with vLLM's `parent` (the base) and `root` (the adapter).
+  json adapter_model_json(const std::string& name) const {
+    json m = model_json(name, created, backend.max_model_len());
+    m["parent"] = opts.served_model_name;
+    m["root"] = name;
+    return m;
+  }
+
   void list_models(const httplib::Request&, httplib::Response& res) {
-    respond_json(res, 200, models_json(opts.served_model_name, created, backend.max_model_len()));
+    json body = models_json(opts.served_model_name, created, backend.max_model_len());
+    for (const auto& name : backend.adapter_names()) body["data"].push_back(adapter_model_json(name));
+    respond_json(res, 200, body);
   }
 
   void get_model(const std::string& id, httplib::Response& res) {
     check_model(id);
+    if (!is_base(id)) return respond_json(res, 200, adapter_model_json(id));
     respond_json(res, 200, model_json(opts.served_model_name, created, backend.max_model_len()));
   }
 
