@@ -208,10 +208,8 @@ GenerateRequest parse_generate(const json& body, int32_t n_vocab) {
 ChatRequest parse_chat(const json& body) {
   ChatRequest r;
   r.model = require_model(body);
-  if (const json* tools = field(body, "tools")) {
-    if (!tools->is_array()) throw wrong_type("tools", "an array");
-    if (!tools->empty()) throw bad("tools", "'tools': tool calling is not supported by this server yet");
-  }
+  if (auto it = body.find("tools"); it != body.end() && !it->is_null())
+    r.tools = parse_ollama_tools(nlohmann::ordered_json{{"tools", *it}});
   r.messages = json::array();
   if (const json* msgs = field(body, "messages")) {
     if (!msgs->is_array()) throw wrong_type("messages", "an array");
@@ -226,10 +224,10 @@ ChatRequest parse_chat(const json& body) {
       if (*role != "system" && *role != "user" && *role != "assistant" && *role != "tool")
         throw bad(p + ".role", cat("'", p, ".role' must be system, user, assistant or tool; got '", *role, "'"));
       refuse_images(m, p + ".images");
-      if (const json* tc = field(m, "tool_calls"); tc && (!tc->is_array() || !tc->empty()))
-        throw bad(p + ".tool_calls", cat("'", p, ".tool_calls': tool calling is not supported by this server yet"));
       std::string content = get_string(m, "content", p + ".content").value_or("");
-      r.messages.push_back({{"role", *role}, {"content", content}});
+      json nm = {{"role", *role}, {"content", content}};
+      normalise_tool_fields(m, p, *role, nm);  // tool_calls, tool_name (tools.h)
+      r.messages.push_back(std::move(nm));
     }
   }
   common(body, r.stream, r.routing_trace, r.options);

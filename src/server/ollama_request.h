@@ -8,7 +8,9 @@
 //   model                     required; "name", "name:latest" or any alias of the served model
 //   prompt / messages         text; messages' role system|user|assistant|tool, content a string
 //   images                    refused (this is a text model)
-//   tools                     refused while moe has no tool calling (non-empty array)
+//   tools                     chat: tools as OpenAI's (tools.h), rendered by the model's template; the
+//                             reply's calls come back as message.tool_calls [{"function": {"index",
+//                             "name", "arguments": {…}}}]; messages' tool_calls and tool role (tool_name)
 //   format                    "json" (one JSON object, constrained while sampling); a JSON schema only
 //                             when it asks for nothing more than an object ({"type": "object"} with no
 //                             properties, required, ...): any other schema is refused with a message
@@ -65,6 +67,7 @@ struct GenerateRequest {
 struct ChatRequest {
   std::string model;
   nlohmann::json messages;  // [{"role", "content"}] ready for the chat template
+  std::optional<ToolRequest> tools;  // tools (tool_choice is always auto); key order lost, see ollama.cpp
   bool stream = true;
   bool routing_trace = false;
   Options options;

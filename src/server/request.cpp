@@ -185,6 +185,7 @@ json normalise_messages(const json& body) {
     }
     json nm = {{"role", *role}, {"content", content}};
     if (auto name = get_string(m, "name", p + ".name")) nm["name"] = *name;
+    normalise_tool_fields(m, p, *role, nm);  // tool_calls, tool_call_id (tools.h)
     out.push_back(std::move(nm));
   }
   return out;
@@ -195,15 +196,7 @@ void refuse_unsupported(const json& body, bool chat) {
     if (!v->is_object()) throw wrong_type("logit_bias", "an object", *v);
     if (!v->empty()) throw invalid_param("logit_bias", "'logit_bias' is not supported", "unsupported_parameter");
   }
-  if (chat) {
-    for (const char* key : {"tools", "functions"}) {
-      if (const json* v = field(body, key)) {
-        if (!v->is_array()) throw wrong_type(key, "an array", *v);
-        if (!v->empty())
-          throw invalid_param(key, cat("'", key, "' (tool calling) is not supported"), "unsupported_parameter");
-      }
-    }
-  } else {
+  if (!chat) {
     if (get_bool(body, "echo", "echo").value_or(false))
       throw invalid_param("echo", "'echo' is not supported", "unsupported_parameter");
     if (!get_string(body, "suffix", "suffix").value_or("").empty())
@@ -337,6 +330,12 @@ ChatRequest parse_chat_request(const json& body) {
   ChatRequest r;
   r.messages = normalise_messages(body);
   r.gen = parse_generation(body, /*chat=*/true);
+  // The tool fields only (the messages can be megabytes): key order is lost here; a caller that renders
+  // the tools byte-exactly parses them again from the body text (server.cpp).
+  nlohmann::ordered_json tool_fields = nlohmann::ordered_json::object();
+  for (const char* key : {"tools", "tool_choice", "parallel_tool_calls", "functions", "function_call"})
+    if (auto it = body.find(key); it != body.end()) tool_fields[key] = *it;
+  r.tools = parse_openai_tools(tool_fields);
   return r;
 }
 

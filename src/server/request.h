@@ -2,7 +2,7 @@
 // before anything touches the engine. Every field a client can send is checked for type and range
 // here, and a bad one becomes an ApiError (HTTP 400) whose `param` names it, so the HTTP layer never
 // sees an unvalidated value. Fields we do not know are ignored (OpenAI clients send extras); fields we
-// know but cannot honour without changing the answer (echo, suffix, logit_bias, best_of > n, tools,
+// know but cannot honour without changing the answer (echo, suffix, logit_bias, best_of > n,
 // json_schema) are refused by name rather than silently dropped.
 //
 // Bounds (also in the README's server section):
@@ -10,7 +10,9 @@
 //   body                                    at most 8 MiB (413 beyond), one JSON object
 //   model                                   string: the served name, the model's file name, or absent
 //   messages                                1..4096 messages; role system|developer|user|assistant|tool;
-//                                           content a string, null (assistant only) or text parts
+//                                           content a string, null (assistant only) or text parts;
+//                                           assistant tool_calls (at most 128), tool tool_call_id
+//   tools, tool_choice, parallel_tool_calls at most 128 tools (tools.h has the rules)
 //   prompt (completions)                    string, array of 1..16 strings, token ids, or 1..16 arrays
 //                                           of token ids (each id in [0, n_vocab)); not empty
 //   max_tokens / max_completion_tokens      integer >= 1; clamped to the context left after the prompt;
@@ -44,6 +46,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "server/tools.h"
 
 namespace moe::server {
 
@@ -100,6 +103,8 @@ struct ChatRequest {
   // Normalised: an array of {"role", "content": string[, "name"]} ("developer" becomes "system",
   // text parts are joined), ready for the chat template.
   nlohmann::json messages;
+  // tools / tool_choice / parallel_tool_calls (tools.h); nullopt: none sent.
+  std::optional<ToolRequest> tools;
 };
 
 // A prompt or embedding input: text to tokenize, or token ids used as they are.

@@ -132,7 +132,7 @@ TEST(ServerRequest, EveryBoundedFieldRejectsOutOfRangeAndWrongTypes) {
       {"stop", ""},                {"stop", std::string(257, 'x')},
       {"logprobs", 1},             {"top_logprobs", 21},       {"top_logprobs", -1},
       {"stream", "yes"},           {"stream_options", true},   {"response_format", "json"},
-      {"model", 5},                {"logit_bias", {{"5", 1}}}, {"tools", json::array({{{"type", "function"}}})},
+      {"model", 5},                {"logit_bias", {{"5", 1}}}, {"tools", "get_weather"},
       {"max_tokens", json::parse("99999999999999999999999")},
       {"top_p", 1e-300},           {"repetition_penalty", 1e-300},
   };
@@ -296,6 +296,67 @@ TEST(ServerRequest, ErrorMessagesSayWhatIsAllowed) {
     EXPECT_NE(std::string(e.what()).find("between 1 and 16"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("17"), std::string::npos) << e.what();
   }
+}
+
+TEST(Request, ToolsAreValidatedStrictly) {
+  const json fn = json::parse(
+      R"({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}})");
+  auto with = [&](json extra) { return chat_body(std::move(extra)); };
+  ChatRequest ok = parse_chat_request(with({{"tools", json::array({fn})}, {"tool_choice", "required"}}));
+  ASSERT_TRUE(ok.tools);
+  EXPECT_EQ(ok.tools->choice, ToolChoice::Required);
+  EXPECT_EQ(ok.tools->names, std::vector<std::string>{"get_weather"});
+  ok = parse_chat_request(with({{"tools", json::array({fn})}, {"parallel_tool_calls", false},
+                                {"tool_choice", {{"type", "function"}, {"function", {{"name", "get_weather"}}}}}}));
+  EXPECT_EQ(ok.tools->choice, ToolChoice::Named);
+  EXPECT_EQ(ok.tools->max_calls(), 1u);
+  // No parameters: a function of no arguments, written out for the templates.
+  ok = parse_chat_request(with({{"tools", json::array({{{"type", "function"}, {"function", {{"name", "now"}}}}})}}));
+  EXPECT_EQ(ok.tools->parameters[0].dump(), R"({"type":"object","properties":{}})");
+
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({{{"type", "function"}}})}})); }, "tools[0].function");
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({{{"type", "code"}, {"function", fn["function"]}}})}})); },
+               "tools[0].type");
+  json bad = fn;
+  bad["function"]["name"] = "get weather";
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({bad})}})); }, "tools[0].function.name", "space");
+  bad["function"]["name"] = std::string(65, 'a');
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({bad})}})); }, "tools[0].function.name", "65 bytes");
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({fn, fn})}})); }, "tools[1].function.name", "repeat");
+  bad = fn;
+  bad["function"]["parameters"] = "object";
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({bad})}})); }, "tools[0].function.parameters");
+  bad["function"]["parameters"] = {{"type", "array"}};
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({bad})}})); }, "tools[0].function.parameters.type");
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({fn})}, {"tool_choice", "always"}})); }, "tool_choice");
+  expect_param([&] {
+    parse_chat_request(with({{"tools", json::array({fn})}, {"tool_choice", {{"type", "function"}, {"function", {{"name", "other"}}}}}}));
+  }, "tool_choice.function.name");
+  expect_param([&] { parse_chat_request(with({{"tool_choice", "required"}})); }, "tool_choice", "without tools");
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({fn})}, {"parallel_tool_calls", 1}})); },
+               "parallel_tool_calls");
+  expect_param([&] { parse_chat_request(with({{"functions", json::array({fn["function"]})}})); }, "functions");
+}
+
+TEST(Request, ToolMessagesAreNormalisedForTheTemplate) {
+  json msgs = json::array({{{"role", "user"}, {"content", "weather?"}},
+                           {{"role", "assistant"}, {"content", nullptr},
+                            {"tool_calls", json::array({{{"id", "call_1"}, {"type", "function"},
+                                                         {"function", {{"name", "get_weather"}, {"arguments", "{\"city\": \"Paris\"}"}}}}})}},
+                           {{"role", "tool"}, {"tool_call_id", "call_1"}, {"content", "sunny"}}});
+  ChatRequest r = parse_chat_request({{"messages", msgs}});
+  EXPECT_EQ(r.messages[1]["tool_calls"][0]["function"]["arguments"], json({{"city", "Paris"}}));  // an object
+  EXPECT_EQ(r.messages[1]["content"], "");
+  EXPECT_EQ(r.messages[2]["tool_call_id"], "call_1");
+  msgs[1]["tool_calls"][0]["function"]["arguments"] = "{not json";
+  expect_param([&] { parse_chat_request({{"messages", msgs}}); }, "messages[1].tool_calls[0].function.arguments");
+  msgs[1]["tool_calls"][0]["function"]["arguments"] = "[1]";
+  expect_param([&] { parse_chat_request({{"messages", msgs}}); }, "messages[1].tool_calls[0].function.arguments");
+  msgs[1]["tool_calls"][0]["function"] = {{"arguments", "{}"}};
+  expect_param([&] { parse_chat_request({{"messages", msgs}}); }, "messages[1].tool_calls[0].function.name");
+  msgs[0]["tool_calls"] = json::array();
+  msgs[0]["tool_calls"].push_back(msgs[1]["tool_calls"][0]);
+  expect_param([&] { parse_chat_request({{"messages", msgs}}); }, "messages[0].tool_calls");
 }
 
 }  // namespace

@@ -192,10 +192,10 @@ describe('chat', () => {
       (e) => e.status_code === 400 && /images.*text only/.test(e.error));
   });
 
-  test('tools are refused while there is no tool calling', async () => {
+  test('tools are refused when the chat template has no tool format (the bundled model: ChatML)', async () => {
     const tools = [{ type: 'function', function: { name: 'f', description: 'd', parameters: { type: 'object', properties: {} } } }];
     await assert.rejects(ollama.chat({ model: tag, messages: story, tools }),
-                         (e) => e.status_code === 400 && /tool calling/.test(e.error));
+                         (e) => e.status_code === 400 && /does not support tools.*--chat-template/.test(e.error));
   });
 
   test('keep_alive is accepted', async () => {
