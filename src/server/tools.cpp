@@ -299,6 +299,10 @@ std::vector<int32_t> tool_prompt_ids(const Backend& backend, const json& message
   out = ChatTools{};
   out.format = require_tool_format(backend, "tools");
   if (!tools.active()) return chat_prompt_ids(backend, messages);
+  if (tools.constrained())  // never answered as "auto": a forced call must be a constrained one
+    throw invalid_param("tool_choice", "'tool_choice' 'required' or a named function needs constrained decoding, "
+                                       "which this build does not have; send 'auto' or 'none'",
+                        "unsupported_parameter");
   out.active = true;
   out.names = tools.names;
   out.max_calls = tools.max_calls();
