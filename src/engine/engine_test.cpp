@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "engine/engine.h"
-#include "engine/json_constraint.h"
+#include "grammar/grammar.h"
 #include "model/hparams.h"
 #include "testutil/fixtures.h"
 #include "tokenizer/tokenizer.h"
@@ -203,9 +203,10 @@ TEST(Engine, JsonObjectModeAlwaysGivesOneCompleteObject) {
       r.sampling.seed = seed;
       r.sampling.json_object = true;
       Result res = start(e, std::move(r)).get();
-      JsonConstraint check;
+      grammar::Matcher check(grammar::compile_gbnf(grammar::json_object_gbnf()));
       EXPECT_TRUE(check.advance(res.text)) << res.text;
       EXPECT_TRUE(check.complete()) << max_tokens << ": " << res.text;
+      EXPECT_EQ(res.reason, max_tokens <= 8 ? FinishReason::Length : res.reason) << res.text;
       auto parsed = nlohmann::json::parse(res.text, nullptr, false);
       EXPECT_TRUE(parsed.is_object()) << res.text;
       EXPECT_LE(res.usage.completion_tokens, max_tokens);
