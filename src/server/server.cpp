@@ -689,7 +689,7 @@ struct Server::Impl {
     if (r.tools) {  // tool calling (tools.h): the tools parsed again in their sent key order for the template
       ToolRequest tools = *parse_openai_tools(nlohmann::ordered_json::parse(text));
       ChatTools chat_tools;
-      std::vector<int32_t> prompt = tool_prompt_ids(backend, r.messages, tools, chat_tools);
+      std::vector<int32_t> prompt = tool_prompt_ids(backend, r.messages, tools, chat_tools, r.gen.sampling);
       generate(req, res, Kind::Chat, {prompt}, r.gen, "messages", chat_tools);
       return;
     }

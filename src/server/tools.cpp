@@ -8,6 +8,7 @@
 #include "server/backend.h"
 #include "server/generation.h"
 #include "server/request.h"
+#include "server/tool_grammar.h"
 #include "util/error.h"
 
 namespace moe::server {
@@ -295,14 +296,12 @@ ToolFormat require_tool_format(const Backend& backend, const std::string& param)
 }
 
 std::vector<int32_t> tool_prompt_ids(const Backend& backend, const json& messages, const ToolRequest& tools,
-                                     ChatTools& out) {
+                                     ChatTools& out, engine::SamplingParams& sampling) {
   out = ChatTools{};
   out.format = require_tool_format(backend, "tools");
+  check_tool_schemas(tools);
   if (!tools.active()) return chat_prompt_ids(backend, messages);
-  if (tools.constrained())  // never answered as "auto": a forced call must be a constrained one
-    throw invalid_param("tool_choice", "'tool_choice' 'required' or a named function needs constrained decoding, "
-                                       "which this build does not have; send 'auto' or 'none'",
-                        "unsupported_parameter");
+  if (tools.constrained()) sampling.grammar = tool_call_grammar(tools, out.format, backend.chat_template_source());
   out.active = true;
   out.names = tools.names;
   out.max_calls = tools.max_calls();

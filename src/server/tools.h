@@ -26,6 +26,8 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/engine.h"
+
 namespace moe::server {
 
 class Backend;
@@ -98,10 +100,12 @@ struct ChatTools {
 // which built-in templates have one and how to choose them).
 ToolFormat require_tool_format(const Backend& backend, const std::string& param);
 // The prompt of a tool request: the messages with the tools rendered by the chat template (none when
-// tool_choice is "none"); sets `out` for parsing the answer. The template's own error (e.g. Mistral's
-// 9-character call ids, Llama 3's one call per message) is a 400 naming `messages`.
+// tool_choice is "none"); sets `out` for parsing the answer, and for "required" or a named function
+// `sampling.grammar` to the call grammar (tool_grammar.h). Every tool's parameter schema must compile
+// (400 naming it). The template's own error (e.g. Mistral's 9-character call ids, Llama 3's one call per
+// message) is a 400 naming `messages`.
 std::vector<int32_t> tool_prompt_ids(const Backend& backend, const nlohmann::json& messages, const ToolRequest& tools,
-                                     ChatTools& out);
+                                     ChatTools& out, engine::SamplingParams& sampling);
 
 // OpenAI `message.tool_calls`: [{"id", "type": "function", "function": {"name", "arguments"}}].
 nlohmann::json openai_tool_calls_json(const std::vector<ToolCall>& calls);
