@@ -874,6 +874,19 @@ TEST(ServerTools, StreamedToolCallDeltasAsOpenAISendsThem) {
   EXPECT_EQ(tool_deltas[1]["function"]["arguments"], R"({"city":"Paris","unit":"c"})");
 }
 
+TEST(ServerTools, ForcedCallCannotAlsoBeAJsonObject) {
+  Harness h({}, tool_backend());
+  auto r = h.post("/v1/chat/completions", chat("weather?", {{"tools", weather_tools()}, {"tool_choice", "required"},
+                                                           {"response_format", {{"type", "json_object"}}}}));
+  expect_error(r, 400, "tool_choice");
+  // A forced call is grammar-constrained (the fake backend ignores the grammar; the request carries it).
+  r = h.post("/v1/chat/completions", chat("weather?", {{"tools", weather_tools()}, {"tool_choice", "required"}}));
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_TRUE(h.backend.submitted().back().sampling.grammar);
+  r = h.post("/v1/chat/completions", chat("weather?", {{"tools", weather_tools()}}));
+  EXPECT_FALSE(h.backend.submitted().back().sampling.grammar);
+}
+
 TEST(ServerTools, TemplateWithoutToolsIsA400) {
   Harness h;  // the fake's template has no tool format
   auto r = h.post("/v1/chat/completions", chat("weather?", {{"tools", weather_tools()}}));

@@ -301,7 +301,13 @@ std::vector<int32_t> tool_prompt_ids(const Backend& backend, const json& message
   out.format = require_tool_format(backend, "tools");
   check_tool_schemas(tools);
   if (!tools.active()) return chat_prompt_ids(backend, messages);
-  if (tools.constrained()) sampling.grammar = tool_call_grammar(tools, out.format, backend.chat_template_source());
+  if (tools.constrained()) {
+    // One constraint per answer: a forced call cannot also be a response_format / grammar answer.
+    if (sampling.grammar || sampling.json_object)
+      throw invalid_param("tool_choice", "'tool_choice' 'required' or a named function constrains the answer to a "
+                                         "tool call; it cannot be combined with response_format or a grammar");
+    sampling.grammar = tool_call_grammar(tools, out.format, backend.chat_template_source());
+  }
   out.active = true;
   out.names = tools.names;
   out.max_calls = tools.max_calls();
