@@ -438,6 +438,7 @@ int64_t GrammarProcessor::min_tokens(int64_t limit) {
   for (int64_t k = 0; k <= limit; ++k) {
     for (int32_t s : frontier)
       if (m.states[static_cast<size_t>(s)].accepting) return k;
+    if (k == limit) break;
     std::vector<int32_t> next;
     for (int32_t s : frontier) {
       if (++walks > 64) return 0;  // too much work to be sure: do not refuse
