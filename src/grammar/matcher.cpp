@@ -38,8 +38,8 @@ struct VecHash {
 
 constexpr int32_t kUnknown = -2;
 constexpr int32_t kDead = -1;
-constexpr size_t kMaxNodes = 1u << 20;   // beyond these the matcher rebuilds itself from its current state
-constexpr size_t kMaxStates = 1u << 13;
+constexpr size_t kMaxNodes = 1u << 18;   // beyond these the matcher rebuilds itself from its current state
+constexpr size_t kMaxStates = 1u << 12;  // (states hold 1 KiB of transitions each)
 
 }  // namespace
 
