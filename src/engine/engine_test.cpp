@@ -206,7 +206,7 @@ TEST(Engine, JsonObjectModeAlwaysGivesOneCompleteObject) {
       grammar::Matcher check(grammar::compile_gbnf(grammar::json_object_gbnf()));
       EXPECT_TRUE(check.advance(res.text)) << res.text;
       EXPECT_TRUE(check.complete()) << max_tokens << ": " << res.text;
-      EXPECT_EQ(res.reason, max_tokens <= 8 ? FinishReason::Length : res.reason) << res.text;
+      EXPECT_TRUE(res.reason == FinishReason::Stop || res.reason == FinishReason::Length) << res.text;
       auto parsed = nlohmann::json::parse(res.text, nullptr, false);
       EXPECT_TRUE(parsed.is_object()) << res.text;
       EXPECT_LE(res.usage.completion_tokens, max_tokens);
@@ -233,7 +233,8 @@ TEST(Engine, JsonObjectWithTinyBudgetsParsesOrIsRefused) {
       Result res = start(e, std::move(r)).get();
       auto parsed = nlohmann::json::parse(res.text, nullptr, false);
       EXPECT_TRUE(parsed.is_object()) << max_tokens << ": " << res.text;
-      EXPECT_EQ(res.reason, FinishReason::Length) << res.text;
+      // "length" when the budget forced the closing, "stop" if the model closed it by itself.
+      EXPECT_TRUE(res.reason == FinishReason::Stop || res.reason == FinishReason::Length) << res.text;
     }
   }
 }
