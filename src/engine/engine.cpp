@@ -480,6 +480,14 @@ uint64_t Engine::submit(Request request, Callbacks callbacks) {
       ends.insert(ends.end(), m.eot_ids.begin(), m.eot_ids.end());
     }
     auto p = std::make_unique<grammar::GrammarProcessor>(g, m.grammar_vocabulary(), std::move(ends));
+    // A budget too small for any sentence of the grammar cannot give a parseable answer: refuse it.
+    constexpr int64_t kCheckBelow = 8;
+    if (request.max_tokens < kCheckBelow) {
+      int64_t need = p->min_tokens(request.max_tokens);
+      if (need > request.max_tokens)
+        throw Error(cat("max_tokens ", request.max_tokens, " is too small for the requested output format: its shortest "
+                        "valid output takes more tokens"));
+    }
     s->grammar = p.get();
     s->sampler->add_constraint(std::move(p));
   }

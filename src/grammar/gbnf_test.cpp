@@ -132,6 +132,30 @@ TEST(Gbnf, LongRepetitionKeepsConstantState) {
   EXPECT_TRUE(m.complete());
 }
 
+// Thousands of distinct states (one per nesting depth) make the matcher rebuild its tables from the
+// current state; matching goes on exactly as before.
+TEST(Gbnf, DeepNestingSurvivesTableRebuilds) {
+  auto g = compile_gbnf(R"(root ::= "[" root? "]")");
+  Matcher m(g);
+  for (int i = 0; i < 3000; ++i) ASSERT_TRUE(m.advance("[")) << i;
+  EXPECT_EQ(m.shortest_completion(), std::string(3000, ']'));
+  for (int i = 0; i < 2999; ++i) {
+    ASSERT_TRUE(m.advance("]")) << i;
+    ASSERT_FALSE(m.accepting());
+  }
+  EXPECT_FALSE(m.accepts("["));  // only the outermost "]" is left
+  ASSERT_TRUE(m.advance("]"));
+  EXPECT_TRUE(m.complete());
+  // Past the stack-depth limit a path is dropped (bounded memory), not crashed on.
+  Limits shallow;
+  shallow.max_stack_depth = 64;
+  Matcher s(compile_gbnf(R"(root ::= "[" root? "]")", shallow));
+  int taken = 0;
+  while (taken < 200 && s.advance("[")) ++taken;
+  EXPECT_LT(taken, 200);
+  EXPECT_GT(taken, 30);
+}
+
 TEST(GbnfReject, BadGrammarsNameTheProblem) {
   EXPECT_NE(error_of("").find("empty"), std::string::npos);
   EXPECT_NE(error_of("root ::= foo").find("undefined rule 'foo'"), std::string::npos);

@@ -149,6 +149,10 @@ class GrammarProcessor : public sampling::LogitsProcessor {
   bool accepting() const;
   // The token budget restricted some step's choice to tokens from which the grammar can still close.
   bool budget_forced() const { return budget_forced_; }
+  // The fewest tokens (end token not counted) after which the output can be a sentence, when that is
+  // more than `limit`: limit + 1. Searches breadth-first over token steps within a bounded amount of work;
+  // when the bound is hit it answers 0 (unknown). For refusing a max_tokens too small for any output.
+  int64_t min_tokens(int64_t limit);
   // Token ids allowed at this point with `tokens_left` tokens left (this one included); for tests.
   std::vector<int32_t> allowed_tokens(int64_t tokens_left = INT64_MAX);
 

@@ -38,8 +38,8 @@ struct VecHash {
 
 constexpr int32_t kUnknown = -2;
 constexpr int32_t kDead = -1;
-constexpr size_t kMaxNodes = 1u << 20;   // beyond these the matcher rebuilds itself from its current state
-constexpr size_t kMaxStates = 1u << 13;
+constexpr size_t kMaxNodes = 1u << 18;   // beyond these the matcher rebuilds itself from its current state
+constexpr size_t kMaxStates = 1u << 12;  // (states hold 1 KiB of transitions each)
 
 }  // namespace
 
@@ -426,6 +426,39 @@ std::vector<int32_t> GrammarProcessor::allowed_tokens(int64_t tokens_left) {
       if (e >= 0 && e < impl_->vocab->n_vocab() && std::find(ids.begin(), ids.end(), e) == ids.end()) ids.push_back(e);
   std::sort(ids.begin(), ids.end());
   return ids;
+}
+
+int64_t GrammarProcessor::min_tokens(int64_t limit) {
+  Matcher::Impl& m = impl_->matcher.impl();
+  if (m.current < 0) return 0;
+  const Vocabulary::Impl& v = impl_->vocab->impl();
+  std::vector<int32_t> frontier{m.current};
+  std::unordered_set<int32_t> seen{m.current};
+  size_t walks = 0;
+  for (int64_t k = 0; k <= limit; ++k) {
+    for (int32_t s : frontier)
+      if (m.states[static_cast<size_t>(s)].accepting) return k;
+    if (k == limit) break;
+    std::vector<int32_t> next;
+    for (int32_t s : frontier) {
+      if (++walks > 64) return 0;  // too much work to be sure: do not refuse
+      std::vector<std::pair<uint32_t, int32_t>> walk{{0, s}};
+      while (!walk.empty()) {
+        auto [tn, st] = walk.back();
+        walk.pop_back();
+        for (uint32_t e = v.first_edge[tn]; e < v.first_edge[tn + 1]; ++e) {
+          int32_t ns = m.step(st, v.edge_byte[e]);
+          if (ns < 0) continue;
+          uint32_t child = v.edge_child[e];
+          if (v.first_token[child] != v.first_token[child + 1] && seen.insert(ns).second) next.push_back(ns);
+          if (v.first_edge[child] != v.first_edge[child + 1]) walk.push_back({child, ns});
+        }
+      }
+    }
+    if (next.empty()) return limit + 1;
+    frontier = std::move(next);
+  }
+  return limit + 1;
 }
 
 void GrammarProcessor::apply(std::span<float> logits, const sampling::SequenceContext& context) {

@@ -2,6 +2,8 @@
 // named in each error, defaults, and hostile bodies (deep nesting, huge numbers) that must not crash.
 #include "server/request.h"
 
+#include "grammar/grammar.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
@@ -85,7 +87,10 @@ TEST(ServerRequest, ChatAllFieldsInRange) {
                                                 {"stream_options", {{"include_usage", true}}},
                                                 {"response_format", {{"type", "json_object"}}},
                                                 {"user", {{"anything", "goes"}}},
-                                                {"unknown_extra", 1}}));
+                                                {"metadata", {{"k", "v"}}},
+                                                {"store", false},
+                                                {"service_tier", "auto"},
+                                                {"parallel_tool_calls", true}}));
   EXPECT_EQ(r.gen.max_tokens, 10);
   EXPECT_FLOAT_EQ(r.gen.sampling.temperature, 0.5f);
   EXPECT_FLOAT_EQ(r.gen.sampling.top_p, 0.9f);
@@ -132,7 +137,7 @@ TEST(ServerRequest, EveryBoundedFieldRejectsOutOfRangeAndWrongTypes) {
       {"stop", ""},                {"stop", std::string(257, 'x')},
       {"logprobs", 1},             {"top_logprobs", 21},       {"top_logprobs", -1},
       {"stream", "yes"},           {"stream_options", true},   {"response_format", "json"},
-      {"model", 5},                {"logit_bias", {{"5", 1}}}, {"tools", "get_weather"},
+      {"model", 5},                {"logit_bias", json::array()}, {"tools", "get_weather"},
       {"max_tokens", json::parse("99999999999999999999999")},
       {"top_p", 1e-300},           {"repetition_penalty", 1e-300},
   };
@@ -144,6 +149,8 @@ TEST(ServerRequest, EveryBoundedFieldRejectsOutOfRangeAndWrongTypes) {
   expect_param([&] { parse_chat_request(chat_body({{"stream_options", {{"include_usage", 1}}}})); },
                "stream_options.include_usage");
   expect_param([&] { parse_chat_request(chat_body({{"response_format", {{"type", "json_schema"}}}})); },
+               "response_format.json_schema");
+  expect_param([&] { parse_chat_request(chat_body({{"response_format", {{"type", "xml"}}}})); },
                "response_format.type");
   expect_param([&] { parse_chat_request(chat_body({{"top_logprobs", 3}})); }, "top_logprobs",
                "top_logprobs without logprobs");
@@ -248,7 +255,8 @@ TEST(ServerRequest, CompletionLogprobsAndUnsupportedFields) {
   EXPECT_FALSE(r.gen.logprobs);
   expect_param([&] { parse_completion_request({{"prompt", "x"}, {"logprobs", 6}}, 512); }, "logprobs");
   expect_param([&] { parse_completion_request({{"prompt", "x"}, {"logprobs", true}}, 512); }, "logprobs");
-  expect_param([&] { parse_completion_request({{"prompt", "x"}, {"echo", true}}, 512); }, "echo");
+  EXPECT_TRUE(parse_completion_request({{"prompt", "x"}, {"echo", true}}, 512).gen.echo);
+  expect_param([&] { parse_completion_request({{"prompt", "x"}, {"echo", true}, {"logprobs", 1}}, 512); }, "echo");
   expect_param([&] { parse_completion_request({{"prompt", "x"}, {"suffix", "end"}}, 512); }, "suffix");
   expect_param([&] { parse_completion_request({{"prompt", "x"}, {"best_of", 3}}, 512); }, "best_of");
   expect_param([&] { parse_completion_request({{"prompt", "x"}, {"ignore_eos", 1}}, 512); }, "ignore_eos");
@@ -360,4 +368,57 @@ TEST(Request, ToolMessagesAreNormalisedForTheTemplate) {
 }
 
 }  // namespace
+// No field is ignored silently: unknown ones are refused by name, on both routes.
+TEST(ServerRequest, UnknownFieldsAreRefusedByName) {
+  for (const char* key : {"unknown_extra", "reasoning_effort", "audio", "modalities", "prediction", "guided_decoding_backend"}) {
+    expect_param([&] { parse_chat_request(chat_body({{key, 1}})); }, key);
+    expect_param([&] { parse_completion_request({{"prompt", "x"}, {key, 1}}, 512); }, key);
+  }
+  expect_param([&] { parse_completion_request({{"prompt", "x"}, {"messages", json::array()}}, 512); }, "messages");
+  expect_param([&] { parse_chat_request(chat_body({{"echo", true}})); }, "echo");
+  expect_param([&] { parse_chat_request(chat_body({{"store", true}})); }, "store");
+  expect_param([&] { parse_chat_request(chat_body({{"function_call", "auto"}})); }, "function_call");
+}
+
+TEST(ServerRequest, OutputConstraints) {
+  auto g = parse_chat_request(chat_body({{"grammar", "root ::= \"yes\" | \"no\""}})).gen.sampling.grammar;
+  ASSERT_TRUE(g);
+  grammar::Matcher m(g);
+  EXPECT_TRUE(m.advance("no") && m.complete());
+  EXPECT_TRUE(parse_completion_request({{"prompt", "x"}, {"guided_grammar", "root ::= \"a\""}}, 512).gen.sampling.grammar);
+  EXPECT_TRUE(parse_chat_request(chat_body({{"guided_json", {{"type", "integer"}}}})).gen.sampling.grammar);
+  EXPECT_TRUE(parse_chat_request(chat_body({{"guided_json", "{\"type\": \"integer\"}"}})).gen.sampling.grammar);
+  EXPECT_TRUE(parse_chat_request(chat_body({{"guided_regex", "[a-z]+"}})).gen.sampling.grammar);
+  EXPECT_TRUE(parse_chat_request(chat_body({{"guided_choice", {"a", "b"}}})).gen.sampling.grammar);
+  json rf = json::parse(R"({"type": "json_schema", "json_schema": {"name": "x", "strict": true,
+      "schema": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}})");
+  auto js = parse_chat_request(chat_body({{"response_format", rf}}));
+  ASSERT_TRUE(js.gen.sampling.grammar);
+  grammar::Matcher mj(js.gen.sampling.grammar);
+  EXPECT_TRUE(mj.advance("{\"a\": 3}") && mj.complete());
+  // Compile errors name the field (and the schema keyword in the message).
+  expect_param([&] { parse_chat_request(chat_body({{"grammar", "root ::= root \"a\""}})); }, "grammar");
+  expect_param([&] { parse_chat_request(chat_body({{"grammar", 5}})); }, "grammar");
+  expect_param([&] { parse_chat_request(chat_body({{"guided_regex", "(a+)+"}})); }, "guided_regex");
+  expect_param([&] { parse_chat_request(chat_body({{"guided_choice", json::array()}})); }, "guided_choice");
+  expect_param([&] { parse_chat_request(chat_body({{"guided_json", "{not json"}})); }, "guided_json");
+  expect_param([&] { parse_chat_request(chat_body({{"guided_json", {{"type", "string"}, {"uniqueItems", true}}}})); }, "guided_json");
+  json bad_schema = json::parse(R"({"type": "json_schema", "json_schema": {"schema": {"not": {}}}})");
+  expect_param([&] { parse_chat_request(chat_body({{"response_format", bad_schema}})); }, "response_format.json_schema.schema");
+  json bad_field = json::parse(R"({"type": "json_schema", "json_schema": {"schemas": {}}})");
+  expect_param([&] { parse_chat_request(chat_body({{"response_format", bad_field}})); }, "response_format.json_schema.schemas");
+  // One constraint per request.
+  expect_param([&] { parse_chat_request(chat_body({{"grammar", "root ::= \"a\""}, {"guided_regex", "a"}})); }, "guided_regex");
+  expect_param([&] { parse_chat_request(chat_body({{"guided_choice", {"a"}}, {"response_format", {{"type", "json_object"}}}})); }, "response_format");
+}
+
+TEST(ServerRequest, LogitBias) {
+  auto r = parse_chat_request(chat_body({{"logit_bias", {{"5", 1}, {"7", -100}}}}));
+  EXPECT_EQ(r.gen.sampling.logit_bias, (std::vector<std::pair<int32_t, float>>{{5, 1.0f}, {7, -100.0f}}));
+  expect_param([&] { parse_chat_request(chat_body({{"logit_bias", {{"5", 101}}}})); }, "logit_bias.5");
+  expect_param([&] { parse_chat_request(chat_body({{"logit_bias", {{"x", 1}}}})); }, "logit_bias.x");
+  expect_param([&] { parse_chat_request(chat_body({{"logit_bias", {{"-1", 1}}}})); }, "logit_bias.-1");
+  expect_param([&] { parse_chat_request(chat_body({{"logit_bias", {{"5", "1"}}}})); }, "logit_bias.5");
+}
+
 }  // namespace moe::server

@@ -451,7 +451,7 @@ struct Server::Impl {
   // ---- generation --------------------------------------------------------------------------------
 
   std::shared_ptr<Job> submit_job(const std::vector<std::vector<int32_t>>& prompts, const GenerationParams& gen,
-                                  Kind kind, const std::string& param) {
+                                  Kind kind, const std::string& param, const std::vector<std::string>& echo_texts = {}) {
     std::vector<int64_t> max_tokens;
     for (size_t p = 0; p < prompts.size(); ++p)
       max_tokens.push_back(completion_budget(backend.max_model_len(), prompts[p].size(), gen,
@@ -503,6 +503,12 @@ struct Server::Impl {
             ch->push(std::move(e));
           };
           timing->start = Clock::now();
+          if (p < echo_texts.size() && !echo_texts[p].empty()) {  // echo: the prompt's text comes first
+            Event e;
+            e.choice = choice;
+            e.delta.text = echo_texts[p];
+            job->channel->push(std::move(e));
+          }
           job->ids.push_back(backend.submit(std::move(r), std::move(cb)));
         }
       }
@@ -524,8 +530,9 @@ struct Server::Impl {
 
   void generate(const httplib::Request& req, httplib::Response& res, Kind kind,
                 const std::vector<std::vector<int32_t>>& prompts, const GenerationParams& gen,
-                const std::string& param, const ChatTools& tools = {}) {
-    auto job = submit_job(prompts, gen, kind, param);
+                const std::string& param, const std::vector<std::string>& echo_texts = {},
+                const ChatTools& tools = {}) {
+    auto job = submit_job(prompts, gen, kind, param, echo_texts);
     job->tools = tools;
     if (tools.active)
       for (size_t c = 0; c < job->choices(); ++c) {
@@ -690,7 +697,7 @@ struct Server::Impl {
       ToolRequest tools = *parse_openai_tools(nlohmann::ordered_json::parse(text));
       ChatTools chat_tools;
       std::vector<int32_t> prompt = tool_prompt_ids(backend, r.messages, tools, chat_tools, r.gen.sampling);
-      generate(req, res, Kind::Chat, {prompt}, r.gen, "messages", chat_tools);
+      generate(req, res, Kind::Chat, {prompt}, r.gen, "messages", {}, chat_tools);
       return;
     }
     generate(req, res, Kind::Chat, {chat_prompt_ids(backend, r.messages)}, r.gen, "messages");
@@ -700,8 +707,12 @@ struct Server::Impl {
     CompletionRequest r = parse_completion_request(parse_body(text), backend.n_vocab());
     check_model(r.gen.model);
     std::vector<std::vector<int32_t>> prompts;
-    for (const auto& p : r.prompts) prompts.push_back(prompt_ids(backend, p));
-    generate(req, res, Kind::Completion, prompts, r.gen, "prompt");
+    std::vector<std::string> echo_texts;
+    for (const auto& p : r.prompts) {
+      prompts.push_back(prompt_ids(backend, p));
+      if (r.gen.echo) echo_texts.push_back(p.is_tokens ? backend.detokenize(p.tokens) : p.text);
+    }
+    generate(req, res, Kind::Completion, prompts, r.gen, "prompt", echo_texts);
   }
 
   void embeddings(const httplib::Request&, const std::string& text, httplib::Response& res) {
