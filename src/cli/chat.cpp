@@ -33,9 +33,11 @@ struct ChatOpts {
   int threads = 0;
   int64_t ctx = 4096;
   std::vector<std::string> lora;  // --lora DIR[:SCALE]: PEFT adapters stacked on the base (lora_loader.h)
+  GrammarArgs grammar;  // --grammar-file / --json-schema: every reply constrained
 };
 
 int run_chat(const ChatOpts& o) {
+  const auto output_grammar = o.grammar.load();
   engine::EngineConfig cfg;
   cfg.max_num_seqs = 1;
   cfg.max_model_len = o.ctx;
@@ -86,6 +88,7 @@ int run_chat(const ChatOpts& o) {
     req.sampling.temperature = o.temp;
     req.sampling.top_p = o.top_p;
     if (o.seed >= 0) req.sampling.seed = static_cast<uint64_t>(o.seed) + turn;
+    req.sampling.grammar = output_grammar;
     std::mutex mu;
     std::condition_variable cv;
     bool finished = false;
@@ -129,6 +132,7 @@ Registrar reg("chat", "Chat with a model interactively, using its chat template 
                 sub.add_option("--temp", o->temp, "Temperature (0: greedy)")->check(CLI::Range(0.0, 10.0));
                 sub.add_option("--top-p", o->top_p, "Top-p")->check(CLI::Range(0.0, 1.0));
                 sub.add_option("--seed", o->seed, "Seed (turn i uses seed + i)");
+                add_grammar_options(sub, o->grammar);
                 sub.add_option("-t,--threads", o->threads, "Threads (default: physical cores)")->check(CLI::Range(0, 1024));
                 sub.add_option("--lora", o->lora,
                                "PEFT LoRA adapter directory, optionally :SCALE (a factor on its alpha/r); repeat to stack")

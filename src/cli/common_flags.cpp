@@ -5,10 +5,13 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 
 #include "cli/command.h"
 #include "cli/convert.h"
+#include "grammar/grammar.h"
 #include "hf/hf.h"
 #include "util/error.h"
 
@@ -93,6 +96,40 @@ std::string environment_footer(const std::vector<std::string>& variables) {
   }
   s += "Run `moe help` for every subcommand, `moe --version` for the build and the kernels this CPU uses.";
   return s;
+}
+
+namespace {
+std::string read_flag_file(const std::string& flag, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(flag, ": cannot open '", path, "'");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+}  // namespace
+
+void add_grammar_options(CLI::App& sub, GrammarArgs& args) {
+  auto* g = sub.add_option("--grammar-file", args.grammar_file, "constrain the output to a GBNF grammar (llama.cpp's format)");
+  auto* j = sub.add_option("--json-schema", args.json_schema,
+                           "constrain the output to a JSON schema: a file, or the schema's text (starting with '{')");
+  g->excludes(j);
+}
+
+std::shared_ptr<const grammar::Grammar> GrammarArgs::load() const {
+  try {
+    if (!grammar_file.empty()) return grammar::compile_gbnf(read_flag_file("--grammar-file", grammar_file));
+    if (!json_schema.empty()) {
+      size_t first = json_schema.find_first_not_of(" \t\r\n");
+      std::string text = first != std::string::npos && json_schema[first] == '{' ? json_schema
+                                                                                 : read_flag_file("--json-schema", json_schema);
+      auto schema = nlohmann::ordered_json::parse(text, nullptr, false);
+      if (schema.is_discarded()) fail("--json-schema: not valid JSON");
+      return grammar::compile_gbnf(grammar::json_schema_to_gbnf(schema));
+    }
+  } catch (const grammar::GrammarError& e) {
+    fail(grammar_file.empty() ? "--json-schema: " : "--grammar-file: ", e.what());
+  }
+  return nullptr;
 }
 
 }  // namespace moe::cli

@@ -9,8 +9,11 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
+
+namespace moe::grammar { class Grammar; }
 
 namespace moe::cli {
 
@@ -34,6 +37,16 @@ void add_model_options(CLI::App& sub, ModelArg& model, const std::string& help);
 
 // -c/--ctx-size with its aliases --ctx and --max-model-len, into `ctx`.
 CLI::Option* add_context_option(CLI::App& sub, int64_t& ctx, const std::string& help);
+
+// --grammar-file FILE (GBNF) and --json-schema FILE_OR_TEXT (run, chat): the output constraint.
+struct GrammarArgs {
+  std::string grammar_file;
+  std::string json_schema;
+  // The compiled grammar (null when neither flag was given); a bad file or grammar fails with a message
+  // naming the flag.
+  std::shared_ptr<const grammar::Grammar> load() const;
+};
+void add_grammar_options(CLI::App& sub, GrammarArgs& args);
 
 // The footer of `moe SUBCOMMAND --help` listing the environment variables a command reads.
 std::string environment_footer(const std::vector<std::string>& variables);

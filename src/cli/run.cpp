@@ -43,6 +43,7 @@ struct RunOpts {
   bool print_ids = false;
   std::string routing_trace;  // JSON lines: each generated token's experts per layer (routing_trace.h)
   std::vector<std::string> lora;  // --lora DIR[:SCALE]: PEFT adapters stacked on the base (lora_loader.h)
+  GrammarArgs grammar;        // --grammar-file / --json-schema
 };
 
 std::string join_ids(const std::vector<int32_t>& ids) {
@@ -69,6 +70,7 @@ int run_run(const RunOpts& o) {
   req.sampling.min_p = o.min_p;
   req.sampling.repetition_penalty = o.repeat_penalty;
   if (o.seed >= 0) req.sampling.seed = static_cast<uint64_t>(o.seed);
+  req.sampling.grammar = o.grammar.load();
 
   // --routing-trace: the engine asks the forward pass for each output's experts and weights (nothing
   // is copied when off) and hands them back per generated token (Delta::routing).
@@ -177,6 +179,7 @@ const Registrar reg("run", "Generate text from a prompt", [](CLI::App& sub) {
   sub.add_option("--min-p", o->min_p, "drop tokens below min-p times the top probability (0: off)")->capture_default_str();
   sub.add_option("--repeat-penalty", o->repeat_penalty, "penalty for the last 64 tokens (1: off)")->capture_default_str();
   sub.add_option("--seed", o->seed, "random seed (default: random)");
+  add_grammar_options(sub, o->grammar);
   sub.add_option("-t,--threads", o->threads, "threads (0: physical cores)");
   sub.add_option("--kv-cache-dtype", o->kv_type, "KV cache element type: f16, bf16, q8_0, f32")->capture_default_str();
   add_context_option(sub, o->ctx, "context size in tokens (0: prompt + n, at most the model's)");

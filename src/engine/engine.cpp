@@ -23,9 +23,9 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "engine/json_logits.h"
 #include "engine/scheduler.h"
 #include "engine/stop_matcher.h"
+#include "grammar/grammar.h"
 #include "kv/cache.h"
 #include "model/lora.h"
 #include "model/model.h"
@@ -68,6 +68,7 @@ struct Sequence : ScheduledSequence {
   std::unique_ptr<sampling::Sampler> sampler;
   std::unique_ptr<tokenizer::StreamDecoder> decoder;
   std::unique_ptr<StopMatcher> stops;
+  grammar::GrammarProcessor* grammar = nullptr;  // owned by `sampler` when the output is constrained
   Clock::time_point submitted;
   double ttft_s = -1;
 };
@@ -81,11 +82,11 @@ struct Engine::Impl {
   model::Model& model;
   const tokenizer::Tokenizer& tok;
   std::vector<int32_t> eot_ids;
-  // Built on first use (a request with logprobs or json_object), so engines that never need them (moe
+  // Built on first use (a request with logprobs or a grammar), so engines that never need them (moe
   // run) do not hold a copy of the vocabulary.
-  std::once_flag token_text_once, json_vocab_once;
+  std::once_flag token_text_once, grammar_vocab_once;
   std::shared_ptr<const std::vector<std::string>> token_text_;  // each id's own text
-  std::shared_ptr<const JsonVocabulary> json_vocab_;
+  std::shared_ptr<const grammar::Vocabulary> grammar_vocab_;
   std::unique_ptr<kv::Cache> cache;
   int64_t max_len = 0;
 
@@ -130,7 +131,7 @@ struct Engine::Impl {
                   Delta::TokenRouting* routing = nullptr);
   void publish_stats();
   const std::shared_ptr<const std::vector<std::string>>& token_text();
-  const std::shared_ptr<const JsonVocabulary>& json_vocabulary();
+  const std::shared_ptr<const grammar::Vocabulary>& grammar_vocabulary();
 };
 
 const std::shared_ptr<const std::vector<std::string>>& Engine::Impl::token_text() {
@@ -145,10 +146,18 @@ const std::shared_ptr<const std::vector<std::string>>& Engine::Impl::token_text(
   return token_text_;
 }
 
-const std::shared_ptr<const JsonVocabulary>& Engine::Impl::json_vocabulary() {
-  std::call_once(json_vocab_once, [&] { json_vocab_ = std::make_shared<const JsonVocabulary>(token_text(), tok.eos_id()); });
-  return json_vocab_;
+const std::shared_ptr<const grammar::Vocabulary>& Engine::Impl::grammar_vocabulary() {
+  std::call_once(grammar_vocab_once, [&] { grammar_vocab_ = std::make_shared<const grammar::Vocabulary>(*token_text()); });
+  return grammar_vocab_;
 }
+
+namespace {
+// response_format json_object: one grammar for every request, compiled once.
+std::shared_ptr<const grammar::Grammar> json_object_grammar() {
+  static const std::shared_ptr<const grammar::Grammar> g = grammar::compile_gbnf(grammar::json_object_gbnf());
+  return g;
+}
+}  // namespace
 
 Engine::Impl::Impl(std::shared_ptr<const LoadedModel> m, const EngineConfig& c)
     : cfg(checked(c)), lm(std::move(m)), model(*lm->model), tok(*lm->tokenizer), eot_ids(lm->prompts->end_of_turn_ids()) {
@@ -250,6 +259,10 @@ void Engine::Impl::emit_token(Sequence& s, const sampling::Sampled& sampled, boo
   if (is_stop_token || s.stops->stopped()) {
     done = true;
     why = FinishReason::Stop;
+  } else if (s.grammar && s.grammar->complete()) {
+    // Nothing can follow: done. "length" when the budget forced the grammar's shortest completion.
+    done = true;
+    why = s.grammar->budget_forced() ? FinishReason::Length : FinishReason::Stop;
   } else if (s.n_generated >= s.req.max_tokens || static_cast<int64_t>(s.tokens.size()) >= max_len) {
     done = true;
     why = FinishReason::Length;
@@ -493,7 +506,33 @@ uint64_t Engine::submit(Request request, Callbacks callbacks) {
   s->n_prompt = n;
   s->prefix_key = request.adapter ? request.adapter->id() : 0;
   s->sampler = std::make_unique<sampling::Sampler>(sp);
-  if (request.sampling.json_object) s->sampler->add_constraint(std::make_unique<JsonLogitsProcessor>(m.json_vocabulary()));
+  for (const auto& [id, bias] : request.sampling.logit_bias) {
+    if (id < 0 || id >= m.tok.n_vocab()) throw Error(cat("logit_bias: token id ", id, " is out of range [0, ", m.tok.n_vocab(), ")"));
+    if (!(bias >= -100.0f && bias <= 100.0f)) throw Error(cat("logit_bias: the bias of token ", id, " must be in [-100, 100]"));
+  }
+  if (!request.sampling.logit_bias.empty())
+    s->sampler->add_constraint(std::make_unique<sampling::LogitBiasProcessor>(request.sampling.logit_bias));
+  std::shared_ptr<const grammar::Grammar> g = request.sampling.grammar;
+  if (!g && request.sampling.json_object) g = json_object_grammar();
+  if (g) {
+    // The tokens that end the sequence may only come where the grammar accepts.
+    std::vector<int32_t> ends = request.stop_token_ids;
+    if (!request.ignore_eos) {
+      if (m.tok.eos_id() >= 0) ends.push_back(m.tok.eos_id());
+      ends.insert(ends.end(), m.eot_ids.begin(), m.eot_ids.end());
+    }
+    auto p = std::make_unique<grammar::GrammarProcessor>(g, m.grammar_vocabulary(), std::move(ends));
+    // A budget too small for any sentence of the grammar cannot give a parseable answer: refuse it.
+    constexpr int64_t kCheckBelow = 8;
+    if (request.max_tokens < kCheckBelow) {
+      int64_t need = p->min_tokens(request.max_tokens);
+      if (need > request.max_tokens)
+        throw Error(cat("max_tokens ", request.max_tokens, " is too small for the requested output format: its shortest "
+                        "valid output takes more tokens"));
+    }
+    s->grammar = p.get();
+    s->sampler->add_constraint(std::move(p));
+  }
   s->decoder = std::make_unique<tokenizer::StreamDecoder>(m.tok, true);
   s->stops = std::make_unique<StopMatcher>(request.stop);
   s->req = std::move(request);

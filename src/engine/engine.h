@@ -30,6 +30,7 @@ namespace moe::model {
 struct HParams;
 class LoraAdapter;
 }
+namespace moe::grammar { class Grammar; }
 
 namespace moe::engine {
 
@@ -58,7 +59,12 @@ struct SamplingParams {
   float repetition_penalty = 1.0f;
   std::optional<uint64_t> seed;
   int32_t top_logprobs = -1;              // -1: no logprobs; 0..20: chosen token's + that many alternatives
-  bool json_object = false;               // constrain output to one valid JSON object
+  bool json_object = false;               // constrain output to one valid JSON object (grammar::json_object_gbnf)
+  // Constrain the output to this grammar (grammar/grammar.h; wins over json_object). End-of-sequence only
+  // where the grammar accepts; an output no byte can extend finishes the sequence ("stop", or "length"
+  // when the token budget forced the grammar's shortest completion).
+  std::shared_ptr<const moe::grammar::Grammar> grammar;
+  std::vector<std::pair<int32_t, float>> logit_bias;  // (token id, bias added to its logit), OpenAI's
   int32_t repeat_last_n = 64;             // recent tokens the penalties look at (-1: all); Ollama's option
 };
 

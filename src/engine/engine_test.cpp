@@ -15,7 +15,7 @@
 #include <thread>
 
 #include "engine/engine.h"
-#include "engine/json_constraint.h"
+#include "grammar/grammar.h"
 #include "model/hparams.h"
 #include "testutil/fixtures.h"
 #include "tokenizer/tokenizer.h"
@@ -205,14 +205,67 @@ TEST(Engine, JsonObjectModeAlwaysGivesOneCompleteObject) {
       r.sampling.seed = seed;
       r.sampling.json_object = true;
       Result res = start(e, std::move(r)).get();
-      JsonConstraint check;
+      grammar::Matcher check(grammar::compile_gbnf(grammar::json_object_gbnf()));
       EXPECT_TRUE(check.advance(res.text)) << res.text;
       EXPECT_TRUE(check.complete()) << max_tokens << ": " << res.text;
+      EXPECT_TRUE(res.reason == FinishReason::Stop || res.reason == FinishReason::Length) << res.text;
       auto parsed = nlohmann::json::parse(res.text, nullptr, false);
       EXPECT_TRUE(parsed.is_object()) << res.text;
       EXPECT_LE(res.usage.completion_tokens, max_tokens);
     }
   }
+}
+
+// Issue 12: with any budget that can hold an object at all, the output parses; a budget that cannot
+// (one token, when the vocabulary has no "{}" token) is refused at submit rather than answered with
+// something unparseable.
+TEST(Engine, JsonObjectWithTinyBudgetsParsesOrIsRefused) {
+  Engine e(base_config());
+  for (int64_t max_tokens = 1; max_tokens <= 5; ++max_tokens) {
+    for (uint64_t seed = 1; seed <= 4; ++seed) {
+      Request r = greedy(e, "Once upon a time", max_tokens);
+      r.sampling.temperature = 1.0f;
+      r.sampling.seed = seed;
+      r.sampling.json_object = true;
+      auto vocab_has_pair = !e.tokenizer().encode("{}", false).empty() && e.tokenizer().encode("{}", false).size() == 1;
+      if (max_tokens == 1 && !vocab_has_pair) {
+        EXPECT_THROW(e.submit(std::move(r), {}), Error);
+        continue;
+      }
+      Result res = start(e, std::move(r)).get();
+      auto parsed = nlohmann::json::parse(res.text, nullptr, false);
+      EXPECT_TRUE(parsed.is_object()) << max_tokens << ": " << res.text;
+      // "length" when the budget forced the closing, "stop" if the model closed it by itself.
+      EXPECT_TRUE(res.reason == FinishReason::Stop || res.reason == FinishReason::Length) << res.text;
+    }
+  }
+}
+
+TEST(Engine, GrammarConstrainsAndStopsWhenNothingCanFollow) {
+  Engine e(base_config());
+  auto g = grammar::compile_gbnf(R"(root ::= "The " ("cat" | "dog") " sat" [.!])");
+  for (uint64_t seed = 1; seed <= 5; ++seed) {
+    Request r = greedy(e, "Once upon a time", 64);
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = seed;
+    r.sampling.grammar = g;
+    Result res = start(e, std::move(r)).get();
+    grammar::Matcher m(g);
+    EXPECT_TRUE(m.advance(res.text) && m.complete()) << res.text;
+    EXPECT_EQ(res.reason, FinishReason::Stop);
+  }
+  // logit_bias: +100 on one token makes greedy pick it every time; out-of-range ids are refused.
+  Request r = greedy(e, "Once upon a time", 5);
+  int32_t id = e.tokenizer().encode(" the", false).back();
+  r.sampling.logit_bias = {{id, 100.0f}};
+  r.ignore_eos = true;
+  Result res = start(e, std::move(r)).get();
+  std::string expect;
+  for (int i = 0; i < 5; ++i) expect += e.tokenizer().decode_continuation(std::vector<int32_t>{id});
+  EXPECT_EQ(res.text.size(), expect.size()) << res.text;
+  Request bad = greedy(e, "x", 5);
+  bad.sampling.logit_bias = {{e.tokenizer().n_vocab(), 1.0f}};
+  EXPECT_THROW(e.submit(std::move(bad), {}), Error);
 }
 
 TEST(Engine, EmbeddingsAreUnitLengthAndDeterministic) {

@@ -48,6 +48,7 @@ PromptBuilder::PromptBuilder(std::shared_ptr<const tokenizer::Tokenizer> tokeniz
     : tok_(std::move(tokenizer)) {
   const std::string source = resolve_template(template_override, model_template, announce_fallback);
   chat_ = std::make_unique<tmpl::ChatTemplate>(source);
+  source_ = source;
   for (const char* m : kEndOfTurnMarkers)
     if (source.find(m) != std::string::npos)
       if (auto id = tok_->token_id(m)) eot_ids_.push_back(*id);
@@ -55,13 +56,15 @@ PromptBuilder::PromptBuilder(std::shared_ptr<const tokenizer::Tokenizer> tokeniz
 
 PromptBuilder::~PromptBuilder() = default;
 
-std::vector<int32_t> PromptBuilder::chat_prompt(const nlohmann::ordered_json& messages) const {
+std::vector<int32_t> PromptBuilder::chat_prompt(const nlohmann::ordered_json& messages,
+                                                const nlohmann::ordered_json& tools) const {
   const tokenizer::Tokenizer& tok = *tok_;
   const int32_t bos = tok.bos_id();
   tmpl::RenderOptions opts;
   opts.add_generation_prompt = true;
   opts.bos_token = bos >= 0 ? tok.piece(bos) : "";
   opts.eos_token = tok.eos_id() >= 0 ? tok.piece(tok.eos_id()) : "";
+  opts.tools = tools;
   std::vector<int32_t> ids = tok.encode(chat_->render(messages, opts), /*add_bos=*/false, /*parse_special=*/true);
   if (tok.add_bos() && bos >= 0 && (ids.empty() || ids.front() != bos)) ids.insert(ids.begin(), bos);
   return ids;

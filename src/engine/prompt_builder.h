@@ -31,8 +31,10 @@ class PromptBuilder {
 
   // The prompt ids of a conversation: the chat template rendered with the generation prompt and the
   // model's BOS/EOS texts, special-token texts parsed as tokens, and BOS exactly once (a template that
-  // writes it gets no second one). Throws moe::Error with the template's message.
-  std::vector<int32_t> chat_prompt(const nlohmann::ordered_json& messages) const;
+  // writes it gets no second one). Throws moe::Error with the template's message. `tools`: null (the
+  // template sees no tools) or the request's tool definitions, rendered in the template's own format.
+  std::vector<int32_t> chat_prompt(const nlohmann::ordered_json& messages,
+                                   const nlohmann::ordered_json& tools = nullptr) const;
   // The ids of a plain completion prompt: the text as it is (special-token texts not parsed), with the
   // model's BOS when the model asks for one.
   std::vector<int32_t> text_prompt(std::string_view text) const;
@@ -41,11 +43,14 @@ class PromptBuilder {
   const std::vector<int32_t>& end_of_turn_ids() const { return eot_ids_; }
 
   const tmpl::ChatTemplate& chat_template() const { return *chat_; }
+  // The template's text (the server reads its tool-call format from it: server/tools.h).
+  const std::string& template_source() const { return source_; }
   const tokenizer::Tokenizer& tokenizer() const { return *tok_; }
 
  private:
   std::shared_ptr<const tokenizer::Tokenizer> tok_;
   std::unique_ptr<tmpl::ChatTemplate> chat_;
+  std::string source_;
   std::vector<int32_t> eot_ids_;
 };
 

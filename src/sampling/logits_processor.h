@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <limits>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace moe::sampling {
@@ -44,6 +45,21 @@ class PenaltyProcessor : public LogitsProcessor {
   float repeat_, presence_, frequency_;
   int32_t last_n_;
   std::vector<int32_t> counts_;  // per token id, kept to reuse its capacity
+};
+
+// OpenAI's logit_bias: a fixed amount added to some tokens' logits (-100 bans a token in practice, +100
+// all but forces it). Ids are checked by the caller. Runs as a constraint, before grammars: a bias never
+// revives a token a grammar forbids.
+class LogitBiasProcessor : public LogitsProcessor {
+ public:
+  explicit LogitBiasProcessor(std::vector<std::pair<int32_t, float>> bias) : bias_(std::move(bias)) {}
+  void apply(std::span<float> logits, const SequenceContext&) override {
+    for (auto [id, b] : bias_)
+      if (id >= 0 && static_cast<size_t>(id) < logits.size()) logits[static_cast<size_t>(id)] += b;
+  }
+
+ private:
+  std::vector<std::pair<int32_t, float>> bias_;
 };
 
 }  // namespace moe::sampling

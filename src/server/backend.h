@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -43,6 +44,15 @@ class Backend {
   // Messages (normalised by request.h) rendered by the chat template with the generation prompt, and
   // tokenized with BOS exactly once. Throws moe::Error with the template's message.
   virtual std::vector<int32_t> chat_prompt(const nlohmann::json& messages) const = 0;
+  // The same with the request's tool definitions given to the template as `tools` (server/tools.h);
+  // a backend without a template (the tests' fakes) renders none and says so.
+  virtual std::vector<int32_t> chat_prompt_with_tools(const nlohmann::json& messages,
+                                                      const nlohmann::ordered_json& tools) const {
+    (void)messages, (void)tools;
+    throw std::runtime_error("this backend renders no tools");
+  }
+  // The chat template's text, from which the tool-call format is read ("": no tool support).
+  virtual std::string chat_template_source() const { return {}; }
   // Token ids that end an assistant turn besides EOS (added to each chat request's stop ids).
   virtual std::vector<int32_t> end_of_turn_ids() const = 0;
 

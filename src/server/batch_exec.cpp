@@ -118,6 +118,9 @@ std::string BatchRunner::generate(const json& body, batch::Endpoint endpoint, co
   if (chat) {
     ChatRequest r = parse_chat_request(body);
     check_model(r.gen.model);
+    if (r.tools && r.tools->active())  // tool calling is served by /v1/chat/completions only
+      throw invalid_param("tools", "'tools' is not supported in batch jobs; send tool requests to /v1/chat/completions",
+                          "unsupported_parameter");
     gen = r.gen;
     param = "messages";
     prompts.push_back(chat_prompt_ids(backend_, r.messages));

@@ -57,6 +57,13 @@ std::vector<int32_t> EngineBackend::chat_prompt(const nlohmann::json& messages) 
   return engine_.prompt_builder().chat_prompt(messages);
 }
 
+std::vector<int32_t> EngineBackend::chat_prompt_with_tools(const nlohmann::json& messages,
+                                                          const nlohmann::ordered_json& tools) const {
+  return engine_.prompt_builder().chat_prompt(messages, tools);
+}
+
+std::string EngineBackend::chat_template_source() const { return engine_.prompt_builder().template_source(); }
+
 std::vector<int32_t> EngineBackend::end_of_turn_ids() const { return engine_.prompt_builder().end_of_turn_ids(); }
 int32_t EngineBackend::n_vocab() const { return engine_.tokenizer().n_vocab(); }
 int64_t EngineBackend::max_model_len() const { return engine_.max_model_len(); }

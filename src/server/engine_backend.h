@@ -25,6 +25,9 @@ class EngineBackend : public Backend {
   std::vector<int32_t> tokenize(std::string_view text, bool add_bos) const override;
   std::string detokenize(std::span<const int32_t> ids) const override;
   std::vector<int32_t> chat_prompt(const nlohmann::json& messages) const override;
+  std::vector<int32_t> chat_prompt_with_tools(const nlohmann::json& messages,
+                                              const nlohmann::ordered_json& tools) const override;
+  std::string chat_template_source() const override;
   std::vector<int32_t> end_of_turn_ids() const override;
   int32_t n_vocab() const override;
   int64_t max_model_len() const override;

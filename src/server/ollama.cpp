@@ -13,12 +13,14 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "server/connection.h"
 #include "server/event_queue.h"
 #include "server/ollama_request.h"
 #include "server/response.h"
 #include "server/routing_trace.h"
+#include "server/tool_stream.h"
 #include "util/error.h"
 
 namespace moe::server {
@@ -112,6 +114,8 @@ struct Generation {
   std::string done_reason;            // "stop" | "length"; empty with error
   std::string error;
   engine::Usage usage;
+  std::optional<ToolCallParser> tools;  // a chat with tools: its reply's calls (tool_stream.h)
+  size_t calls_sent = 0;                // streamed calls so far (their "index")
 
   void cancel() {
     std::lock_guard lock(cancel_mu);
@@ -156,12 +160,43 @@ struct Generation {
     return j;
   }
 
+  // A chat with tools, streamed: the lines for a delta (or the end, `d` null) after the tool-call
+  // parser: content it released, and each whole call in a line of its own, as Ollama streams them.
+  std::string tool_lines(const engine::Delta* d) {
+    ToolCallParser::Output o = d ? tools->feed(d->text) : tools->finish();
+    std::string out;
+    const bool with_routing = d && routing && !d->routing.empty();
+    if (!o.content.empty() || with_routing) {
+      engine::Delta shown;
+      shown.text = o.content;
+      if (with_routing) shown.routing = d->routing;
+      out += dump_json(piece(shown)) + "\n";
+    }
+    if (!o.calls.empty()) {
+      json j = head();
+      json calls = ollama_tool_calls_json(o.calls);
+      for (auto& c : calls) c["function"]["index"] = calls_sent++;
+      j["message"] = {{"role", "assistant"}, {"content", ""}, {"tool_calls", std::move(calls)}};
+      j["done"] = false;
+      out += dump_json(j) + "\n";
+    }
+    return out;
+  }
+
   // The last object: done, the reason and the counts; with the whole reply when not streamed.
   json final_object(bool whole) const {
     json j = head();
     std::string content = whole ? text : "";
     if (kind == Kind::Chat) j["message"] = {{"role", "assistant"}, {"content", content}};
     else j["response"] = content;
+    if (whole && tools) {  // the reply's tool calls out of its text (a fresh parser: this one is const)
+      ToolCallParser p = *tools;
+      ToolCallParser::Output o = p.feed(text), rest = p.finish();
+      o.content += rest.content;
+      for (auto& c : rest.calls) o.calls.push_back(std::move(c));
+      j["message"]["content"] = o.content;
+      if (!o.calls.empty()) j["message"]["tool_calls"] = ollama_tool_calls_json(o.calls);
+    }
     j["done"] = true;
     j["done_reason"] = done_reason;
     if (kind == Kind::Generate) {
@@ -236,7 +271,8 @@ struct Routes {
   // ---- generation --------------------------------------------------------------------------------
 
   std::shared_ptr<Generation> submit(Kind kind, const std::string& model, std::vector<int32_t> prompt,
-                                     const ollama::Options& opts, bool routing, bool stop_at_end_of_turn) {
+                                     const ollama::Options& opts, bool routing, bool stop_at_end_of_turn,
+                                     const ChatTools& tools = {}) {
     const int64_t server_ctx = backend().max_model_len();
     const int64_t ctx_len = opts.num_ctx ? std::min(*opts.num_ctx, server_ctx) : server_ctx;
     const int64_t n = int64_t(prompt.size());
@@ -250,6 +286,7 @@ struct Routes {
     g->routing = routing;
     g->prompt = prompt;
     g->backend = ctx.backend;
+    if (tools.active) g->tools.emplace(tools);
     engine::Request r;
     r.prompt = std::move(prompt);
     r.max_tokens = opts.num_predict ? std::min(*opts.num_predict, ctx_len - n) : ctx_len - n;
@@ -306,7 +343,10 @@ struct Routes {
           std::string out;
           for (const Event& e : g->queue->take(std::chrono::milliseconds(100))) {
             g->apply(e);
-            if (!e.finished) {
+            if (g->tools && g->error.empty()) {
+              out += g->tool_lines(e.finished ? nullptr : &e.delta);
+              if (e.finished) out += dump_json(g->final_object(/*whole=*/false)) + "\n";
+            } else if (!e.finished) {
               bool routing = g->routing && !e.delta.routing.empty();
               if (!e.delta.text.empty() || routing) out += dump_json(g->piece(e.delta)) + "\n";
             } else if (!g->error.empty()) {
@@ -333,6 +373,14 @@ struct Routes {
         });
   }
 
+  // A `format` schema compiled again from the body as sent: parse_body sorts object keys, and the
+  // grammar writes properties in the schema's order.
+  static void keep_format_order(const std::string& text, ollama::Options& opts) {
+    if (!opts.sampling.grammar) return;
+    nlohmann::ordered_json body = nlohmann::ordered_json::parse(text);
+    opts.sampling.grammar = ollama::format_grammar(body["format"]);
+  }
+
   // "done_reason": "load": Ollama's answer to an empty prompt (it loads the model and says so).
   void loaded(httplib::Response& res, Kind kind, const std::string& model) const {
     json j = {{"model", model}, {"created_at", now_rfc3339()}};
@@ -346,6 +394,7 @@ struct Routes {
   void generate(const httplib::Request& req, const std::string& text, httplib::Response& res) {
     ollama::GenerateRequest r = ollama::parse_generate(parse_body(text), backend().n_vocab());
     check_model(r.model);
+    keep_format_order(text, r.options);
     if (r.prompt.empty() && r.context.empty() && !r.template_text) return loaded(res, Kind::Generate, r.model);
     std::vector<int32_t> ids = r.context;
     const bool first = ids.empty();
@@ -384,7 +433,16 @@ struct Routes {
   void chat(const httplib::Request& req, const std::string& text, httplib::Response& res) {
     ollama::ChatRequest r = ollama::parse_chat(parse_body(text));
     check_model(r.model);
+    keep_format_order(text, r.options);
     if (r.messages.empty()) return loaded(res, Kind::Chat, r.model);
+    if (r.tools) {  // tool calling (tools.h): the tools parsed again in their sent key order for the template
+      ToolRequest tools = *parse_ollama_tools(nlohmann::ordered_json::parse(text));
+      ChatTools chat_tools;
+      std::vector<int32_t> prompt = tool_prompt_ids(backend(), r.messages, tools, chat_tools, r.options.sampling);
+      answer(req, res, submit(Kind::Chat, r.model, std::move(prompt), r.options, r.routing_trace, true, chat_tools),
+             r.stream);
+      return;
+    }
     answer(req, res, submit(Kind::Chat, r.model, rendered(r.messages), r.options, r.routing_trace, true), r.stream);
   }
 

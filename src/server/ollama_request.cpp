@@ -5,9 +5,19 @@
 #include <cmath>
 #include <limits>
 
+#include "grammar/grammar.h"
 #include "util/error.h"
 
 namespace moe::server::ollama {
+
+std::shared_ptr<const grammar::Grammar> format_grammar(const nlohmann::ordered_json& schema) {
+  try {
+    return grammar::compile_gbnf(grammar::json_schema_to_gbnf(schema));
+  } catch (const grammar::GrammarError& e) {
+    throw invalid_param("format", cat("'format': this JSON schema cannot be enforced",
+                                      e.keyword.empty() ? "" : cat(" (keyword '", e.keyword, "')"), ": ", e.what()));
+  }
+}
 
 using nlohmann::json;
 
@@ -141,38 +151,30 @@ Options parse_options(const json& body) {
   return o;
 }
 
-// "format": "json", "", or a JSON schema. Only schemas that ask for nothing beyond "an object" are
-// enforceable with the engine's JSON-object constraint; any other is refused, never half-honoured.
-bool parse_format(const json& body) {
+// "format": "json", "", or a JSON schema, which the grammar engine compiles (grammar/grammar.h): the
+// reply is constrained to it while sampling. A schema it cannot enforce exactly is refused, naming the
+// keyword, never half-honoured.
+void parse_format(const json& body, engine::SamplingParams& sampling) {
   const json* f = field(body, "format");
-  if (!f) return false;
+  if (!f) return;
   if (f->is_string()) {
     std::string s = f->get<std::string>();
-    if (s.empty()) return false;
-    if (s == "json") return true;
+    if (s.empty()) return;
+    if (s == "json") {
+      sampling.json_object = true;
+      return;
+    }
     throw bad("format", cat("'format' must be \"json\" or a JSON schema, got \"", s, "\""));
   }
   if (!f->is_object()) throw wrong_type("format", "\"json\" or a JSON schema object");
-  for (const auto& [key, value] : f->items()) {
-    if (key == "type") {
-      if (value != "object")
-        throw bad("format", "'format': moe enforces only JSON-object output; a schema whose type is not \"object\" "
-                            "cannot be enforced");
-    } else if (key != "$schema" && key != "title" && key != "description" && key != "$id") {
-      throw bad("format", cat("'format': JSON schema keyword '", key,
-                              "' cannot be enforced: moe constrains output to one JSON object, not to a schema. "
-                              "Send format \"json\" (or {\"type\": \"object\"}) and describe the fields in the prompt"));
-    }
-  }
-  if (!f->contains("type")) throw bad("format", "'format': the schema must have \"type\": \"object\"");
-  return true;
+  sampling.grammar = format_grammar(nlohmann::ordered_json(*f));
 }
 
 void common(const json& body, bool& stream, bool& routing, Options& opts) {
   stream = get_bool(body, "stream", "stream").value_or(true);
   routing = parse_routing_trace(body);
   opts = parse_options(body);
-  opts.sampling.json_object = parse_format(body);
+  parse_format(body, opts.sampling);
   if (get_bool(body, "think", "think").value_or(false))
     throw bad("think", "'think' is not supported: this model has no separate thinking output");
   if (const json* k = field(body, "keep_alive"))  // accepted: the model stays loaded while moe serves
@@ -208,10 +210,8 @@ GenerateRequest parse_generate(const json& body, int32_t n_vocab) {
 ChatRequest parse_chat(const json& body) {
   ChatRequest r;
   r.model = require_model(body);
-  if (const json* tools = field(body, "tools")) {
-    if (!tools->is_array()) throw wrong_type("tools", "an array");
-    if (!tools->empty()) throw bad("tools", "'tools': tool calling is not supported by this server yet");
-  }
+  if (auto it = body.find("tools"); it != body.end() && !it->is_null())
+    r.tools = parse_ollama_tools(nlohmann::ordered_json{{"tools", *it}});
   r.messages = json::array();
   if (const json* msgs = field(body, "messages")) {
     if (!msgs->is_array()) throw wrong_type("messages", "an array");
@@ -226,10 +226,10 @@ ChatRequest parse_chat(const json& body) {
       if (*role != "system" && *role != "user" && *role != "assistant" && *role != "tool")
         throw bad(p + ".role", cat("'", p, ".role' must be system, user, assistant or tool; got '", *role, "'"));
       refuse_images(m, p + ".images");
-      if (const json* tc = field(m, "tool_calls"); tc && (!tc->is_array() || !tc->empty()))
-        throw bad(p + ".tool_calls", cat("'", p, ".tool_calls': tool calling is not supported by this server yet"));
       std::string content = get_string(m, "content", p + ".content").value_or("");
-      r.messages.push_back({{"role", *role}, {"content", content}});
+      json nm = {{"role", *role}, {"content", content}};
+      normalise_tool_fields(m, p, *role, nm);  // tool_calls, tool_name (tools.h)
+      r.messages.push_back(std::move(nm));
     }
   }
   common(body, r.stream, r.routing_trace, r.options);

@@ -8,11 +8,12 @@
 //   model                     required; "name", "name:latest" or any alias of the served model
 //   prompt / messages         text; messages' role system|user|assistant|tool, content a string
 //   images                    refused (this is a text model)
-//   tools                     refused while moe has no tool calling (non-empty array)
-//   format                    "json" (one JSON object, constrained while sampling); a JSON schema only
-//                             when it asks for nothing more than an object ({"type": "object"} with no
-//                             properties, required, ...): any other schema is refused with a message
-//                             saying so, because moe cannot enforce it yet (it would not be honoured)
+//   tools                     chat: tools as OpenAI's (tools.h), rendered by the model's template; the
+//                             reply's calls come back as message.tool_calls [{"function": {"index",
+//                             "name", "arguments": {…}}}]; messages' tool_calls and tool role (tool_name)
+//   format                    "json" (one JSON object) or a JSON schema, both constrained while sampling by
+//                             the grammar engine (grammar/grammar.h); a schema it cannot enforce exactly is
+//                             refused naming the keyword
 //   options                   temperature, top_k, top_p, min_p, seed, num_predict (-1/-2: to the end
 //                             of the context), num_ctx (caps prompt + reply, at most the server's
 //                             context), stop, repeat_penalty, repeat_last_n, presence_penalty,
@@ -65,6 +66,7 @@ struct GenerateRequest {
 struct ChatRequest {
   std::string model;
   nlohmann::json messages;  // [{"role", "content"}] ready for the chat template
+  std::optional<ToolRequest> tools;  // tools (tool_choice is always auto); key order lost, see ollama.cpp
   bool stream = true;
   bool routing_trace = false;
   Options options;
@@ -76,6 +78,10 @@ struct EmbedRequest {
   bool truncate = true;
   std::optional<int64_t> dimensions;
 };
+
+// `format` as a JSON schema, compiled (the routes compile it again from the body in its sent key order,
+// so the reply's properties come in the schema's order). 400 naming format and the refused keyword.
+std::shared_ptr<const grammar::Grammar> format_grammar(const nlohmann::ordered_json& schema);
 
 GenerateRequest parse_generate(const nlohmann::json& body, int32_t n_vocab);
 ChatRequest parse_chat(const nlohmann::json& body);

@@ -51,11 +51,15 @@ TEST(OllamaRequest, FormatJsonAndTheSchemaRule) {
   };
   EXPECT_TRUE(chat(R"("json")").options.sampling.json_object);
   EXPECT_FALSE(chat(R"("")").options.sampling.json_object);
-  EXPECT_TRUE(chat(R"({"type": "object", "title": "T"})").options.sampling.json_object);
-  EXPECT_NE(error_of([&] { chat(R"({"type": "object", "properties": {"a": {"type": "string"}}})"); })
-                .find("'properties' cannot be enforced"), std::string::npos);
-  EXPECT_NE(error_of([&] { chat(R"({"type": "array"})"); }).find("cannot be enforced"), std::string::npos);
+  EXPECT_FALSE(chat(R"("")").options.sampling.grammar);
+  // Any schema the grammar engine compiles is enforced through it.
+  EXPECT_TRUE(chat(R"({"type": "object", "title": "T"})").options.sampling.grammar);
+  EXPECT_TRUE(chat(R"({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]})").options.sampling.grammar);
+  EXPECT_TRUE(chat(R"({"type": "array", "items": {"type": "integer"}, "maxItems": 3})").options.sampling.grammar);
+  // One it cannot enforce exactly is refused, naming the keyword.
+  EXPECT_NE(error_of([&] { chat(R"({"type": "string", "pattern": "(?<=a)b"})"); }).find("'pattern'"), std::string::npos);
   EXPECT_NE(error_of([&] { chat(R"("yaml")"); }).find("'format'"), std::string::npos);
+  EXPECT_NE(error_of([&] { chat(R"(5)"); }).find("'format'"), std::string::npos);
 }
 
 TEST(OllamaRequest, RefusalsNameTheField) {

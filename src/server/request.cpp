@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 
+#include "grammar/grammar.h"
 #include "util/error.h"
 
 namespace moe::server {
@@ -185,30 +187,177 @@ json normalise_messages(const json& body) {
     }
     json nm = {{"role", *role}, {"content", content}};
     if (auto name = get_string(m, "name", p + ".name")) nm["name"] = *name;
+    normalise_tool_fields(m, p, *role, nm);  // tool_calls, tool_call_id (tools.h)
     out.push_back(std::move(nm));
   }
   return out;
 }
 
+// Every top-level field the OpenAI routes know. Anything else gets a 400 naming it: a field moe does not
+// implement is never dropped silently (a client must not believe, say, a constraint is applied when it is
+// not). The fields marked "no effect" are accepted because on a single-engine server they cannot change
+// the output (see request.h's table).
+const std::vector<std::string>& known_fields(bool chat) {
+  static const std::vector<std::string> common = {
+      "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+      "repetition_penalty", "seed", "stop", "n", "stream", "stream_options", "logprobs", "response_format",
+      "ignore_eos", "moe", "user", "logit_bias", "grammar", "guided_json", "guided_regex", "guided_choice",
+      "guided_grammar", "metadata", "store", "service_tier"};
+  static const std::vector<std::string> chat_only = {"messages", "max_completion_tokens", "top_logprobs", "tools",
+                                                     "tool_choice", "parallel_tool_calls", "functions", "function_call"};
+  static const std::vector<std::string> completion_only = {"prompt", "echo", "suffix", "best_of"};
+  static const std::vector<std::string> chat_fields = [] {
+    std::vector<std::string> v = common;
+    v.insert(v.end(), chat_only.begin(), chat_only.end());
+    return v;
+  }();
+  static const std::vector<std::string> completion_fields = [] {
+    std::vector<std::string> v = common;
+    v.insert(v.end(), completion_only.begin(), completion_only.end());
+    return v;
+  }();
+  return chat ? chat_fields : completion_fields;
+}
+
+void refuse_unknown(const json& body, bool chat) {
+  const auto& known = known_fields(chat);
+  for (const auto& [key, value] : body.items())
+    if (std::find(known.begin(), known.end(), key) == known.end())
+      throw invalid_param(key, cat("'", key, "' is not supported by this server"), "unsupported_parameter");
+}
+
 void refuse_unsupported(const json& body, bool chat) {
-  if (const json* v = field(body, "logit_bias")) {
-    if (!v->is_object()) throw wrong_type("logit_bias", "an object", *v);
-    if (!v->empty()) throw invalid_param("logit_bias", "'logit_bias' is not supported", "unsupported_parameter");
-  }
-  if (chat) {
-    for (const char* key : {"tools", "functions"}) {
-      if (const json* v = field(body, key)) {
-        if (!v->is_array()) throw wrong_type(key, "an array", *v);
-        if (!v->empty())
-          throw invalid_param(key, cat("'", key, "' (tool calling) is not supported"), "unsupported_parameter");
-      }
-    }
-  } else {
-    if (get_bool(body, "echo", "echo").value_or(false))
-      throw invalid_param("echo", "'echo' is not supported", "unsupported_parameter");
+  refuse_unknown(body, chat);
+  if (!chat) {
     if (!get_string(body, "suffix", "suffix").value_or("").empty())
       throw invalid_param("suffix", "'suffix' is not supported", "unsupported_parameter");
   }
+  if (const json* v = field(body, "service_tier")) {
+    if (!v->is_string()) throw wrong_type("service_tier", "a string", *v);
+  }
+  if (const json* v = field(body, "store")) {
+    if (!v->is_boolean()) throw wrong_type("store", "a boolean", *v);
+    if (v->get<bool>()) throw invalid_param("store", "'store': true (stored completions) is not supported", "unsupported_parameter");
+  }
+  if (const json* v = field(body, "metadata"))
+    if (!v->is_object()) throw wrong_type("metadata", "an object", *v);
+}
+
+// OpenAI's logit_bias: {"token id": bias in [-100, 100]}. Ids are checked against the vocabulary by the
+// engine (its error names logit_bias).
+std::vector<std::pair<int32_t, float>> parse_logit_bias(const json& body) {
+  std::vector<std::pair<int32_t, float>> out;
+  const json* v = field(body, "logit_bias");
+  if (!v) return out;
+  if (!v->is_object()) throw wrong_type("logit_bias", "an object", *v);
+  if (v->size() > 1024) throw invalid_param("logit_bias", "'logit_bias' may have at most 1024 entries");
+  for (const auto& [key, bias] : v->items()) {
+    const std::string param = "logit_bias." + key;
+    char* end = nullptr;
+    long long id = key.empty() ? -1 : std::strtoll(key.c_str(), &end, 10);
+    if (key.empty() || *end != '\0' || id < 0 || id > std::numeric_limits<int32_t>::max())
+      throw invalid_param(param, cat("'logit_bias' keys must be token ids (non-negative integers), got '", key, "'"));
+    if (!bias.is_number()) throw wrong_type(param, "a number", bias);
+    double b = bias.get<double>();
+    if (!(b >= -100.0 && b <= 100.0)) throw invalid_param(param, cat("'", param, "' must be between -100 and 100, got ", bias.dump()));
+    out.push_back({static_cast<int32_t>(id), static_cast<float>(b)});
+  }
+  return out;
+}
+
+// A grammar-compile failure as a 400 naming the request field (and the schema keyword, if any).
+[[noreturn]] void grammar_error(const std::string& param, const grammar::GrammarError& e) {
+  std::string msg = cat("'", param, "': ", e.what());
+  throw invalid_param(param, msg, "invalid_grammar");
+}
+
+// The output constraint: at most one of grammar, guided_*, response_format json_object / json_schema.
+void parse_constraint(const json& body, engine::SamplingParams& s) {
+  std::vector<std::string> given;
+  auto compile = [&](const std::string& param, const std::string& gbnf) {
+    try {
+      s.grammar = grammar::compile_gbnf(gbnf);
+    } catch (const grammar::GrammarError& e) {
+      grammar_error(param, e);
+    }
+  };
+  auto schema_grammar = [&](const std::string& param, const json& schema) {
+    if (!schema.is_object() && !schema.is_boolean()) throw wrong_type(param, "a JSON schema (an object)", schema);
+    try {
+      s.grammar = grammar::compile_gbnf(grammar::json_schema_to_gbnf(nlohmann::ordered_json(schema)));
+    } catch (const grammar::GrammarError& e) {
+      grammar_error(param, e);
+    }
+  };
+  for (const char* key : {"grammar", "guided_grammar"}) {
+    if (const json* v = field(body, key)) {
+      if (!v->is_string()) throw wrong_type(key, "a string (GBNF)", *v);
+      given.push_back(key);
+      compile(key, v->get<std::string>());
+    }
+  }
+  if (const json* v = field(body, "guided_json")) {
+    given.push_back("guided_json");
+    json schema = *v;
+    if (v->is_string()) {
+      schema = json::parse(v->get<std::string>(), nullptr, false);
+      if (schema.is_discarded()) throw invalid_param("guided_json", "'guided_json' is a string that is not JSON");
+    }
+    schema_grammar("guided_json", schema);
+  }
+  if (const json* v = field(body, "guided_regex")) {
+    if (!v->is_string()) throw wrong_type("guided_regex", "a string", *v);
+    given.push_back("guided_regex");
+    try {
+      s.grammar = grammar::compile_gbnf(grammar::regex_to_gbnf(v->get<std::string>()));
+    } catch (const grammar::GrammarError& e) {
+      grammar_error("guided_regex", e);
+    }
+  }
+  if (const json* v = field(body, "guided_choice")) {
+    if (!v->is_array() || v->empty()) throw wrong_type("guided_choice", "a non-empty array of strings", *v);
+    if (v->size() > 4096) throw invalid_param("guided_choice", "'guided_choice' may have at most 4096 choices");
+    std::vector<std::string> choices;
+    for (size_t i = 0; i < v->size(); ++i) {
+      if (!(*v)[i].is_string()) throw wrong_type(cat("guided_choice[", i, "]"), "a string", (*v)[i]);
+      choices.push_back((*v)[i].get<std::string>());
+    }
+    given.push_back("guided_choice");
+    try {
+      s.grammar = grammar::compile_gbnf(grammar::choice_to_gbnf(choices));
+    } catch (const grammar::GrammarError& e) {
+      grammar_error("guided_choice", e);
+    }
+  }
+  if (const json* rf = field(body, "response_format")) {
+    if (!rf->is_object()) throw wrong_type("response_format", "an object", *rf);
+    auto type = get_string(*rf, "type", "response_format.type");
+    if (!type)
+      throw invalid_param("response_format.type", "'response_format.type' is required", "missing_required_parameter");
+    if (*type == "json_object") {
+      s.json_object = true;
+      given.push_back("response_format");
+    } else if (*type == "json_schema") {
+      const json* js = field(*rf, "json_schema");
+      if (!js) throw invalid_param("response_format.json_schema", "'response_format.json_schema' is required", "missing_required_parameter");
+      if (!js->is_object()) throw wrong_type("response_format.json_schema", "an object", *js);
+      for (const auto& [key, value] : js->items())
+        if (key != "name" && key != "schema" && key != "strict" && key != "description")
+          throw invalid_param("response_format.json_schema." + key, cat("unknown field 'response_format.json_schema.", key, "'"));
+      get_string(*js, "name", "response_format.json_schema.name");
+      get_string(*js, "description", "response_format.json_schema.description");
+      get_bool(*js, "strict", "response_format.json_schema.strict");  // the schema is always enforced
+      const json* schema = field(*js, "schema");
+      given.push_back("response_format");
+      // No schema: any JSON value (OpenAI's default for a json_schema without one is an object).
+      schema_grammar("response_format.json_schema.schema", schema ? *schema : json{{"type", "object"}});
+    } else if (*type != "text") {
+      throw invalid_param("response_format.type",
+                          cat("'response_format.type' must be 'text', 'json_object' or 'json_schema', got '", *type, "'"));
+    }
+  }
+  if (given.size() > 1)
+    throw invalid_param(given[1], cat("'", given[0], "' and '", given[1], "' both constrain the output; give one"));
 }
 
 GenerationParams parse_generation(const json& body, bool chat) {
@@ -291,17 +440,13 @@ GenerationParams parse_generation(const json& body, bool chat) {
   }
   s.top_logprobs = g.logprobs ? g.top_logprobs : -1;
 
-  if (const json* rf = field(body, "response_format")) {
-    if (!rf->is_object()) throw wrong_type("response_format", "an object", *rf);
-    auto type = get_string(*rf, "type", "response_format.type");
-    if (!type)
-      throw invalid_param("response_format.type", "'response_format.type' is required", "missing_required_parameter");
-    if (*type == "json_object") {
-      s.json_object = true;
-    } else if (*type != "text") {
-      throw invalid_param("response_format.type",
-                          cat("'response_format.type' must be 'text' or 'json_object', got '", *type, "'"));
-    }
+  parse_constraint(body, s);
+  s.logit_bias = parse_logit_bias(body);
+  if (!chat) {
+    g.echo = get_bool(body, "echo", "echo").value_or(false);
+    if (g.echo && g.logprobs)
+      throw invalid_param("echo", "'echo' together with 'logprobs' is not supported (prompt logprobs are not computed)",
+                          "unsupported_parameter");
   }
   g.ignore_eos = get_bool(body, "ignore_eos", "ignore_eos").value_or(false);
   g.routing_trace = parse_routing_trace(body);
@@ -347,6 +492,12 @@ ChatRequest parse_chat_request(const json& body) {
   ChatRequest r;
   r.messages = normalise_messages(body);
   r.gen = parse_generation(body, /*chat=*/true);
+  // The tool fields only (the messages can be megabytes): key order is lost here; a caller that renders
+  // the tools byte-exactly parses them again from the body text (server.cpp).
+  nlohmann::ordered_json tool_fields = nlohmann::ordered_json::object();
+  for (const char* key : {"tools", "tool_choice", "parallel_tool_calls", "functions", "function_call"})
+    if (auto it = body.find(key); it != body.end()) tool_fields[key] = *it;
+  r.tools = parse_openai_tools(tool_fields);
   return r;
 }
 

@@ -1,16 +1,20 @@
 // request.h: parses and validates the JSON bodies of the OpenAI-compatible routes into plain structs,
 // before anything touches the engine. Every field a client can send is checked for type and range
 // here, and a bad one becomes an ApiError (HTTP 400) whose `param` names it, so the HTTP layer never
-// sees an unvalidated value. Fields we do not know are ignored (OpenAI clients send extras); fields we
-// know but cannot honour without changing the answer (echo, suffix, logit_bias, best_of > n, tools,
-// json_schema) are refused by name rather than silently dropped.
+// sees an unvalidated value. A field that is not in the table below gets a 400 naming it (none is
+// ignored silently); fields we know but cannot honour without changing the answer (suffix, best_of > n,
+// store: true, echo with logprobs) are refused by name too. The extras OpenAI clients send that
+// cannot change the output of a single-engine server (user, metadata, store: false, service_tier,
+// stream_options) are accepted and have no effect.
 //
 // Bounds (also in the README's server section):
 //   field                                   accepted
 //   body                                    at most 8 MiB (413 beyond), one JSON object
 //   model                                   string: the served name, the model's file name, or absent
 //   messages                                1..4096 messages; role system|developer|user|assistant|tool;
-//                                           content a string, null (assistant only) or text parts
+//                                           content a string, null (assistant only) or text parts;
+//                                           assistant tool_calls (at most 128), tool tool_call_id
+//   tools, tool_choice, parallel_tool_calls at most 128 tools (tools.h has the rules)
 //   prompt (completions)                    string, array of 1..16 strings, token ids, or 1..16 arrays
 //                                           of token ids (each id in [0, n_vocab)); not empty
 //   max_tokens / max_completion_tokens      integer >= 1; clamped to the context left after the prompt;
@@ -27,9 +31,24 @@
 //   logprobs (chat) / top_logprobs          boolean / integer in [0, 20] (needs logprobs: true)
 //   logprobs (completions)                  integer in [0, 5]
 //   stream, stream_options.include_usage    booleans
-//   response_format                         {"type": "text"} or {"type": "json_object"}
+//   response_format                         {"type": "text"}, {"type": "json_object"} (one JSON object), or
+//                                           {"type": "json_schema", "json_schema": {"name", "schema",
+//                                           "strict", "description"}} (the schema always enforced; see
+//                                           src/grammar/json_schema.cpp for the keywords); a schema error
+//                                           is a 400 naming response_format.json_schema.schema
+//   grammar, guided_grammar                 GBNF text (llama.cpp's format; src/grammar/grammar.h)
+//   guided_json                             a JSON schema (object, or a string holding one)
+//   guided_regex                            a regex of the subset in src/grammar/regex.cpp (full match)
+//   guided_choice                           1..4096 strings; the output is exactly one of them
+//                                           (at most one of the six output constraints above per request;
+//                                           compile errors are 400s naming the field; with max_tokens too
+//                                           small for the model's answer the grammar's shortest completion
+//                                           is forced, so the output still parses: finish_reason "length")
+//   logit_bias                              {"token id": number in [-100, 100]}, at most 1024 entries
+//   echo (completions)                      boolean: the prompt text comes first (not with logprobs)
+//   metadata, store, service_tier           accepted, no effect (store: true is refused: nothing is stored)
 //   ignore_eos                              boolean (keep generating past EOS; for benchmarks)
-//   user                                    anything (ignored)
+//   user                                    anything (no effect)
 //   moe                                     {"routing": boolean} (per-token expert routing trace)
 //   input (embeddings)                      like prompt, 1..128 inputs; encoding_format float|base64
 //   tokens (detokenize)                     array of token ids in [0, n_vocab)
@@ -44,6 +63,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "server/tools.h"
 
 namespace moe::server {
 
@@ -94,6 +114,7 @@ struct GenerationParams {
   int top_logprobs = 0;             // alternatives per token
   bool ignore_eos = false;
   bool routing_trace = false;       // "moe": {"routing": true}: each token's experts (routing_trace.h)
+  bool echo = false;                // completions: the prompt's text comes first in the output
 };
 
 struct ChatRequest {
@@ -101,6 +122,8 @@ struct ChatRequest {
   // Normalised: an array of {"role", "content": string[, "name"]} ("developer" becomes "system",
   // text parts are joined), ready for the chat template.
   nlohmann::json messages;
+  // tools / tool_choice / parallel_tool_calls (tools.h); nullopt: none sent.
+  std::optional<ToolRequest> tools;
 };
 
 // A prompt or embedding input: text to tokenize, or token ids used as they are.

@@ -2,6 +2,8 @@
 // named in each error, defaults, and hostile bodies (deep nesting, huge numbers) that must not crash.
 #include "server/request.h"
 
+#include "grammar/grammar.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
@@ -99,7 +101,10 @@ TEST(ServerRequest, ChatAllFieldsInRange) {
                                                 {"stream_options", {{"include_usage", true}}},
                                                 {"response_format", {{"type", "json_object"}}},
                                                 {"user", {{"anything", "goes"}}},
-                                                {"unknown_extra", 1}}));
+                                                {"metadata", {{"k", "v"}}},
+                                                {"store", false},
+                                                {"service_tier", "auto"},
+                                                {"parallel_tool_calls", true}}));
   EXPECT_EQ(r.gen.max_tokens, 10);
   EXPECT_FLOAT_EQ(r.gen.sampling.temperature, 0.5f);
   EXPECT_FLOAT_EQ(r.gen.sampling.top_p, 0.9f);
@@ -146,7 +151,7 @@ TEST(ServerRequest, EveryBoundedFieldRejectsOutOfRangeAndWrongTypes) {
       {"stop", ""},                {"stop", std::string(257, 'x')},
       {"logprobs", 1},             {"top_logprobs", 21},       {"top_logprobs", -1},
       {"stream", "yes"},           {"stream_options", true},   {"response_format", "json"},
-      {"model", 5},                {"logit_bias", {{"5", 1}}}, {"tools", json::array({{{"type", "function"}}})},
+      {"model", 5},                {"logit_bias", json::array()}, {"tools", "get_weather"},
       {"max_tokens", json::parse("99999999999999999999999")},
       {"top_p", 1e-300},           {"repetition_penalty", 1e-300},
   };
@@ -158,6 +163,8 @@ TEST(ServerRequest, EveryBoundedFieldRejectsOutOfRangeAndWrongTypes) {
   expect_param([&] { parse_chat_request(chat_body({{"stream_options", {{"include_usage", 1}}}})); },
                "stream_options.include_usage");
   expect_param([&] { parse_chat_request(chat_body({{"response_format", {{"type", "json_schema"}}}})); },
+               "response_format.json_schema");
+  expect_param([&] { parse_chat_request(chat_body({{"response_format", {{"type", "xml"}}}})); },
                "response_format.type");
   expect_param([&] { parse_chat_request(chat_body({{"top_logprobs", 3}})); }, "top_logprobs",
                "top_logprobs without logprobs");
@@ -262,7 +269,8 @@ TEST(ServerRequest, CompletionLogprobsAndUnsupportedFields) {
   EXPECT_FALSE(r.gen.logprobs);
   expect_param([&] { parse_completion_request({{"prompt", "x"}, {"logprobs", 6}}, 512); }, "logprobs");
   expect_param([&] { parse_completion_request({{"prompt", "x"}, {"logprobs", true}}, 512); }, "logprobs");
-  expect_param([&] { parse_completion_request({{"prompt", "x"}, {"echo", true}}, 512); }, "echo");
+  EXPECT_TRUE(parse_completion_request({{"prompt", "x"}, {"echo", true}}, 512).gen.echo);
+  expect_param([&] { parse_completion_request({{"prompt", "x"}, {"echo", true}, {"logprobs", 1}}, 512); }, "echo");
   expect_param([&] { parse_completion_request({{"prompt", "x"}, {"suffix", "end"}}, 512); }, "suffix");
   expect_param([&] { parse_completion_request({{"prompt", "x"}, {"best_of", 3}}, 512); }, "best_of");
   expect_param([&] { parse_completion_request({{"prompt", "x"}, {"ignore_eos", 1}}, 512); }, "ignore_eos");
@@ -312,5 +320,119 @@ TEST(ServerRequest, ErrorMessagesSayWhatIsAllowed) {
   }
 }
 
+TEST(Request, ToolsAreValidatedStrictly) {
+  const json fn = json::parse(
+      R"({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}})");
+  auto with = [&](json extra) { return chat_body(std::move(extra)); };
+  ChatRequest ok = parse_chat_request(with({{"tools", json::array({fn})}, {"tool_choice", "required"}}));
+  ASSERT_TRUE(ok.tools);
+  EXPECT_EQ(ok.tools->choice, ToolChoice::Required);
+  EXPECT_EQ(ok.tools->names, std::vector<std::string>{"get_weather"});
+  ok = parse_chat_request(with({{"tools", json::array({fn})}, {"parallel_tool_calls", false},
+                                {"tool_choice", {{"type", "function"}, {"function", {{"name", "get_weather"}}}}}}));
+  EXPECT_EQ(ok.tools->choice, ToolChoice::Named);
+  EXPECT_EQ(ok.tools->max_calls(), 1u);
+  // No parameters: a function of no arguments, written out for the templates.
+  ok = parse_chat_request(with({{"tools", json::array({{{"type", "function"}, {"function", {{"name", "now"}}}}})}}));
+  EXPECT_EQ(ok.tools->parameters[0].dump(), R"({"type":"object","properties":{}})");
+
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({{{"type", "function"}}})}})); }, "tools[0].function");
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({{{"type", "code"}, {"function", fn["function"]}}})}})); },
+               "tools[0].type");
+  json bad = fn;
+  bad["function"]["name"] = "get weather";
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({bad})}})); }, "tools[0].function.name", "space");
+  bad["function"]["name"] = std::string(65, 'a');
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({bad})}})); }, "tools[0].function.name", "65 bytes");
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({fn, fn})}})); }, "tools[1].function.name", "repeat");
+  bad = fn;
+  bad["function"]["parameters"] = "object";
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({bad})}})); }, "tools[0].function.parameters");
+  bad["function"]["parameters"] = {{"type", "array"}};
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({bad})}})); }, "tools[0].function.parameters.type");
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({fn})}, {"tool_choice", "always"}})); }, "tool_choice");
+  expect_param([&] {
+    parse_chat_request(with({{"tools", json::array({fn})}, {"tool_choice", {{"type", "function"}, {"function", {{"name", "other"}}}}}}));
+  }, "tool_choice.function.name");
+  expect_param([&] { parse_chat_request(with({{"tool_choice", "required"}})); }, "tool_choice", "without tools");
+  expect_param([&] { parse_chat_request(with({{"tools", json::array({fn})}, {"parallel_tool_calls", 1}})); },
+               "parallel_tool_calls");
+  expect_param([&] { parse_chat_request(with({{"functions", json::array({fn["function"]})}})); }, "functions");
+}
+
+TEST(Request, ToolMessagesAreNormalisedForTheTemplate) {
+  json msgs = json::array({{{"role", "user"}, {"content", "weather?"}},
+                           {{"role", "assistant"}, {"content", nullptr},
+                            {"tool_calls", json::array({{{"id", "call_1"}, {"type", "function"},
+                                                         {"function", {{"name", "get_weather"}, {"arguments", "{\"city\": \"Paris\"}"}}}}})}},
+                           {{"role", "tool"}, {"tool_call_id", "call_1"}, {"content", "sunny"}}});
+  ChatRequest r = parse_chat_request({{"messages", msgs}});
+  EXPECT_EQ(r.messages[1]["tool_calls"][0]["function"]["arguments"], json({{"city", "Paris"}}));  // an object
+  EXPECT_EQ(r.messages[1]["content"], "");
+  EXPECT_EQ(r.messages[2]["tool_call_id"], "call_1");
+  msgs[1]["tool_calls"][0]["function"]["arguments"] = "{not json";
+  expect_param([&] { parse_chat_request({{"messages", msgs}}); }, "messages[1].tool_calls[0].function.arguments");
+  msgs[1]["tool_calls"][0]["function"]["arguments"] = "[1]";
+  expect_param([&] { parse_chat_request({{"messages", msgs}}); }, "messages[1].tool_calls[0].function.arguments");
+  msgs[1]["tool_calls"][0]["function"] = {{"arguments", "{}"}};
+  expect_param([&] { parse_chat_request({{"messages", msgs}}); }, "messages[1].tool_calls[0].function.name");
+  msgs[0]["tool_calls"] = json::array();
+  msgs[0]["tool_calls"].push_back(msgs[1]["tool_calls"][0]);
+  expect_param([&] { parse_chat_request({{"messages", msgs}}); }, "messages[0].tool_calls");
+}
+
 }  // namespace
+// No field is ignored silently: unknown ones are refused by name, on both routes.
+TEST(ServerRequest, UnknownFieldsAreRefusedByName) {
+  for (const char* key : {"unknown_extra", "reasoning_effort", "audio", "modalities", "prediction", "guided_decoding_backend"}) {
+    expect_param([&] { parse_chat_request(chat_body({{key, 1}})); }, key);
+    expect_param([&] { parse_completion_request({{"prompt", "x"}, {key, 1}}, 512); }, key);
+  }
+  expect_param([&] { parse_completion_request({{"prompt", "x"}, {"messages", json::array()}}, 512); }, "messages");
+  expect_param([&] { parse_chat_request(chat_body({{"echo", true}})); }, "echo");
+  expect_param([&] { parse_chat_request(chat_body({{"store", true}})); }, "store");
+  expect_param([&] { parse_chat_request(chat_body({{"function_call", "auto"}})); }, "function_call");
+}
+
+TEST(ServerRequest, OutputConstraints) {
+  auto g = parse_chat_request(chat_body({{"grammar", "root ::= \"yes\" | \"no\""}})).gen.sampling.grammar;
+  ASSERT_TRUE(g);
+  grammar::Matcher m(g);
+  EXPECT_TRUE(m.advance("no") && m.complete());
+  EXPECT_TRUE(parse_completion_request({{"prompt", "x"}, {"guided_grammar", "root ::= \"a\""}}, 512).gen.sampling.grammar);
+  EXPECT_TRUE(parse_chat_request(chat_body({{"guided_json", {{"type", "integer"}}}})).gen.sampling.grammar);
+  EXPECT_TRUE(parse_chat_request(chat_body({{"guided_json", "{\"type\": \"integer\"}"}})).gen.sampling.grammar);
+  EXPECT_TRUE(parse_chat_request(chat_body({{"guided_regex", "[a-z]+"}})).gen.sampling.grammar);
+  EXPECT_TRUE(parse_chat_request(chat_body({{"guided_choice", {"a", "b"}}})).gen.sampling.grammar);
+  json rf = json::parse(R"({"type": "json_schema", "json_schema": {"name": "x", "strict": true,
+      "schema": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}})");
+  auto js = parse_chat_request(chat_body({{"response_format", rf}}));
+  ASSERT_TRUE(js.gen.sampling.grammar);
+  grammar::Matcher mj(js.gen.sampling.grammar);
+  EXPECT_TRUE(mj.advance("{\"a\": 3}") && mj.complete());
+  // Compile errors name the field (and the schema keyword in the message).
+  expect_param([&] { parse_chat_request(chat_body({{"grammar", "root ::= root \"a\""}})); }, "grammar");
+  expect_param([&] { parse_chat_request(chat_body({{"grammar", 5}})); }, "grammar");
+  expect_param([&] { parse_chat_request(chat_body({{"guided_regex", "(a+)+"}})); }, "guided_regex");
+  expect_param([&] { parse_chat_request(chat_body({{"guided_choice", json::array()}})); }, "guided_choice");
+  expect_param([&] { parse_chat_request(chat_body({{"guided_json", "{not json"}})); }, "guided_json");
+  expect_param([&] { parse_chat_request(chat_body({{"guided_json", {{"type", "string"}, {"uniqueItems", true}}}})); }, "guided_json");
+  json bad_schema = json::parse(R"({"type": "json_schema", "json_schema": {"schema": {"not": {}}}})");
+  expect_param([&] { parse_chat_request(chat_body({{"response_format", bad_schema}})); }, "response_format.json_schema.schema");
+  json bad_field = json::parse(R"({"type": "json_schema", "json_schema": {"schemas": {}}})");
+  expect_param([&] { parse_chat_request(chat_body({{"response_format", bad_field}})); }, "response_format.json_schema.schemas");
+  // One constraint per request.
+  expect_param([&] { parse_chat_request(chat_body({{"grammar", "root ::= \"a\""}, {"guided_regex", "a"}})); }, "guided_regex");
+  expect_param([&] { parse_chat_request(chat_body({{"guided_choice", {"a"}}, {"response_format", {{"type", "json_object"}}}})); }, "response_format");
+}
+
+TEST(ServerRequest, LogitBias) {
+  auto r = parse_chat_request(chat_body({{"logit_bias", {{"5", 1}, {"7", -100}}}}));
+  EXPECT_EQ(r.gen.sampling.logit_bias, (std::vector<std::pair<int32_t, float>>{{5, 1.0f}, {7, -100.0f}}));
+  expect_param([&] { parse_chat_request(chat_body({{"logit_bias", {{"5", 101}}}})); }, "logit_bias.5");
+  expect_param([&] { parse_chat_request(chat_body({{"logit_bias", {{"x", 1}}}})); }, "logit_bias.x");
+  expect_param([&] { parse_chat_request(chat_body({{"logit_bias", {{"-1", 1}}}})); }, "logit_bias.-1");
+  expect_param([&] { parse_chat_request(chat_body({{"logit_bias", {{"5", "1"}}}})); }, "logit_bias.5");
+}
+
 }  // namespace moe::server

@@ -34,6 +34,7 @@
 #include "server/ollama.h"
 #include "server/response.h"
 #include "server/routing_trace.h"
+#include "server/tool_stream.h"
 #include "server/web_ui.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -120,6 +121,9 @@ struct Job {
   int n_finished = 0;
   bool cancelled = false;                     // cancel_unfinished ran
   std::mutex cancel_mu;                       // guards ids and cancelled
+  ChatTools tools;                            // a tool request's output parsing (tools.h); inactive otherwise
+  std::vector<ToolCallParser> tool_parsers;   // streamed tool request: per choice
+  std::vector<int> tool_calls_sent;           // streamed tool request: per choice, the next call index
 
   size_t choices() const { return outputs.size(); }
   bool done() const { return n_finished == int(outputs.size()); }
@@ -545,7 +549,7 @@ struct Server::Impl {
   // ---- generation --------------------------------------------------------------------------------
 
   std::shared_ptr<Job> submit_job(const std::vector<std::vector<int32_t>>& prompts, const GenerationParams& gen,
-                                  Kind kind, const std::string& param,
+                                  Kind kind, const std::string& param, const std::vector<std::string>& echo_texts = {},
                                   const std::shared_ptr<const model::LoraAdapter>& adapter = nullptr) {
     std::vector<int64_t> max_tokens;
     for (size_t p = 0; p < prompts.size(); ++p)
@@ -599,6 +603,12 @@ struct Server::Impl {
             ch->push(std::move(e));
           };
           timing->start = Clock::now();
+          if (p < echo_texts.size() && !echo_texts[p].empty()) {  // echo: the prompt's text comes first
+            Event e;
+            e.choice = choice;
+            e.delta.text = echo_texts[p];
+            job->channel->push(std::move(e));
+          }
           job->ids.push_back(backend.submit(std::move(r), std::move(cb)));
         }
       }
@@ -620,8 +630,15 @@ struct Server::Impl {
 
   void generate(const httplib::Request& req, httplib::Response& res, Kind kind,
                 const std::vector<std::vector<int32_t>>& prompts, const GenerationParams& gen,
-                const std::string& param, const std::shared_ptr<const model::LoraAdapter>& adapter = nullptr) {
-    auto job = submit_job(prompts, gen, kind, param, adapter);
+                const std::string& param, const std::vector<std::string>& echo_texts = {},
+                const ChatTools& tools = {}, const std::shared_ptr<const model::LoraAdapter>& adapter = nullptr) {
+    auto job = submit_job(prompts, gen, kind, param, echo_texts, adapter);
+    job->tools = tools;
+    if (tools.active)
+      for (size_t c = 0; c < job->choices(); ++c) {
+        job->tool_parsers.emplace_back(tools);
+        job->tool_calls_sent.push_back(0);
+      }
     ResponseMeta meta{(kind == Kind::Chat ? "chatcmpl-" : "cmpl-") + random_hex(24), unix_now(),
                       adapter ? *gen.model : opts.served_model_name};
     if (gen.stream) {
@@ -645,6 +662,9 @@ struct Server::Impl {
     if (!job->error.empty()) throw server_error(job->error);
     json body = kind == Kind::Chat ? chat_completion_json(meta, job->outputs, job->usage(), gen.logprobs)
                                    : completion_json(meta, job->outputs, job->usage(), gen.logprobs);
+    if (job->tools.active)  // tool calls out of the text (tool_stream.h)
+      for (size_t c = 0; c < job->outputs.size(); ++c)
+        apply_tool_calls(body["choices"][c], job->outputs[c].text, job->tools);
     if (gen.routing_trace)  // routing trace (opt-in): choices[i].moe.routing, one entry per token
       for (size_t c = 0; c < job->outputs.size(); ++c)
         body["choices"][c]["moe"] = {{"routing", routing_json(job->routing[c])}};
@@ -655,6 +675,7 @@ struct Server::Impl {
   static std::string render_event(Job& job, Kind kind, const ResponseMeta& meta, const GenerationParams& gen,
                                   const Event& e) {
     if (!job.apply(e)) return "";
+    if (job.tools.active) return render_tool_event(job, meta, gen, e);
     if (!e.finished) {
       const auto& d = e.delta;
       bool with_logprobs = gen.logprobs && !d.chosen.empty();
@@ -680,6 +701,35 @@ struct Server::Impl {
     if (kind == Kind::Chat)
       return sse_event(chat_chunk_json(meta, e.choice, json::object(), nullptr, out.finish_reason, gen.include_usage));
     return sse_event(completion_chunk_json(meta, e.choice, "", nullptr, out.finish_reason, gen.include_usage));
+  }
+
+  // render_event for a chat choice of a tool request: the delta's text goes through the choice's
+  // tool-call parser, which releases content (never a partial marker) and whole calls; each call is
+  // sent as OpenAI streams one (index, id, type and name first, then the arguments).
+  static std::string render_tool_event(Job& job, const ResponseMeta& meta, const GenerationParams& gen, const Event& e) {
+    const size_t c = size_t(e.choice);
+    ToolCallParser::Output o = e.finished ? job.tool_parsers[c].finish() : job.tool_parsers[c].feed(e.delta.text);
+    std::string out;
+    const bool with_logprobs = !e.finished && gen.logprobs && !e.delta.chosen.empty();
+    const bool with_routing = !e.finished && gen.routing_trace && !e.delta.routing.empty();
+    if (!o.content.empty() || with_logprobs || with_routing) {
+      json lp = with_logprobs ? chat_logprobs_json(e.delta.chosen, e.delta.top) : json(nullptr);
+      json chunk = chat_chunk_json(meta, e.choice, {{"content", o.content}}, std::move(lp), "", gen.include_usage);
+      if (with_routing) chunk["choices"][0]["moe"] = {{"routing", routing_json(e.delta.routing)}};
+      out += sse_event(chunk);
+    }
+    for (const ToolCall& call : o.calls) {
+      for (json& d : openai_tool_call_deltas(call, job.tool_calls_sent[c]))
+        out += sse_event(chat_chunk_json(meta, e.choice, {{"tool_calls", json::array({std::move(d)})}}, nullptr, "",
+                                         gen.include_usage));
+      ++job.tool_calls_sent[c];
+    }
+    if (!e.finished) return out;
+    const ChoiceOutput& fin = job.outputs[c];
+    if (fin.finish_reason.empty()) return out + sse_event(error_json(server_error(job.error)));
+    return out + sse_event(chat_chunk_json(meta, e.choice, json::object(), nullptr,
+                                           tool_finish_reason(fin.finish_reason, job.tool_parsers[c].calls_seen()),
+                                           gen.include_usage));
   }
 
   struct StreamState {
@@ -743,15 +793,26 @@ struct Server::Impl {
   void chat_completions(const httplib::Request& req, const std::string& text, httplib::Response& res) {
     ChatRequest r = parse_chat_request(parse_body(text));
     const auto adapter = resolve_adapter(r.gen.model);
-    generate(req, res, Kind::Chat, {chat_prompt_ids(backend, r.messages)}, r.gen, "messages", adapter);
+    if (r.tools) {  // tool calling (tools.h): the tools parsed again in their sent key order for the template
+      ToolRequest tools = *parse_openai_tools(nlohmann::ordered_json::parse(text));
+      ChatTools chat_tools;
+      std::vector<int32_t> prompt = tool_prompt_ids(backend, r.messages, tools, chat_tools, r.gen.sampling);
+      generate(req, res, Kind::Chat, {prompt}, r.gen, "messages", {}, chat_tools, adapter);
+      return;
+    }
+    generate(req, res, Kind::Chat, {chat_prompt_ids(backend, r.messages)}, r.gen, "messages", {}, {}, adapter);
   }
 
   void completions(const httplib::Request& req, const std::string& text, httplib::Response& res) {
     CompletionRequest r = parse_completion_request(parse_body(text), backend.n_vocab());
     const auto adapter = resolve_adapter(r.gen.model);
     std::vector<std::vector<int32_t>> prompts;
-    for (const auto& p : r.prompts) prompts.push_back(prompt_ids(backend, p));
-    generate(req, res, Kind::Completion, prompts, r.gen, "prompt", adapter);
+    std::vector<std::string> echo_texts;
+    for (const auto& p : r.prompts) {
+      prompts.push_back(prompt_ids(backend, p));
+      if (r.gen.echo) echo_texts.push_back(p.is_tokens ? backend.detokenize(p.tokens) : p.text);
+    }
+    generate(req, res, Kind::Completion, prompts, r.gen, "prompt", echo_texts, {}, adapter);
   }
 
   void embeddings(const httplib::Request& req, const std::string& text, httplib::Response& res) {

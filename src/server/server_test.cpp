@@ -40,6 +40,8 @@ class FakeBackend : public Backend {
     std::chrono::milliseconds step{1};
     size_t queue_limit = 1000;
     int eos_after = 20;
+    std::string script;         // when set: every request writes exactly this (tool-call tests)
+    std::string tool_template;  // chat_template_source(): e.g. "<tool_call>" (Hermes tool calls)
   };
   explicit FakeBackend(Options o) : o_(o), loop_([this] { run(); }) {}
   ~FakeBackend() override {
@@ -59,7 +61,9 @@ class FakeBackend : public Backend {
     s.id = next_id_++;
     s.req = r;
     s.cb = std::move(cb);
-    if (r.sampling.json_object) {
+    if (!o_.script.empty()) {
+      s.script = o_.script;
+    } else if (r.sampling.json_object) {
       s.script = "{\"a\": 1}";
     } else {
       int base = 0;
@@ -118,6 +122,13 @@ class FakeBackend : public Backend {
     }
     return tokenize(text + "assistant:", true);
   }
+  std::vector<int32_t> chat_prompt_with_tools(const json& messages, const nlohmann::ordered_json& tools) const override {
+    std::vector<int32_t> ids = tokenize("tools:" + tools.dump() + "\n", true);
+    std::vector<int32_t> rest = chat_prompt(messages);
+    ids.insert(ids.end(), rest.begin() + 1, rest.end());
+    return ids;
+  }
+  std::string chat_template_source() const override { return o_.tool_template; }
   std::vector<int32_t> end_of_turn_ids() const override { return {299}; }
   int32_t n_vocab() const override { return 300; }
   int64_t max_model_len() const override { return o_.max_model_len; }
@@ -778,6 +789,154 @@ TEST(Server, ManyConcurrentStreamsAllComplete) {
     });
   for (auto& t : ts) t.join();
   EXPECT_EQ(ok, kClients);
+}
+
+// ---- tool calling (tools.h, tool_stream.h) through the routes, with a backend that writes a call ----
+
+const char* kToolCallScript =
+    "Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"c\"}}\n</tool_call>";
+
+json weather_tools() {
+  return json::parse(R"([{"type": "function", "function": {"name": "get_weather", "description": "Weather",
+      "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}}}}}])");
+}
+
+FakeBackend::Options tool_backend() {
+  FakeBackend::Options o;
+  o.script = kToolCallScript;
+  o.tool_template = "... <tool_call> ...";
+  o.max_model_len = 4096;  // the prompt carries the tools
+  return o;
+}
+
+TEST(ServerTools, ChatAnswerCarriesToolCalls) {
+  Harness h({}, tool_backend());
+  auto r = h.post("/v1/chat/completions", chat("weather?", {{"tools", weather_tools()}}));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json c = body_of(r)["choices"][0];
+  EXPECT_EQ(c["finish_reason"], "tool_calls");
+  EXPECT_EQ(c["message"]["content"], "Sure.");
+  ASSERT_EQ(c["message"]["tool_calls"].size(), 1u);
+  json call = c["message"]["tool_calls"][0];
+  EXPECT_TRUE(call["id"].get<std::string>().starts_with("call_"));
+  EXPECT_EQ(call["type"], "function");
+  EXPECT_EQ(call["function"]["name"], "get_weather");
+  EXPECT_EQ(call["function"]["arguments"], R"({"city":"Paris","unit":"c"})");
+  // The prompt was rendered with the tools (the fake writes them first), in the key order they were
+  // sent in (as HF's tojson keeps it), not sorted.
+  const std::string raw = R"({"model": "fake", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function",
+      "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"unit": {}, "city": {}}}}}]})";
+  r = h.client().Post("/v1/chat/completions", raw, "application/json");
+  ASSERT_EQ(r->status, 200) << r->body;
+  std::string prompt = h.backend.detokenize(h.backend.submitted().back().prompt);
+  EXPECT_TRUE(prompt.starts_with(R"(tools:[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"unit":{},"city":{}}}}}])"))
+      << prompt;
+
+  // tool_choice "none": no tools in the prompt, and the text is not parsed.
+  r = h.post("/v1/chat/completions", chat("weather?", {{"tools", weather_tools()}, {"tool_choice", "none"}}));
+  ASSERT_EQ(r->status, 200) << r->body;
+  c = body_of(r)["choices"][0];
+  EXPECT_EQ(c["message"]["content"], kToolCallScript);
+  EXPECT_FALSE(c["message"].contains("tool_calls"));
+  EXPECT_EQ(c["finish_reason"], "stop");
+  prompt = h.backend.detokenize(h.backend.submitted().back().prompt);
+  EXPECT_FALSE(prompt.starts_with("tools:")) << prompt;
+}
+
+TEST(ServerTools, StreamedToolCallDeltasAsOpenAISendsThem) {
+  Harness h({}, tool_backend());
+  auto r = h.post("/v1/chat/completions", chat("weather?", {{"tools", weather_tools()}, {"stream", true}}));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  std::string content;
+  std::vector<json> tool_deltas;
+  std::string finish;
+  for (const json& e : sse_events(r->body)) {
+    if (e == "[DONE]") continue;
+    const json& d = e["choices"][0]["delta"];
+    if (d.contains("content")) {
+      EXPECT_EQ(d["content"].get<std::string>().find('<'), std::string::npos) << "a marker leaked: " << e.dump();
+      content += d["content"].get<std::string>();
+    }
+    if (d.contains("tool_calls")) tool_deltas.push_back(d["tool_calls"][0]);
+    if (!e["choices"][0]["finish_reason"].is_null()) finish = e["choices"][0]["finish_reason"];
+  }
+  EXPECT_EQ(content, "Sure.");
+  EXPECT_EQ(finish, "tool_calls");
+  ASSERT_EQ(tool_deltas.size(), 2u);
+  EXPECT_EQ(tool_deltas[0]["index"], 0);
+  EXPECT_TRUE(tool_deltas[0]["id"].get<std::string>().starts_with("call_"));
+  EXPECT_EQ(tool_deltas[0]["type"], "function");
+  EXPECT_EQ(tool_deltas[0]["function"]["name"], "get_weather");
+  EXPECT_EQ(tool_deltas[0]["function"]["arguments"], "");
+  EXPECT_EQ(tool_deltas[1]["index"], 0);
+  EXPECT_FALSE(tool_deltas[1].contains("id"));
+  EXPECT_EQ(tool_deltas[1]["function"]["arguments"], R"({"city":"Paris","unit":"c"})");
+}
+
+TEST(ServerTools, ForcedCallCannotAlsoBeAJsonObject) {
+  Harness h({}, tool_backend());
+  auto r = h.post("/v1/chat/completions", chat("weather?", {{"tools", weather_tools()}, {"tool_choice", "required"},
+                                                           {"response_format", {{"type", "json_object"}}}}));
+  expect_error(r, 400, "tool_choice");
+  // A forced call is grammar-constrained (the fake backend ignores the grammar; the request carries it).
+  r = h.post("/v1/chat/completions", chat("weather?", {{"tools", weather_tools()}, {"tool_choice", "required"}}));
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_TRUE(h.backend.submitted().back().sampling.grammar);
+  r = h.post("/v1/chat/completions", chat("weather?", {{"tools", weather_tools()}}));
+  EXPECT_FALSE(h.backend.submitted().back().sampling.grammar);
+}
+
+TEST(ServerTools, TemplateWithoutToolsIsA400) {
+  Harness h;  // the fake's template has no tool format
+  auto r = h.post("/v1/chat/completions", chat("weather?", {{"tools", weather_tools()}}));
+  expect_error(r, 400, "tools");
+  EXPECT_NE(body_of(r)["error"]["message"].get<std::string>().find("--chat-template"), std::string::npos);
+  r = h.post("/api/chat", {{"model", "fake"}, {"messages", {{{"role", "user"}, {"content", "x"}}}}, {"tools", weather_tools()}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+  EXPECT_NE(body_of(r)["error"].get<std::string>().find("does not support tools"), std::string::npos) << r->body;
+}
+
+TEST(ServerTools, OllamaChatToolCallsWithObjectArguments) {
+  Harness h({}, tool_backend());
+  json req = {{"model", "fake"}, {"messages", {{{"role", "user"}, {"content", "weather?"}}}}, {"tools", weather_tools()},
+              {"stream", false}};
+  auto r = h.post("/api/chat", req);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json m = body_of(r)["message"];
+  EXPECT_EQ(m["content"], "Sure.");
+  ASSERT_EQ(m["tool_calls"].size(), 1u);
+  EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(m["tool_calls"][0]["function"]["arguments"], json({{"city", "Paris"}, {"unit", "c"}}));
+  req["stream"] = true;
+  r = h.post("/api/chat", req);
+  ASSERT_EQ(r->status, 200) << r->body;
+  std::string content;
+  json calls = json::array();
+  bool done = false;
+  for (size_t pos = 0; pos < r->body.size();) {
+    size_t nl = r->body.find('\n', pos);
+    json line = json::parse(r->body.substr(pos, nl - pos));
+    pos = nl + 1;
+    content += line["message"]["content"].get<std::string>();
+    if (line["message"].contains("tool_calls"))
+      for (const auto& c : line["message"]["tool_calls"]) calls.push_back(c);
+    done = line["done"];
+  }
+  EXPECT_TRUE(done);
+  EXPECT_EQ(content, "Sure.");
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0]["function"]["arguments"], json({{"city", "Paris"}, {"unit", "c"}}));
+  // A tool conversation sent back: the assistant's call and the tool's result reach the template.
+  req["messages"].push_back({{"role", "assistant"}, {"content", ""}, {"tool_calls", calls}});
+  req["messages"].push_back({{"role", "tool"}, {"content", "sunny"}, {"tool_name", "get_weather"}});
+  req["stream"] = false;
+  r = h.post("/api/chat", req);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_NE(h.backend.detokenize(h.backend.submitted().back().prompt).find("tool:sunny"), std::string::npos);
 }
 
 }  // namespace

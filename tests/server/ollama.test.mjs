@@ -1,11 +1,12 @@
 // ollama.test.mjs: the Ollama API of `moe serve` on the bundled model, through the official `ollama`
 // npm client: generate and chat (streamed and not, which must agree), the counts and durations,
-// options (num_predict, stop, seed), format "json" and the schema rule, embeddings, list/show/ps/
+// options (num_predict, stop, seed), format "json" and JSON schemas (validated with ajv), embeddings, list/show/ps/
 // version, the refusals (images, unknown model, pull), the API key; the same greedy text through the
 // Ollama and the OpenAI routes; and the routing trace: its shape, that it equals what the engine's
 // per-expert counters saw, and that turning it on changes no token.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import Ajv from 'ajv';
 import { Ollama } from 'ollama';
 import { modelName, startServer } from './helpers.mjs';
 
@@ -192,10 +193,10 @@ describe('chat', () => {
       (e) => e.status_code === 400 && /images.*text only/.test(e.error));
   });
 
-  test('tools are refused while there is no tool calling', async () => {
+  test('tools are refused when the chat template has no tool format (the bundled model: ChatML)', async () => {
     const tools = [{ type: 'function', function: { name: 'f', description: 'd', parameters: { type: 'object', properties: {} } } }];
     await assert.rejects(ollama.chat({ model: tag, messages: story, tools }),
-                         (e) => e.status_code === 400 && /tool calling/.test(e.error));
+                         (e) => e.status_code === 400 && /does not support tools.*--chat-template/.test(e.error));
   });
 
   test('keep_alive is accepted', async () => {
@@ -212,13 +213,30 @@ describe('format', () => {
     assert.ok(!Array.isArray(v));
   });
 
-  test('a schema that asks only for an object is enforced; any other is refused, not ignored', async () => {
-    const r = await ollama.chat({ model: tag, messages: story, format: { type: 'object' }, options: { temperature: 0, num_predict: 48 } });
-    assert.equal(typeof JSON.parse(r.message.content), 'object');
-    const schema = { type: 'object', properties: { name: { type: 'string' } }, required: ['name'] };
-    await assert.rejects(ollama.chat({ model: tag, messages: story, format: schema }), (e) => {
+  test('any JSON schema is enforced (each reply validates, ajv), streamed or not; one it cannot enforce is a 400', async () => {
+    const ajv = new Ajv({ strict: false });
+    const schemas = [
+      { type: 'object' },
+      { type: 'object', properties: { name: { type: 'string', maxLength: 16 }, age: { type: 'integer', minimum: 0, maximum: 120 } }, required: ['name', 'age'], additionalProperties: false },
+      { type: 'array', items: { type: 'string', enum: ['red', 'green', 'blue'] }, minItems: 1, maxItems: 3 },
+      { type: 'object', properties: { pet: { anyOf: [{ type: 'string', maxLength: 8 }, { type: 'null' }] }, happy: { type: 'boolean' } }, required: ['pet', 'happy'], additionalProperties: false },
+    ];
+    for (const [i, format] of schemas.entries()) {
+      const r = await ollama.chat({ model: tag, messages: story, format, options: { temperature: 1, seed: i + 1, num_predict: 200 } });
+      const v = JSON.parse(r.message.content);
+      const validate = ajv.compile(format);
+      assert.ok(validate(v), `${r.message.content}: ${ajv.errorsText(validate.errors)}`);
+      const parts = await collect(await ollama.chat({ model: tag, messages: story, format, stream: true, options: { temperature: 1, seed: i + 1, num_predict: 200 } }));
+      assert.equal(parts.map((p) => p.message.content).join(''), r.message.content);
+    }
+    // Properties come in the schema's order (not sorted).
+    const ordered = { type: 'object', properties: { zebra: { type: 'boolean' }, apple: { type: 'boolean' } }, required: ['zebra', 'apple'], additionalProperties: false };
+    const o = await ollama.generate({ model: tag, prompt: 'A JSON object:', format: ordered, options: { temperature: 0, num_predict: 64 } });
+    assert.deepEqual(Object.keys(JSON.parse(o.response)), ['zebra', 'apple']);
+    const refused = { type: 'object', properties: { code: { type: 'string', pattern: '(?<=a)b' } } };
+    await assert.rejects(ollama.chat({ model: tag, messages: story, format: refused }), (e) => {
       assert.equal(e.status_code, 400);
-      assert.match(e.error, /'properties' cannot be enforced/);
+      assert.match(e.error, /'format'.*'pattern'/);
       return true;
     });
   });
