@@ -231,10 +231,13 @@ void expect_plan_matches_rss(const std::string& model) {
   const double least = full - static_cast<double>(emb - touched);
   const double measured = static_cast<double>(run.peak_rss_bytes);
   const double planned = std::clamp(measured, least, full);  // the plan's value nearest to the measurement
-  // 5 %, but never less than 1 MiB: on the ~12 MB stories260K process the peak RSS of the same command
+  // 5 %, but never less than 2 MiB: on the ~13 MB stories260K process the peak RSS of the same command
   // varies by itself (page-cache fault-around, allocator arenas, thread stacks): 11.16-11.45 MB over 12
-  // runs on an idle machine, and 12.19 MB once in CI with another test running beside it.
-  const double slack = std::max(0.05 * measured, double{1 << 20});
+  // runs on an idle machine, and 12.19 MB once in CI with another test running beside it. And the
+  // plan counts the binary's own pages as the resident size `moe plan` has at start, while `moe run`
+  // faults in more of the (now 6 MB) executable: run's file-backed peak grew 11.44 -> 12.30 MB when the
+  // binary grew from 4.5 to 6.2 MB (grammar, tools, HF, LoRA), anonymous memory 1.74 -> 1.77 MB.
+  const double slack = std::max(0.05 * measured, double{2 << 20});
   EXPECT_LE(std::fabs(planned - measured), slack)
       << model << ": planned " << least << " to " << full << " (embedding rows resident or not), measured " << measured;
   const std::string name = std::filesystem::path(model).filename().string();
