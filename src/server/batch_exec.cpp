@@ -109,14 +109,15 @@ void BatchRunner::stop() {
   for (uint64_t id : live_) backend_.cancel(id);
 }
 
-std::string BatchRunner::generate(const json& body, batch::Endpoint endpoint, const batch::LineIds& ids,
-                                  int64_t& completion_tokens, bool& cancelled) {
+std::string BatchRunner::generate(const json& body, const nlohmann::ordered_json* in_order,
+                                  batch::Endpoint endpoint, const batch::LineIds& ids, int64_t& completion_tokens,
+                                  bool& cancelled) {
   const bool chat = endpoint == batch::Endpoint::Chat;
   GenerationParams gen;
   std::vector<std::vector<int32_t>> prompts;
   std::string param;
   if (chat) {
-    ChatRequest r = parse_chat_request(body);
+    ChatRequest r = parse_chat_request(body, in_order);
     check_model(r.gen.model);
     if (r.tools && r.tools->active())  // tool calling is served by /v1/chat/completions only
       throw invalid_param("tools", "'tools' is not supported in batch jobs; send tool requests to /v1/chat/completions",
@@ -125,7 +126,7 @@ std::string BatchRunner::generate(const json& body, batch::Endpoint endpoint, co
     param = "messages";
     prompts.push_back(chat_prompt_ids(backend_, r.messages));
   } else {
-    CompletionRequest r = parse_completion_request(body, backend_.n_vocab());
+    CompletionRequest r = parse_completion_request(body, backend_.n_vocab(), in_order);
     check_model(r.gen.model);
     gen = r.gen;
     param = "prompt";
@@ -220,11 +221,16 @@ std::optional<LineAnswer> BatchRunner::answer(const batch::Input& input, int64_t
   try {
     json line = json::parse(input.text(size_t(index)));
     const json& body = line.at("body");
+    // A JSON Schema is compiled from the line in sent key order, so properties come in schema order.
+    // The line's depth was bounded when the input file was read (batch/format.cpp).
+    std::optional<nlohmann::ordered_json> line_in_order;
+    if (has_json_schema(body)) line_in_order = nlohmann::ordered_json::parse(input.text(size_t(index)));
     bool cancelled = false;
     if (info.endpoint == batch::Endpoint::Embeddings) {
       body_text = embeddings(body);
     } else {
-      body_text = generate(body, info.endpoint, ids, a.completion_tokens, cancelled);
+      body_text = generate(body, line_in_order ? &line_in_order->at("body") : nullptr, info.endpoint, ids,
+                           a.completion_tokens, cancelled);
       if (cancelled) return std::nullopt;
     }
   } catch (...) {

@@ -64,8 +64,10 @@ class BatchRunner {
   bool stopped() const { return stopped_; }
 
  private:
-  std::string generate(const nlohmann::json& body, batch::Endpoint endpoint, const batch::LineIds& ids,
-                       int64_t& completion_tokens, bool& cancelled);
+  // in_order: the same body in sent key order when it carries a JSON Schema (request.h), else null.
+  std::string generate(const nlohmann::json& body, const nlohmann::ordered_json* in_order,
+                       batch::Endpoint endpoint, const batch::LineIds& ids, int64_t& completion_tokens,
+                       bool& cancelled);
   std::string embeddings(const nlohmann::json& body);
   void check_model(const std::optional<std::string>& model) const;
   uint64_t submit(engine::Request r, engine::Callbacks cb, bool& cancelled);

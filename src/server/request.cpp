@@ -14,6 +14,7 @@
 namespace moe::server {
 
 using nlohmann::json;
+using nlohmann::ordered_json;
 
 ApiError invalid_param(const std::string& param, const std::string& message, const std::string& code) {
   return ApiError(400, message, param, "invalid_request_error", code);
@@ -265,6 +266,32 @@ std::vector<std::pair<int32_t, float>> parse_logit_bias(const json& body) {
   return out;
 }
 
+// Parses JSON text into J (json, keys sorted, or ordered_json, keys as sent), checking the depth as each
+// array or object opens, so text nested millions deep is refused after kMaxJsonDepth levels have been
+// built, not after all of them (a 6 MB body cost ~200 MB). Errors are 400s naming `param`.
+template <class J>
+J parse_depth_bounded(std::string_view text, const std::string& subject, const std::string& param) {
+  auto depth_bound = [&](int depth, typename J::parse_event_t event, J&) {
+    if ((event == J::parse_event_t::object_start || event == J::parse_event_t::array_start) &&
+        depth >= bounds::kMaxJsonDepth)
+      throw ApiError(400, cat(subject, " nests arrays and objects more than ", bounds::kMaxJsonDepth, " levels deep"),
+                     param, "invalid_request_error", "invalid_json");
+    return true;
+  };
+  try {
+    return J::parse(text.begin(), text.end(), depth_bound);
+  } catch (const typename J::exception& e) {
+    throw ApiError(400, cat(subject, " is not valid JSON: ", e.what()), param, "invalid_request_error", "invalid_json");
+  }
+}
+
+// The member `key` of an ordered body's object, or null (also when `o` is null or not an object).
+const ordered_json* ordered_field(const ordered_json* o, const char* key) {
+  if (!o || !o->is_object()) return nullptr;
+  auto it = o->find(key);
+  return it == o->end() ? nullptr : &*it;
+}
+
 // A grammar-compile failure as a 400 naming the request field (and the schema keyword, if any).
 [[noreturn]] void grammar_error(const std::string& param, const grammar::GrammarError& e) {
   std::string msg = cat("'", param, "': ", e.what());
@@ -272,7 +299,9 @@ std::vector<std::pair<int32_t, float>> parse_logit_bias(const json& body) {
 }
 
 // The output constraint: at most one of grammar, guided_*, response_format json_object / json_schema.
-void parse_constraint(const json& body, engine::SamplingParams& s) {
+// `in_order` is the same body with its keys as sent (or null): a JSON Schema is compiled from it, so the
+// grammar writes properties in the schema's order (`body`'s keys are sorted); it is checked on `body`.
+void parse_constraint(const json& body, engine::SamplingParams& s, const ordered_json* in_order) {
   std::vector<std::string> given;
   auto compile = [&](const std::string& param, const std::string& gbnf) {
     try {
@@ -281,10 +310,11 @@ void parse_constraint(const json& body, engine::SamplingParams& s) {
       grammar_error(param, e);
     }
   };
-  auto schema_grammar = [&](const std::string& param, const json& schema) {
+  auto schema_grammar = [&](const std::string& param, const json& schema, const ordered_json* schema_in_order) {
     if (!schema.is_object() && !schema.is_boolean()) throw wrong_type(param, "a JSON schema (an object)", schema);
     try {
-      s.grammar = grammar::compile_gbnf(grammar::json_schema_to_gbnf(nlohmann::ordered_json(schema)));
+      s.grammar = grammar::compile_gbnf(
+          grammar::json_schema_to_gbnf(schema_in_order ? *schema_in_order : ordered_json(schema)));
     } catch (const grammar::GrammarError& e) {
       grammar_error(param, e);
     }
@@ -298,12 +328,13 @@ void parse_constraint(const json& body, engine::SamplingParams& s) {
   }
   if (const json* v = field(body, "guided_json")) {
     given.push_back("guided_json");
-    json schema = *v;
-    if (v->is_string()) {
-      schema = json::parse(v->get<std::string>(), nullptr, false);
-      if (schema.is_discarded()) throw invalid_param("guided_json", "'guided_json' is a string that is not JSON");
+    if (v->is_string()) {  // a schema as text: parsed in its own key order, under the body's depth bound
+      ordered_json schema =
+          parse_depth_bounded<ordered_json>(v->get<std::string>(), "'guided_json' (a string)", "guided_json");
+      schema_grammar("guided_json", json(schema), &schema);
+    } else {
+      schema_grammar("guided_json", *v, ordered_field(in_order, "guided_json"));
     }
-    schema_grammar("guided_json", schema);
   }
   if (const json* v = field(body, "guided_regex")) {
     if (!v->is_string()) throw wrong_type("guided_regex", "a string", *v);
@@ -350,7 +381,10 @@ void parse_constraint(const json& body, engine::SamplingParams& s) {
       const json* schema = field(*js, "schema");
       given.push_back("response_format");
       // No schema: any JSON value (OpenAI's default for a json_schema without one is an object).
-      schema_grammar("response_format.json_schema.schema", schema ? *schema : json{{"type", "object"}});
+      const ordered_json* schema_in_order =
+          ordered_field(ordered_field(ordered_field(in_order, "response_format"), "json_schema"), "schema");
+      schema_grammar("response_format.json_schema.schema", schema ? *schema : json{{"type", "object"}},
+                     schema ? schema_in_order : nullptr);
     } else if (*type != "text") {
       throw invalid_param("response_format.type",
                           cat("'response_format.type' must be 'text', 'json_object' or 'json_schema', got '", *type, "'"));
@@ -360,7 +394,7 @@ void parse_constraint(const json& body, engine::SamplingParams& s) {
     throw invalid_param(given[1], cat("'", given[0], "' and '", given[1], "' both constrain the output; give one"));
 }
 
-GenerationParams parse_generation(const json& body, bool chat) {
+GenerationParams parse_generation(const json& body, bool chat, const ordered_json* in_order) {
   refuse_unsupported(body, chat);
   GenerationParams g;
   g.model = get_model(body);
@@ -440,7 +474,7 @@ GenerationParams parse_generation(const json& body, bool chat) {
   }
   s.top_logprobs = g.logprobs ? g.top_logprobs : -1;
 
-  parse_constraint(body, s);
+  parse_constraint(body, s, in_order);
   s.logit_bias = parse_logit_bias(body);
   if (!chat) {
     g.echo = get_bool(body, "echo", "echo").value_or(false);
@@ -465,33 +499,28 @@ bool parse_routing_trace(const json& body) {
 }
 
 json parse_body(std::string_view body) {
-  json j;
-  try {
-    // The depth is checked as each array or object opens, so a body nested millions deep is refused
-    // after kMaxJsonDepth levels have been built, not after all of them (a 6 MB one cost ~200 MB).
-    auto depth_bound = [](int depth, json::parse_event_t event, json&) {
-      if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
-          depth >= bounds::kMaxJsonDepth)
-        throw ApiError(400, cat("the request body nests arrays and objects more than ", bounds::kMaxJsonDepth,
-                                " levels deep"),
-                       "", "invalid_request_error", "invalid_json");
-      return true;
-    };
-    j = json::parse(body.begin(), body.end(), depth_bound);
-  } catch (const json::exception& e) {
-    throw ApiError(400, cat("the request body is not valid JSON: ", e.what()), "", "invalid_request_error",
-                   "invalid_json");
-  }
+  json j = parse_depth_bounded<json>(body, "the request body", "");
   if (!j.is_object())
     throw ApiError(400, cat("the request body must be a JSON object, got ", json_type_name(j)), "",
                    "invalid_request_error", "invalid_json");
   return j;
 }
 
-ChatRequest parse_chat_request(const json& body) {
+bool has_json_schema(const json& body) {
+  if (!body.is_object()) return false;
+  if (body.contains("guided_json")) return true;
+  auto rf = body.find("response_format");
+  return rf != body.end() && rf->is_object() && rf->contains("json_schema");
+}
+
+ordered_json parse_body_ordered(std::string_view body) {
+  return parse_depth_bounded<ordered_json>(body, "the request body", "");
+}
+
+ChatRequest parse_chat_request(const json& body, const ordered_json* in_order) {
   ChatRequest r;
   r.messages = normalise_messages(body);
-  r.gen = parse_generation(body, /*chat=*/true);
+  r.gen = parse_generation(body, /*chat=*/true, in_order);
   // The tool fields only (the messages can be megabytes): key order is lost here; a caller that renders
   // the tools byte-exactly parses them again from the body text (server.cpp).
   nlohmann::ordered_json tool_fields = nlohmann::ordered_json::object();
@@ -501,17 +530,31 @@ ChatRequest parse_chat_request(const json& body) {
   return r;
 }
 
-CompletionRequest parse_completion_request(const json& body, int32_t n_vocab) {
+CompletionRequest parse_completion_request(const json& body, int32_t n_vocab, const ordered_json* in_order) {
   CompletionRequest r;
   const json* p = field(body, "prompt");
   if (!p) throw invalid_param("prompt", "'prompt' is required", "missing_required_parameter");
   r.prompts = parse_prompts(*p, "prompt", n_vocab, bounds::kMaxPrompts);
-  r.gen = parse_generation(body, /*chat=*/false);
+  r.gen = parse_generation(body, /*chat=*/false, in_order);
   if (r.prompts.size() * size_t(r.gen.n) > bounds::kMaxChoices)
     throw invalid_param("n", cat(r.prompts.size(), " prompts × n = ", r.gen.n, " asks for ",
                                  r.prompts.size() * size_t(r.gen.n), " choices; at most ", bounds::kMaxChoices,
                                  " are allowed"));
   return r;
+}
+
+ChatRequest parse_chat_request_text(std::string_view text) {
+  const json body = parse_body(text);
+  if (!has_json_schema(body)) return parse_chat_request(body);
+  const ordered_json in_order = parse_body_ordered(text);
+  return parse_chat_request(body, &in_order);
+}
+
+CompletionRequest parse_completion_request_text(std::string_view text, int32_t n_vocab) {
+  const json body = parse_body(text);
+  if (!has_json_schema(body)) return parse_completion_request(body, n_vocab);
+  const ordered_json in_order = parse_body_ordered(text);
+  return parse_completion_request(body, n_vocab, &in_order);
 }
 
 EmbeddingRequest parse_embedding_request(const json& body, int32_t n_vocab) {

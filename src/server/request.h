@@ -35,7 +35,11 @@
 //                                           {"type": "json_schema", "json_schema": {"name", "schema",
 //                                           "strict", "description"}} (the schema always enforced; see
 //                                           src/grammar/json_schema.cpp for the keywords); a schema error
-//                                           is a 400 naming response_format.json_schema.schema
+//                                           is a 400 naming response_format.json_schema.schema. Object
+//                                           properties are written in the schema's own order (as OpenAI
+//                                           and llama.cpp do), not sorted as nlohmann::json keeps keys:
+//                                           the schema is compiled from the body in sent key order
+//                                           (parse_body_ordered; the *_request_text functions do both)
 //   grammar, guided_grammar                 GBNF text (llama.cpp's format; src/grammar/grammar.h)
 //   guided_json                             a JSON schema (object, or a string holding one)
 //   guided_regex                            a regex of the subset in src/grammar/regex.cpp (full match)
@@ -168,8 +172,23 @@ bool parse_routing_trace(const nlohmann::json& body);
 // Parses a request body: 400 (param null) when it is not JSON or not a JSON object.
 nlohmann::json parse_body(std::string_view body);
 
-ChatRequest parse_chat_request(const nlohmann::json& body);
-CompletionRequest parse_completion_request(const nlohmann::json& body, int32_t n_vocab);
+// Whether the body carries a JSON Schema to compile (guided_json, response_format.json_schema): only then
+// is the second, order-keeping parse below worth its cost.
+bool has_json_schema(const nlohmann::json& body);
+// The body parsed again with its keys in the order sent, under parse_body's depth bound. Passed as
+// `in_order` below, the JSON Schemas are compiled from it, so object properties are written in the
+// schema's own order (from `body` alone, whose keys nlohmann::json sorts, they would come alphabetically).
+nlohmann::ordered_json parse_body_ordered(std::string_view body);
+
+// `in_order`: the same body from parse_body_ordered (or a batch line's `body` parsed as ordered_json),
+// or null when it carries no JSON Schema; everything is validated on `body`.
+ChatRequest parse_chat_request(const nlohmann::json& body, const nlohmann::ordered_json* in_order = nullptr);
+CompletionRequest parse_completion_request(const nlohmann::json& body, int32_t n_vocab,
+                                           const nlohmann::ordered_json* in_order = nullptr);
+// parse_body, then the request, with parse_body_ordered's copy when the body carries a JSON Schema: what
+// the HTTP routes call.
+ChatRequest parse_chat_request_text(std::string_view text);
+CompletionRequest parse_completion_request_text(std::string_view text, int32_t n_vocab);
 EmbeddingRequest parse_embedding_request(const nlohmann::json& body, int32_t n_vocab);
 TokenizeRequest parse_tokenize_request(const nlohmann::json& body);
 DetokenizeRequest parse_detokenize_request(const nlohmann::json& body, int32_t n_vocab);

@@ -3,9 +3,11 @@
 #include "server/request.h"
 
 #include "grammar/grammar.h"
+#include "util/error.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 
 namespace moe::server {
@@ -392,6 +394,51 @@ TEST(ServerRequest, UnknownFieldsAreRefusedByName) {
   expect_param([&] { parse_chat_request(chat_body({{"echo", true}})); }, "echo");
   expect_param([&] { parse_chat_request(chat_body({{"store", true}})); }, "store");
   expect_param([&] { parse_chat_request(chat_body({{"function_call", "auto"}})); }, "function_call");
+}
+
+// A JSON Schema's properties are written in the schema's own order (z, a, m here), as OpenAI and
+// llama.cpp write them, not in the sorted order nlohmann::json gives the body: on both routes, for
+// response_format json_schema and guided_json (object or string). Every other key order is refused.
+TEST(ServerRequest, JsonSchemaPropertiesKeepSchemaOrder) {
+  const std::string schema = R"({"type": "object", "additionalProperties": false, "required": ["z", "a", "m"],
+      "properties": {"z": {"type": "integer"}, "a": {"type": "integer"}, "m": {"type": "integer"}}})";
+  auto only_schema_order = [](const std::shared_ptr<const grammar::Grammar>& g, const std::string& what) {
+    ASSERT_TRUE(g) << what;
+    std::string keys = "zam";
+    std::sort(keys.begin(), keys.end());
+    int accepted = 0;
+    do {
+      std::string out = cat("{\"", keys[0], "\": 1, \"", keys[1], "\": 2, \"", keys[2], "\": 3}");
+      grammar::Matcher m(g);
+      const bool ok = m.advance(out) && m.complete();
+      EXPECT_EQ(ok, keys == "zam") << what << ": " << out;
+      accepted += ok;
+    } while (std::next_permutation(keys.begin(), keys.end()));
+    EXPECT_EQ(accepted, 1) << what;
+  };
+  const std::string messages = R"("messages": [{"role": "user", "content": "hi"}])";
+  const std::string rf_chat = cat(R"({"response_format": {"type": "json_schema", "json_schema": {"name": "o", "schema": )",
+                                  schema, "}}, ", messages, "}");
+  const std::string gj_completion = cat(R"({"prompt": "x", "guided_json": )", schema, "}");
+  EXPECT_TRUE(has_json_schema(parse_body(rf_chat)));
+  EXPECT_TRUE(has_json_schema(parse_body(gj_completion)));
+  only_schema_order(parse_chat_request_text(rf_chat).gen.sampling.grammar, "chat, response_format");
+  only_schema_order(parse_completion_request_text(gj_completion, 512).gen.sampling.grammar, "completions, guided_json");
+  const nlohmann::ordered_json in_order = parse_body_ordered(rf_chat);  // as a batch line's body is passed
+  only_schema_order(parse_chat_request(parse_body(rf_chat), &in_order).gen.sampling.grammar, "in_order given");
+  // guided_json as a string is parsed in its own order, with or without the ordered body.
+  only_schema_order(parse_completion_request({{"prompt", "x"}, {"guided_json", schema}}, 512).gen.sampling.grammar,
+                    "guided_json string");
+  // The test can fail: from the sorted body alone the order is a, m, z.
+  grammar::Matcher sorted(parse_completion_request(parse_body(gj_completion), 512).gen.sampling.grammar);
+  EXPECT_TRUE(sorted.advance("{\"a\": 2, \"m\": 3, \"z\": 1}") && sorted.complete());
+  EXPECT_FALSE(has_json_schema(parse_body(R"({"prompt": "x", "response_format": {"type": "json_object"}})")));
+  // The re-parse keeps parse_body's depth bound.
+  const std::string deep = "{\"guided_json\": " + std::string(bounds::kMaxJsonDepth + 1, '[') +
+                           std::string(bounds::kMaxJsonDepth + 1, ']') + "}";
+  EXPECT_THROW(parse_body_ordered(deep), ApiError);
+  expect_param([&] { parse_completion_request({{"prompt", "x"}, {"guided_json", std::string(300, '[')}}, 512); },
+               "guided_json");
 }
 
 TEST(ServerRequest, OutputConstraints) {

@@ -791,7 +791,7 @@ struct Server::Impl {
   // ---- handlers ----------------------------------------------------------------------------------
 
   void chat_completions(const httplib::Request& req, const std::string& text, httplib::Response& res) {
-    ChatRequest r = parse_chat_request(parse_body(text));
+    ChatRequest r = parse_chat_request_text(text);  // JSON Schemas in their sent key order
     const auto adapter = resolve_adapter(r.gen.model);
     if (r.tools) {  // tool calling (tools.h): the tools parsed again in their sent key order for the template
       ToolRequest tools = *parse_openai_tools(nlohmann::ordered_json::parse(text));
@@ -804,7 +804,7 @@ struct Server::Impl {
   }
 
   void completions(const httplib::Request& req, const std::string& text, httplib::Response& res) {
-    CompletionRequest r = parse_completion_request(parse_body(text), backend.n_vocab());
+    CompletionRequest r = parse_completion_request_text(text, backend.n_vocab());
     const auto adapter = resolve_adapter(r.gen.model);
     std::vector<std::vector<int32_t>> prompts;
     std::vector<std::string> echo_texts;

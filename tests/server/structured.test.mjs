@@ -2,9 +2,9 @@
 // `client.chat.completions.parse` with a zod schema (zodResponseFormat), 34 JSON schemas (recursive and
 // anyOf ones among them) whose every answer must parse and validate with ajv (a finish_reason "length"
 // answer too: the grammar's shortest completion is forced when the budget runs out), json_object with
-// tiny budgets, grammar / guided_* / logit_bias / echo, unknown fields refused by name, and hostile
-// constraints (10,000-level schema, 1 MB schema, left-recursive grammar, catastrophic regex) each getting a
-// 400 quickly while the server keeps serving.
+// tiny budgets, object properties in the schema's order, grammar / guided_* / logit_bias / echo, unknown
+// fields refused by name, and hostile constraints (10,000-level schema, 1 MB schema, left-recursive
+// grammar, catastrophic regex) each getting a 400 quickly while the server keeps serving.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import Ajv from 'ajv/dist/2020.js';
@@ -144,6 +144,20 @@ describe('structured outputs', () => {
     }
     assert.ok(new Ajv({ strict: false }).validate(schema, JSON.parse(text)), text);
     assert.ok(finish === 'stop' || finish === 'length');
+  });
+
+  test('json_schema answers write properties in the schema order, not alphabetically', async () => {
+    const digit = { type: 'integer', minimum: 0, maximum: 9 };
+    const schema = { type: 'object', properties: { z: digit, a: digit, m: digit }, required: ['z', 'a', 'm'], additionalProperties: false };
+    for (const seed of [1, 2]) {
+      const c = await client.chat.completions.create({
+        model, messages: ask, max_tokens: 60, temperature: 1, seed,
+        response_format: { type: 'json_schema', json_schema: { name: 'zam', schema, strict: true } },
+      });
+      assert.deepEqual(Object.keys(JSON.parse(c.choices[0].message.content)), ['z', 'a', 'm'], c.choices[0].message.content);
+      const t = await client.completions.create({ model, prompt: 'x', max_tokens: 60, temperature: 1, seed, guided_json: schema });
+      assert.deepEqual(Object.keys(JSON.parse(t.choices[0].text)), ['z', 'a', 'm'], t.choices[0].text);
+    }
   });
 });
 
