@@ -83,7 +83,7 @@ gguf::Writer gguf_writer_for(const gguf::File& view, gguf::Writer::Producer& pro
   GgmlType common = GgmlType::F32;
   bool first_matrix = true;
   for (const auto& [key, value] : view.metadata())
-    if (key.rfind("moe.", 0) != 0) w.set(key, value);
+    if (key.rfind("moe.", 0) != 0 || key == kEosIdsKey) w.set(key, value);  // the EOS list still holds
   auto sources = std::make_shared<std::vector<Source>>();
   for (auto& [name, s] : ordered) {
     for (size_t e = 0; e < s.parts.size(); ++e)

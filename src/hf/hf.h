@@ -23,6 +23,9 @@ namespace moe::hf {
 
 // The metadata key that tells the model its Q/K rows are in HF order (never written to a GGUF file).
 inline constexpr const char* kRotateHalfKey = "moe.rope.rotate_half";
+// Every id of generation_config.json's `eos_token_id` when it lists several (int32 array; the engine
+// stops on each). Kept by `moe convert` (GGUF itself has one EOS id).
+inline constexpr const char* kEosIdsKey = "moe.tokenizer.eos_token_ids";
 
 // True when `path` is a directory holding a config.json.
 bool is_checkpoint_dir(const std::string& path);
