@@ -407,8 +407,10 @@ gguf::File open_checkpoint(const std::string& dir_str) {
   }
   // What the model occupies: the mapped shards plus the buffers made at load (AWQ expansions, widened
   // norms), so that the planner's totals count the buffers too.
-  uint64_t bytes = storage->ckpt.total_bytes();
-  for (const auto& buf : storage->buffers) bytes += buf.size() * sizeof(float);
+  uint64_t copies = 0;
+  for (const auto& buf : storage->buffers) copies += buf.size() * sizeof(float);
+  const uint64_t bytes = storage->ckpt.total_bytes() + copies;
+  kv.emplace_back(kLoadCopyBytesKey, gguf::Value::uint64(copies));
   return gguf::File::assemble(dir_str, std::move(kv), b.take(), storage, bytes);
 }
 
