@@ -27,7 +27,7 @@ inline constexpr const char* kRotateHalfKey = "moe.rope.rotate_half";
 // stops on each). Kept by `moe convert` (GGUF itself has one EOS id).
 inline constexpr const char* kEosIdsKey = "moe.tokenizer.eos_token_ids";
 // The bytes of the view's load-time F32 copies (AWQ expansions, widened norms): resident memory, not
-// mapped file pages (uint64; `moe plan` and `moe info` report it).
+// mapped file pages (uint64; `moe plan` reports it; never written to a GGUF).
 inline constexpr const char* kLoadCopyBytesKey = "moe.hf.load_copy_bytes";
 
 // True when `path` is a directory holding a config.json.
