@@ -163,6 +163,29 @@ TEST(PlanE2E, BudgetsAndFit) {
   EXPECT_GT(plan_json({"--preset", "tiny-mixtral", "--type", "Q4_0", "--device", "host"})["budget_bytes"], 0u);
 }
 
+// A Hugging Face view maps its safetensors in place, but AWQ projections are expanded to F32 at load:
+// resident copies, which the plan must not call "mapped in place". The AWQ fixture quantizes q/k/v/o and
+// every expert's w1/w2/w3 (2 layers, n_embd 256, q 256 rows, k/v 128, n_ff 256, 8 experts) and keeps its
+// norms in F32, so the copies are 4 bytes x 2 x (256+128+128+256 + 8x3x256) x 256 values.
+TEST(PlanE2E, HuggingFaceLoadTimeCopiesAreResidentNotMapped) {
+  MOE_REQUIRE_FIXTURE("models/hf/tiny-mixtral-awq/config.json");
+  MOE_REQUIRE_FIXTURE("models/tiny-mixtral/tiny-mixtral.F16.gguf");
+  const std::string awq = moe::testing::fixture("models/hf/tiny-mixtral-awq");
+  const uint64_t expanded = 4ull * 2 * (256 + 128 + 128 + 256 + 8 * 3 * 256) * 256;
+  const json j = plan_json({awq, "-c", "256"});
+  EXPECT_EQ(j["weights_copied_bytes"].get<uint64_t>(), expanded);
+  EXPECT_GT(j["file_bytes"].get<uint64_t>(), expanded);
+  auto r = run_moe({"plan", awq, "-c", "256"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("resident load-time F32 copies"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find(", mapped in place"), std::string::npos) << r.out;
+  // A GGUF file is mapped whole.
+  const std::string gguf = moe::testing::fixture("models/tiny-mixtral/tiny-mixtral.F16.gguf");
+  EXPECT_EQ(plan_json({gguf, "-c", "256"})["weights_copied_bytes"].get<uint64_t>(), 0u);
+  auto g = run_moe({"plan", gguf, "-c", "256"});
+  EXPECT_NE(g.out.find(", mapped in place"), std::string::npos) << g.out;
+}
+
 TEST(PlanE2E, BadInput) {
   expect_error({"plan", "--preset", "mixtral-8x7b", "--type", "Q9_K"}, "unknown quantization type 'Q9_K'");
   expect_error({"plan", "--preset", "mixtral-9x9b"}, "unknown model preset 'mixtral-9x9b'");

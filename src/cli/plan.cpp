@@ -4,6 +4,7 @@
 // (src/plan/memory.h). A preset without --type prints one table over every quantization type.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -53,6 +54,7 @@ struct Subject {
   model::HParams hp;
   plan::Metadata metadata;
   plan::WeightsLayout weights;
+  uint64_t copied_bytes = 0;  // of file_bytes: load-time F32 copies (an HF view's AWQ expansions), not mapped
 };
 
 struct Budget {
@@ -124,6 +126,7 @@ Subject subject_for(const PlanOpts& o, const gguf::File* file, const model::HPar
       s.type = file_type_text(*file);
       s.metadata = file->metadata();
       s.weights = plan::layout_of_file(*file);
+      s.copied_bytes = file->get_uint(hf::kLoadCopyBytesKey).value_or(0);
     }
   } else {
     // Exactly what `moe synth --shape <preset> --type <mix>` writes (same name, synthetic vocabulary).
@@ -170,6 +173,7 @@ nlohmann::json plan_json(const Subject& s, const plan::MemoryPlan& p, const plan
   j["kv_bytes_per_token"] = p.kv_bytes_per_token;
   j["kv_blocks"] = p.kv_blocks;
   j["kv_bytes"] = p.kv_bytes;
+  j["weights_copied_bytes"] = s.copied_bytes;  // of file_bytes: resident load-time copies, not mapped
   j["workspace_bytes"] = p.workspace_bytes;
   j["overhead_bytes"] = p.overhead_bytes;
   j["overhead"] = {{"process", p.overhead.process}, {"metadata", p.overhead.metadata},
@@ -193,10 +197,17 @@ void print_single(const Subject& s, const plan::MemoryPlan& p, const plan::Memor
                   const plan::Fit& f) {
   const auto& hp = s.hp;
   std::printf("model      %s, %s: %s\n", s.label.c_str(), s.type.c_str(), params_text(hp).c_str());
-  std::printf("weights    %s of tensor data (%.2f bits/weight); file %s, mapped in place\n",
-              plan::format_bytes(p.weights_bytes).c_str(),
-              8.0 * static_cast<double>(p.weights_bytes) / static_cast<double>(plan::parameter_count(hp)),
-              plan::format_bytes(p.file_bytes).c_str());
+  const double bits = 8.0 * static_cast<double>(p.weights_bytes) / static_cast<double>(plan::parameter_count(hp));
+  if (s.copied_bytes == 0) {
+    std::printf("weights    %s of tensor data (%.2f bits/weight); file %s, mapped in place\n",
+                plan::format_bytes(p.weights_bytes).c_str(), bits, plan::format_bytes(p.file_bytes).c_str());
+  } else {  // an HF view: the safetensors are mapped, AWQ expansions and widened norms are resident copies
+    std::printf("weights    %s of tensor data (%.2f bits/weight); %s: %s mapped in place + %s resident load-time "
+                "F32 copies (AWQ expansions, widened norms)\n",
+                plan::format_bytes(p.weights_bytes).c_str(), bits, plan::format_bytes(p.file_bytes).c_str(),
+                plan::format_bytes(p.file_bytes - std::min(p.file_bytes, s.copied_bytes)).c_str(),
+                plan::format_bytes(s.copied_bytes).c_str());
+  }
   std::map<std::string, int> fallbacks;
   for (const auto& t : s.weights.tensors)
     if (t.type != t.wanted) ++fallbacks[cat(type_name(t.wanted), " -> ", type_name(t.type))];

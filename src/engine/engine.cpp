@@ -26,6 +26,7 @@
 #include "engine/scheduler.h"
 #include "engine/stop_matcher.h"
 #include "grammar/grammar.h"
+#include "hf/hf.h"
 #include "kv/cache.h"
 #include "model/lora.h"
 #include "model/model.h"
@@ -162,6 +163,13 @@ std::shared_ptr<const grammar::Grammar> json_object_grammar() {
 Engine::Impl::Impl(std::shared_ptr<const LoadedModel> m, const EngineConfig& c)
     : cfg(checked(c)), lm(std::move(m)), model(*lm->model), tok(*lm->tokenizer), eot_ids(lm->prompts->end_of_turn_ids()) {
   const auto& hp = model.hparams();
+  // A Hugging Face checkpoint's generation_config.json may list several EOS ids (hf.h: kEosIdsKey);
+  // those beyond the tokenizer's EOS stop generation like it (they join the end-of-turn ids).
+  if (auto ids = model.file().get_int_array(hf::kEosIdsKey))
+    for (const int64_t id : *ids)
+      if (id >= 0 && id < tok.n_vocab() && id != tok.eos_id() &&
+          std::find(eot_ids.begin(), eot_ids.end(), id) == eot_ids.end())
+        eot_ids.push_back(static_cast<int32_t>(id));
 
   // KV pool: the memory budget, or room for max_num_seqs sequences of max_model_len tokens.
   kv::Geometry g = model.kv_geometry(cfg.kv_type);

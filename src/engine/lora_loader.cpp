@@ -146,8 +146,13 @@ LoraInfo inspect_lora(const std::string& dir, const model::HParams& hp, model::Q
 }
 
 std::shared_ptr<const model::LoraWeights> load_lora(const std::string& dir, const model::ModelSpec& base) {
+  return load_lora(dir, base.hp, model::qk_row_order(base.hp));
+}
+
+std::shared_ptr<const model::LoraWeights> load_lora(const std::string& dir, const model::HParams& hp,
+                                                    model::QkRowOrder order) {
   Opened o = open_dir(dir);
-  return model::bind_lora(base.hp, o.config, o.tensors, model::qk_row_order(base.hp), dir);
+  return model::bind_lora(hp, o.config, o.tensors, order, dir);
 }
 
 LoraArg parse_lora_arg(const std::string& arg) {

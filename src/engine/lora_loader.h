@@ -35,6 +35,10 @@ LoraInfo inspect_lora(const std::string& dir, const model::ModelSpec& base);
 // planner counts adapter bytes before the model loads).
 LoraInfo inspect_lora(const std::string& dir, const model::HParams& hp, model::QkRowOrder order);
 std::shared_ptr<const model::LoraWeights> load_lora(const std::string& dir, const model::ModelSpec& base);
+// The same for a base not loaded as a model (`moe convert --lora` merges into the rows it writes, in
+// `order`).
+std::shared_ptr<const model::LoraWeights> load_lora(const std::string& dir, const model::HParams& hp,
+                                                    model::QkRowOrder order);
 
 // `--lora PATH[:SCALE]`: the adapter directory and a factor on its alpha/r (default 1). The suffix is
 // taken as a scale only when it parses as a finite number, so paths with colons still work.

@@ -6,14 +6,28 @@
 // and the tensors in llama.cpp's order (non-layer tensors by name, then each layer's by name). Tensor
 // bytes are copied as stored (F16, BF16, F32; AWQ as its exact F32 expansion).
 #pragma once
+#include <functional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "gguf/gguf.h"
 
 namespace moe::hf {
 
+// A change to some output tensors on their way out (`moe convert --lora` merges adapters this way). An
+// edited tensor is handed to `apply` as F32 values in the output's layout (ggml ne, experts stacked, Q/K
+// rows already in GGUF order) and written as F32 when stored as F32 or when `f32` is set (an intermediate
+// file quantized afterwards, so the edited values are rounded once), F16 otherwise (a merged value is no
+// longer a BF16 value; F16 keeps 3 more mantissa bits).
+struct TensorEdit {
+  bool f32 = false;
+  std::function<bool(const std::string& gguf_name)> edits;
+  std::function<void(const std::string& gguf_name, const std::vector<int64_t>& ne, std::span<float> values)> apply;
+};
+
 // The GGUF writer for `view` (a File from open_checkpoint), tensors produced on demand from the view's
-// bytes; `view` must outlive the writer's write().
-gguf::Writer gguf_writer_for(const gguf::File& view, gguf::Writer::Producer& producer);
+// bytes; `view` (and `edit`, when given) must outlive the writer's write().
+gguf::Writer gguf_writer_for(const gguf::File& view, gguf::Writer::Producer& producer, const TensorEdit* edit = nullptr);
 
 }  // namespace moe::hf

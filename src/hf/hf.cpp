@@ -187,6 +187,19 @@ void tokenizer_metadata(const fs::path& dir, const Config& c, std::vector<std::p
     if (id >= c.n_vocab) fail(dir.string(), ": the ", key, " token id ", id, " is outside the vocabulary of ", c.n_vocab);
   if (bos >= 0) kv.emplace_back("tokenizer.ggml.bos_token_id", gguf::Value::uint32(static_cast<uint32_t>(bos)));
   if (eos >= 0) kv.emplace_back("tokenizer.ggml.eos_token_id", gguf::Value::uint32(static_cast<uint32_t>(eos)));
+  // generation_config.json may list several EOS ids (a base's EOS and a chat end-of-turn token); the
+  // first is EOS above, and every one must stop generation: the whole list goes to kEosIdsKey, which the
+  // engine adds to its stop ids (GGUF has one EOS id only).
+  if (auto it = gc.find("eos_token_id"); it != gc.end() && it->is_array()) {
+    std::vector<int32_t> ids;
+    for (const json& x : *it) {
+      if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= c.n_vocab)
+        fail((dir / "generation_config.json").string(), ": eos_token_id holds ", x.dump(),
+             ", not a token id of the vocabulary of ", c.n_vocab);
+      ids.push_back(static_cast<int32_t>(x.get<int64_t>()));
+    }
+    if (ids.size() > 1) kv.emplace_back(kEosIdsKey, gguf::Value::int32_array(ids));
+  }
   if (v.unk_id < 0)  // the tokenizer's rule: the first piece of type Unknown
     for (size_t i = 0; i < v.types.size() && v.unk_id < 0; ++i)
       if (v.types[i] == tokenizer::TokenType::Unknown) v.unk_id = static_cast<int32_t>(i);
@@ -394,8 +407,10 @@ gguf::File open_checkpoint(const std::string& dir_str) {
   }
   // What the model occupies: the mapped shards plus the buffers made at load (AWQ expansions, widened
   // norms), so that the planner's totals count the buffers too.
-  uint64_t bytes = storage->ckpt.total_bytes();
-  for (const auto& buf : storage->buffers) bytes += buf.size() * sizeof(float);
+  uint64_t copies = 0;
+  for (const auto& buf : storage->buffers) copies += buf.size() * sizeof(float);
+  const uint64_t bytes = storage->ckpt.total_bytes() + copies;
+  kv.emplace_back(kLoadCopyBytesKey, gguf::Value::uint64(copies));
   return gguf::File::assemble(dir_str, std::move(kv), b.take(), storage, bytes);
 }
 

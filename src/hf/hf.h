@@ -23,6 +23,12 @@ namespace moe::hf {
 
 // The metadata key that tells the model its Q/K rows are in HF order (never written to a GGUF file).
 inline constexpr const char* kRotateHalfKey = "moe.rope.rotate_half";
+// Every id of generation_config.json's `eos_token_id` when it lists several (int32 array; the engine
+// stops on each). Kept by `moe convert` (GGUF itself has one EOS id).
+inline constexpr const char* kEosIdsKey = "moe.tokenizer.eos_token_ids";
+// The bytes of the view's load-time F32 copies (AWQ expansions, widened norms): resident memory, not
+// mapped file pages (uint64; `moe plan` reports it; never written to a GGUF).
+inline constexpr const char* kLoadCopyBytesKey = "moe.hf.load_copy_bytes";
 
 // True when `path` is a directory holding a config.json.
 bool is_checkpoint_dir(const std::string& path);
