@@ -117,7 +117,7 @@ void dot_q2_K_tokens(const void* wv, const uint8_t* xv, size_t stride, int64_t n
     MOE_UNROLL
     for (int n = 0; n < 2; ++n) {
       const __m256i q = load256(w[i].qs + 32 * n);
-      const __m256i scs = _mm256_permute2x128_si256(sc16, sc16, n == 0 ? 0x00 : 0x11);
+      const __m256i scs = (n == 0 ? _mm256_permute2x128_si256(sc16, sc16, 0x00) : _mm256_permute2x128_si256(sc16, sc16, 0x11));
       MOE_UNROLL
       for (int j = 0; j < 4; ++j) {
         const __m256i qj = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), three);
@@ -159,7 +159,7 @@ void dot_q3_K_tokens(const void* wv, const uint8_t* xv, size_t stride, int64_t n
     MOE_UNROLL
     for (int n = 0; n < 2; ++n) {
       const __m256i q = load256(w[i].qs + 32 * n);
-      const __m256i scs = _mm256_permute2x128_si256(sc16, sc16, n == 0 ? 0x00 : 0x11);
+      const __m256i scs = (n == 0 ? _mm256_permute2x128_si256(sc16, sc16, 0x00) : _mm256_permute2x128_si256(sc16, sc16, 0x11));
       MOE_UNROLL
       for (int j = 0; j < 4; ++j) {
         const int g = 4 * n + j;
@@ -256,7 +256,7 @@ void dot_q6_K_tokens(const void* wv, const uint8_t* xv, size_t stride, int64_t n
     for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
     MOE_UNROLL
     for (int n = 0; n < 2; ++n) {
-      const __m256i scs = _mm256_permute2x128_si256(sc16, sc16, n == 0 ? 0x00 : 0x11);
+      const __m256i scs = (n == 0 ? _mm256_permute2x128_si256(sc16, sc16, 0x00) : _mm256_permute2x128_si256(sc16, sc16, 0x11));
       const __m256i ql0 = load256(w[i].ql + 64 * n), ql1 = load256(w[i].ql + 64 * n + 32);
       const __m256i qh = load256(w[i].qh + 32 * n);
       MOE_UNROLL
