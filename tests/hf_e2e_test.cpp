@@ -20,6 +20,7 @@
 
 #include "gguf/gguf.h"
 #include "safetensors/safetensors.h"
+#include "logits_compare.h"
 #include "testutil/fixtures.h"
 #include "util/error.h"
 #include "util/fp16.h"
@@ -27,36 +28,14 @@
 namespace moe {
 namespace {
 
+using moe::testing::expect_same_argmax;
 using moe::testing::fixture;
+using moe::testing::read_f32;
+using moe::testing::rel_l2;
 using moe::testing::run_moe;
 using moe::testing::temp_path;
 
 constexpr int64_t kVocab = 512;
-
-std::vector<float> read_f32(const std::string& path) {
-  const std::string bytes = moe::testing::read_file(path);
-  std::vector<float> v(bytes.size() / 4);
-  std::memcpy(v.data(), bytes.data(), v.size() * 4);
-  return v;
-}
-
-double rel_l2(const std::vector<float>& got, const std::vector<float>& ref) {
-  double n = 0, d = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    n += (static_cast<double>(got[i]) - ref[i]) * (static_cast<double>(got[i]) - ref[i]);
-    d += static_cast<double>(ref[i]) * ref[i];
-  }
-  return std::sqrt(n / d);
-}
-
-void expect_same_argmax(const std::vector<float>& a, const std::vector<float>& b) {
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t p = 0; p * kVocab < a.size(); ++p) {
-    auto row = [&](const std::vector<float>& v) { return v.begin() + static_cast<std::ptrdiff_t>(p * kVocab); };
-    EXPECT_EQ(std::max_element(row(a), row(a) + kVocab) - row(a), std::max_element(row(b), row(b) + kVocab) - row(b))
-        << "position " << p;
-  }
-}
 
 std::vector<float> logits(const std::string& model, const std::string& flags) {
   const std::string out = temp_path("hf-logits");
@@ -83,11 +62,11 @@ TEST(HfCheckpoint, LogitsMatchTheFloat64Reference) {
   RecordProperty("hf_fast_error", cat(fast_err));
   EXPECT_LE(fast_err, 3e-3);
   EXPECT_LE(fast_err, 1.25 * rel_l2(llama_f16, llama_ref));
-  expect_same_argmax(fast, ref);
+  expect_same_argmax(fast, ref, kVocab);
   const auto exact = logits(dir, kExact);
   ASSERT_EQ(exact.size(), ref.size());
   EXPECT_LE(rel_l2(exact, ref), 1e-5);
-  expect_same_argmax(exact, ref);
+  expect_same_argmax(exact, ref, kVocab);
 }
 
 TEST(HfCheckpoint, AwqNoFartherThanOurQ4_1FromItsReference) {
@@ -219,7 +198,7 @@ TEST(HfCheckpoint, OwnBf16CheckpointMatchesTheSameWeightsAsGguf) {
   ASSERT_EQ(a.size(), 25u * kVocab);
   ASSERT_EQ(b.size(), a.size());
   EXPECT_LE(rel_l2(a, b), 1e-5);
-  expect_same_argmax(a, b);
+  expect_same_argmax(a, b, kVocab);
   // And the tokenizer came along: the same ids as the GGUF's.
   auto t1 = run_moe(cat("tokenize '", dir.dir(), "'"), "Once upon a time");
   auto t2 = run_moe(cat("tokenize '", dir.file("same.gguf"), "'"), "Once upon a time");

@@ -21,41 +21,22 @@
 #include <string>
 #include <vector>
 
+#include "logits_compare.h"
 #include "testutil/fixtures.h"
 #include "util/error.h"
 
 namespace moe {
 namespace {
 
+using moe::testing::expect_same_argmax;
 using moe::testing::fixture;
+using moe::testing::read_f32;
+using moe::testing::rel_l2;
 using moe::testing::run_moe_args;
 
 constexpr int64_t kVocab = 512;
 constexpr size_t kPositions = 25;
 const char* kHfBase = "models/hf/tiny-mixtral-hf";
-
-std::vector<float> read_f32(const std::string& path) {
-  const std::string bytes = moe::testing::read_file(path);
-  std::vector<float> v(bytes.size() / 4);
-  std::memcpy(v.data(), bytes.data(), v.size() * 4);
-  return v;
-}
-
-double rel_l2(const std::vector<float>& got, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    num += (static_cast<double>(got[i]) - ref[i]) * (static_cast<double>(got[i]) - ref[i]);
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  return std::sqrt(num / den);
-}
-
-int argmax(const std::vector<float>& v, size_t row) {
-  int best = 0;
-  for (int i = 1; i < kVocab; ++i)
-    if (v[row * kVocab + i] > v[row * kVocab + best]) best = i;
-  return best;
-}
 
 // `moe logits MODEL` on the golden tokens with extra arguments ({} on error, the test failed).
 std::vector<float> logits(const std::string& model, const std::vector<std::string>& extra, const std::string& tag) {
@@ -97,7 +78,7 @@ TEST(LoraConvert, MergedAdaptersMatchTheReferenceAndTheSidePath) {
     const auto fast = logits(f16, {}, name + "-f16");
     ASSERT_EQ(fast.size(), ref.size());
     EXPECT_LE(rel_l2(fast, ref), 5e-3);
-    for (size_t p = 0; p < kPositions; ++p) EXPECT_EQ(argmax(fast, p), argmax(ref, p)) << "position " << p;
+    expect_same_argmax(fast, ref, kVocab);
 
     const std::string f32 = convert(dir, name + ".F32.gguf", {"--lora", adapter, "--type", "F32"});
     const auto merged = logits(f32, kExact, name + "-f32");

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "safetensors/safetensors.h"
+#include "logits_compare.h"
 #include "testutil/fixtures.h"
 #include "util/error.h"
 #include "util/fp16.h"
@@ -33,35 +34,15 @@
 namespace moe {
 namespace {
 
+using moe::testing::expect_same_argmax;
 using moe::testing::fixture;
+using moe::testing::read_f32;
+using moe::testing::rel_l2;
 using moe::testing::run_moe_args;
 
 constexpr int64_t kVocab = 512;
 const char* kBase = "models/tiny-mixtral/tiny-mixtral.F16.gguf";
 const char* kHfBase = "models/hf/tiny-mixtral-hf";
-
-std::vector<float> read_f32(const std::string& path) {
-  const std::string bytes = moe::testing::read_file(path);
-  std::vector<float> v(bytes.size() / 4);
-  std::memcpy(v.data(), bytes.data(), v.size() * 4);
-  return v;
-}
-
-double rel_l2(const std::vector<float>& got, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    num += (static_cast<double>(got[i]) - ref[i]) * (static_cast<double>(got[i]) - ref[i]);
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  return std::sqrt(num / den);
-}
-
-int argmax(const std::vector<float>& v, size_t row) {
-  int best = 0;
-  for (int i = 1; i < kVocab; ++i)
-    if (v[row * kVocab + i] > v[row * kVocab + best]) best = i;
-  return best;
-}
 
 std::string tokens_arg() { return "@" + fixture("golden/tiny-mixtral.tokens"); }
 
@@ -92,7 +73,7 @@ void check_fixture_adapters(const char* base_model) {
     ASSERT_EQ(exact.size(), ref.size());
     EXPECT_LE(rel_l2(fast, ref), 5e-3);
     EXPECT_LE(rel_l2(exact, ref), 1e-5);
-    for (size_t p = 0; p < 25; ++p) EXPECT_EQ(argmax(fast, p), argmax(ref, p)) << "position " << p;
+    expect_same_argmax(fast, ref, kVocab);
     EXPECT_GT(rel_l2(base, ref), 0.1);  // the adapter is what brings the base to the reference
     ::testing::Test::RecordProperty("fast_error_" + name, cat(rel_l2(fast, ref)));
     ::testing::Test::RecordProperty("exact_error_" + name, cat(rel_l2(exact, ref)));
