@@ -100,7 +100,7 @@ const char* const kAppFooter =
 
 int main(int argc, char** argv) {
   using namespace moe::cli;
-  CLI::App app{"moe: run and serve Mixtral-family sparse Mixture-of-Experts models from GGUF files"};
+  CLI::App app{"moe: run and serve Mixtral-family sparse Mixture-of-Experts models from GGUF files and Hugging Face checkpoints"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::function<std::string()>(version_text),
                        "Print the version, commit, build and the kernels this CPU uses, and exit");
