@@ -10,6 +10,7 @@
 
 #include "grammar/grammar.h"
 #include "util/error.h"
+#include "util/json_limits.h"
 
 namespace moe::server {
 
@@ -266,20 +267,24 @@ std::vector<std::pair<int32_t, float>> parse_logit_bias(const json& body) {
   return out;
 }
 
-// Parses JSON text into J (json, keys sorted, or ordered_json, keys as sent), checking the depth as each
-// array or object opens, so text nested millions deep is refused after kMaxJsonDepth levels have been
-// built, not after all of them (a 6 MB body cost ~200 MB). Errors are 400s naming `param`.
+// Parses JSON text into J (json, keys sorted, or ordered_json, keys as sent) after util/json_limits'
+// linear pre-scan has checked the depth without building anything, so text nested millions deep is
+// refused before a value exists (a 6 MB one cost ~200 MB when parsed). Not nlohmann's parser callback:
+// with one, a body holding an object of 60,000 keys took 7.8 s to parse instead of 20 ms (measured).
+// Errors are 400s naming `param`.
 template <class J>
 J parse_depth_bounded(std::string_view text, const std::string& subject, const std::string& param) {
-  auto depth_bound = [&](int depth, typename J::parse_event_t event, J&) {
-    if ((event == J::parse_event_t::object_start || event == J::parse_event_t::array_start) &&
-        depth >= bounds::kMaxJsonDepth)
-      throw ApiError(400, cat(subject, " nests arrays and objects more than ", bounds::kMaxJsonDepth, " levels deep"),
-                     param, "invalid_request_error", "invalid_json");
-    return true;
-  };
+  util::JsonLimits limits;
+  limits.max_bytes = text.size();  // the size is bounded by the HTTP layer's body limits, per route
+  limits.max_depth = bounds::kMaxJsonDepth;
   try {
-    return J::parse(text.begin(), text.end(), depth_bound);
+    util::check_json_limits(text, limits, subject);
+  } catch (const Error&) {
+    throw ApiError(400, cat(subject, " nests arrays and objects more than ", bounds::kMaxJsonDepth, " levels deep"),
+                   param, "invalid_request_error", "invalid_json");
+  }
+  try {
+    return J::parse(text.begin(), text.end());
   } catch (const typename J::exception& e) {
     throw ApiError(400, cat(subject, " is not valid JSON: ", e.what()), param, "invalid_request_error", "invalid_json");
   }
