@@ -373,12 +373,26 @@ struct Routes {
         });
   }
 
-  // A `format` schema compiled again from the body as sent: parse_body sorts object keys, and the
-  // grammar writes properties in the schema's order.
-  static void keep_format_order(const std::string& text, ollama::Options& opts) {
+  // The body with its keys in the order sent (parse_body sorts them), parsed once, under parse_body's
+  // depth bound, and only when something needs that order: a `format` schema (the grammar writes
+  // properties in the schema's order) or tools (the template shows them as sent).
+  class SentOrder {
+   public:
+    explicit SentOrder(const std::string& text) : text_(text) {}
+    const nlohmann::ordered_json& body() {
+      if (!body_) body_ = parse_body_ordered(text_);
+      return *body_;
+    }
+
+   private:
+    const std::string& text_;
+    std::optional<nlohmann::ordered_json> body_;
+  };
+
+  // A `format` schema compiled again from the body as sent.
+  static void keep_format_order(SentOrder& sent, ollama::Options& opts) {
     if (!opts.sampling.grammar) return;
-    nlohmann::ordered_json body = nlohmann::ordered_json::parse(text);
-    opts.sampling.grammar = ollama::format_grammar(body["format"]);
+    opts.sampling.grammar = ollama::format_grammar(sent.body().at("format"));
   }
 
   // "done_reason": "load": Ollama's answer to an empty prompt (it loads the model and says so).
@@ -394,7 +408,8 @@ struct Routes {
   void generate(const httplib::Request& req, const std::string& text, httplib::Response& res) {
     ollama::GenerateRequest r = ollama::parse_generate(parse_body(text), backend().n_vocab());
     check_model(r.model);
-    keep_format_order(text, r.options);
+    SentOrder sent(text);
+    keep_format_order(sent, r.options);
     if (r.prompt.empty() && r.context.empty() && !r.template_text) return loaded(res, Kind::Generate, r.model);
     std::vector<int32_t> ids = r.context;
     const bool first = ids.empty();
@@ -433,10 +448,11 @@ struct Routes {
   void chat(const httplib::Request& req, const std::string& text, httplib::Response& res) {
     ollama::ChatRequest r = ollama::parse_chat(parse_body(text));
     check_model(r.model);
-    keep_format_order(text, r.options);
+    SentOrder sent(text);
+    keep_format_order(sent, r.options);
     if (r.messages.empty()) return loaded(res, Kind::Chat, r.model);
     if (r.tools) {  // tool calling (tools.h): the tools parsed again in their sent key order for the template
-      ToolRequest tools = *parse_ollama_tools(nlohmann::ordered_json::parse(text));
+      ToolRequest tools = *parse_ollama_tools(sent.body());
       ChatTools chat_tools;
       std::vector<int32_t> prompt = tool_prompt_ids(backend(), r.messages, tools, chat_tools, r.options.sampling);
       answer(req, res, submit(Kind::Chat, r.model, std::move(prompt), r.options, r.routing_trace, true, chat_tools),
