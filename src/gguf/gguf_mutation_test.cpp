@@ -17,6 +17,7 @@
 
 #include "gguf/gguf.h"
 #include "gguf/gguf_testing.h"
+#include "testutil/byte_mutator.h"
 
 namespace moe::gguf {
 namespace {
@@ -101,46 +102,35 @@ void parse_one(const std::vector<uint8_t>& bytes, const std::string& label, Outc
   }
 }
 
-class Mutator {
+// The GGUF edits on top of the format-blind ones (testutil/byte_mutator.h): numbers a reader trusts
+// (counts, lengths, types, offsets) overwritten with extreme values.
+class Mutator : public ::moe::testing::ByteMutator {
  public:
   Mutator(std::vector<uint8_t> base, uint64_t header_end, uint64_t seed)
-      : base_(std::move(base)), header_end_(header_end), rng_(seed) {}
-
-  const std::vector<uint8_t>& base() const { return base_; }
-
-  // Three times in four a position in the header and tensor infos, where the structure is.
-  size_t position(size_t size) {
-    if (size == 0) return 0;
-    size_t limit = (rng_() % 4 != 0) ? std::min<size_t>(size, header_end_) : size;
-    return static_cast<size_t>(rng_() % limit);
-  }
+      : ByteMutator(std::move(base), header_end, seed) {}
 
   uint64_t extreme_u64() {
     static const uint64_t kValues[] = {0, 1, 2, 3, 4, 5, 8, 12, 13, 31, 32, 33, 255, 256, 4096,
                                        0x7fffffffull, 0x80000000ull, 0xffffffffull, 0x100000000ull,
                                        1ull << 40, 1ull << 62, 0x7fffffffffffffffull, 0x8000000000000000ull,
                                        0xffffffffffffffffull, 0xfffffffffffffff0ull};
-    switch (rng_() % 4) {
-      case 0: return rng_();
-      case 1: return rng_() % 2048;
-      default: return kValues[rng_() % std::size(kValues)];
+    switch (rng() % 4) {
+      case 0: return rng();
+      case 1: return rng() % 2048;
+      default: return kValues[rng() % std::size(kValues)];
     }
   }
 
   uint32_t extreme_u32() {
     static const uint32_t kValues[] = {0, 1, 2, 3, 4, 5, 8, 9, 10, 12, 13, 14, 15, 28, 30, 31, 34, 35, 36,
                                        255, 0x7fffffffu, 0x80000000u, 0xffffffffu};
-    switch (rng_() % 4) {
-      case 0: return static_cast<uint32_t>(rng_());
-      case 1: return static_cast<uint32_t>(rng_() % 64);
-      default: return kValues[rng_() % std::size(kValues)];
+    switch (rng() % 4) {
+      case 0: return static_cast<uint32_t>(rng());
+      case 1: return static_cast<uint32_t>(rng() % 64);
+      default: return kValues[rng() % std::size(kValues)];
     }
   }
 
-  void flip_bytes(std::vector<uint8_t>& b) {
-    int n = 1 + static_cast<int>(rng_() % 4);
-    for (int k = 0; k < n && !b.empty(); ++k) b[position(b.size())] ^= static_cast<uint8_t>(1 + rng_() % 255);
-  }
   void overwrite_u64(std::vector<uint8_t>& b) {
     if (b.size() < 8) return;
     uint64_t v = extreme_u64();
@@ -151,42 +141,17 @@ class Mutator {
     uint32_t v = extreme_u32();
     std::memcpy(b.data() + std::min(position(b.size()), b.size() - 4), &v, 4);
   }
-  void truncate(std::vector<uint8_t>& b) { b.resize(static_cast<size_t>(rng_() % (b.size() + 1))); }
-  void duplicate_region(std::vector<uint8_t>& b) {
-    if (b.empty()) return;
-    size_t from = position(b.size());
-    size_t len = std::min<size_t>(b.size() - from, 1 + rng_() % 64);
-    std::vector<uint8_t> region(b.begin() + static_cast<long>(from), b.begin() + static_cast<long>(from + len));
-    size_t to = position(b.size());
-    if (rng_() % 2) {
-      b.insert(b.begin() + static_cast<long>(to), region.begin(), region.end());  // grows the file
-    } else {
-      len = std::min(len, b.size() - to);
-      std::memcpy(b.data() + to, region.data(), len);  // overwrites in place
-    }
-  }
-  void delete_region(std::vector<uint8_t>& b) {
-    if (b.empty()) return;
-    size_t from = position(b.size());
-    size_t len = std::min<size_t>(b.size() - from, 1 + rng_() % 16);
-    b.erase(b.begin() + static_cast<long>(from), b.begin() + static_cast<long>(from + len));
-  }
 
   void any(std::vector<uint8_t>& b) {
-    switch (rng_() % 6) {
+    switch (rng() % 6) {
       case 0: flip_bytes(b); break;
       case 1: overwrite_u64(b); break;
       case 2: overwrite_u32(b); break;
       case 3: truncate(b); break;
-      case 4: duplicate_region(b); break;
+      case 4: duplicate_region(b, 64, /*overwrite=*/true); break;
       default: delete_region(b); break;
     }
   }
-
- private:
-  std::vector<uint8_t> base_;
-  uint64_t header_end_;
-  std::mt19937_64 rng_;
 };
 
 // Runs `iterations` mutations on the sample file (alignments alternate between 32 and 64).
@@ -233,7 +198,7 @@ TEST(Mutation, Truncation) {
 
 TEST(Mutation, DuplicatedAndDeletedRegions) {
   expect_both_outcomes(run_mutations(5, 3000, [](Mutator& m, std::vector<uint8_t>& b) {
-    m.duplicate_region(b);
+    m.duplicate_region(b, 64, /*overwrite=*/true);
     m.delete_region(b);
   }));
 }

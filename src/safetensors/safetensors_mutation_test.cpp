@@ -15,6 +15,7 @@
 
 #include "safetensors/safetensors.h"
 #include "safetensors/safetensors_testing.h"
+#include "testutil/byte_mutator.h"
 
 namespace moe::safetensors {
 namespace {
@@ -64,33 +65,24 @@ void parse_one(const std::vector<uint8_t>& bytes, const std::string& label, Outc
   }
 }
 
-class Mutator {
+// The safetensors edits on top of the format-blind ones (testutil/byte_mutator.h): numbers in the JSON
+// header changed, and the 8-byte header length overwritten.
+class Mutator : public ::moe::testing::ByteMutator {
  public:
-  explicit Mutator(uint64_t seed) : base_(testing::sample_file()), rng_(seed) {
-    header_end_ = File::parse(base_).data_offset();
-  }
-  const std::vector<uint8_t>& base() const { return base_; }
+  explicit Mutator(uint64_t seed)
+      : ByteMutator(testing::sample_file(), File::parse(testing::sample_file()).data_offset(), seed) {}
 
-  size_t position(size_t size) {
-    if (size == 0) return 0;
-    const size_t limit = (rng_() % 4 != 0) ? std::min<size_t>(size, header_end_) : size;
-    return static_cast<size_t>(rng_() % limit);
-  }
-  void flip_bytes(std::vector<uint8_t>& b) {
-    const int n = 1 + static_cast<int>(rng_() % 4);
-    for (int k = 0; k < n && !b.empty(); ++k) b[position(b.size())] ^= static_cast<uint8_t>(1 + rng_() % 255);
-  }
   // A digit of the header replaced by another character that keeps the JSON plausible.
   void edit_number(std::vector<uint8_t>& b) {
     static const char kChars[] = "0123456789999-.e,]";
     for (int tries = 0; tries < 64 && b.size() > 8; ++tries) {
-      const size_t p = 8 + static_cast<size_t>(rng_() % (std::min<size_t>(b.size(), header_end_) - 8));
+      const size_t p = 8 + static_cast<size_t>(rng() % (std::min<size_t>(b.size(), header_end()) - 8));
       if (b[p] >= '0' && b[p] <= '9') {
-        if (rng_() % 3 == 0) {
-          const std::string big = std::to_string(rng_());
+        if (rng() % 3 == 0) {
+          const std::string big = std::to_string(rng());
           b.insert(b.begin() + static_cast<long>(p), big.begin(), big.end());
         } else {
-          b[p] = static_cast<uint8_t>(kChars[rng_() % (sizeof kChars - 1)]);
+          b[p] = static_cast<uint8_t>(kChars[rng() % (sizeof kChars - 1)]);
         }
         return;
       }
@@ -100,39 +92,19 @@ class Mutator {
     static const uint64_t kValues[] = {0, 1, 2, 7, 8, 0xffffffffull, 0x7fffffffffffffffull, 0xffffffffffffffffull,
                                        100u << 20, (100u << 20) + 1};
     if (b.size() < 8) return;
-    uint64_t v = (rng_() % 2) ? kValues[rng_() % std::size(kValues)] : (header_end_ - 8 + rng_() % 17 - 8);
+    uint64_t v = (rng() % 2) ? kValues[rng() % std::size(kValues)] : (header_end() - 8 + rng() % 17 - 8);
     std::memcpy(b.data(), &v, 8);
   }
-  void truncate(std::vector<uint8_t>& b) { b.resize(static_cast<size_t>(rng_() % (b.size() + 1))); }
-  void duplicate_region(std::vector<uint8_t>& b) {
-    if (b.empty()) return;
-    const size_t from = position(b.size());
-    const size_t len = std::min<size_t>(b.size() - from, 1 + rng_() % 48);
-    std::vector<uint8_t> region(b.begin() + static_cast<long>(from), b.begin() + static_cast<long>(from + len));
-    const size_t to = position(b.size());
-    b.insert(b.begin() + static_cast<long>(to), region.begin(), region.end());
-  }
-  void delete_region(std::vector<uint8_t>& b) {
-    if (b.empty()) return;
-    const size_t from = position(b.size());
-    const size_t len = std::min<size_t>(b.size() - from, 1 + rng_() % 16);
-    b.erase(b.begin() + static_cast<long>(from), b.begin() + static_cast<long>(from + len));
-  }
   void any(std::vector<uint8_t>& b) {
-    switch (rng_() % 6) {
+    switch (rng() % 6) {
       case 0: flip_bytes(b); break;
       case 1: edit_number(b); break;
       case 2: overwrite_length(b); break;
       case 3: truncate(b); break;
-      case 4: duplicate_region(b); break;
+      case 4: duplicate_region(b, 48, /*overwrite=*/false); break;
       default: delete_region(b); break;
     }
   }
-
- private:
-  std::vector<uint8_t> base_;
-  uint64_t header_end_ = 0;
-  std::mt19937_64 rng_;
 };
 
 template <typename Mutate>
@@ -176,7 +148,7 @@ TEST(SafetensorsMutation, LengthFieldAndTruncation) {
 
 TEST(SafetensorsMutation, DuplicatedAndDeletedRegions) {
   Outcome o = run_mutations(4, 2000, [](Mutator& m, std::vector<uint8_t>& b) {
-    m.duplicate_region(b);
+    m.duplicate_region(b, 48, /*overwrite=*/false);
     m.delete_region(b);
   });
   EXPECT_GT(o.rejected, 0u);
