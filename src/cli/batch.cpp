@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -28,7 +29,10 @@
 #include "batch/merge.h"
 #include "cli/command.h"
 #include "engine/engine.h"
+#include "engine/loaded_model.h"
+#include "engine/lora_loader.h"
 #include "kv/kv_types.h"
+#include "model/model.h"
 #include "server/batch_exec.h"
 #include "server/engine_backend.h"
 #include "util/error.h"
@@ -52,10 +56,15 @@ struct BatchOpts {
   bool enable_prefix_caching = true;
   int threads = 0;
   std::string chat_template;
+  std::vector<std::string> lora_modules;  // NAME=DIR: adapters a line picks by its body's "model"
+  int max_cpu_loras = 0;                  // adapters held in memory at once (0: all of them)
 };
 
-// The one place an Engine is built for `moe batch`.
-std::unique_ptr<engine::Engine> make_engine(const BatchOpts& o, const std::string& model_path) {
+// The one place an Engine is built for `moe batch`, with the LoRA adapters of --lora-modules (each
+// checked against the base here, so a bad one stops the job before any line is answered, naming it;
+// loaded on the first line that picks it).
+std::unique_ptr<engine::Engine> make_engine(const BatchOpts& o, const std::string& model_path,
+                                            std::unique_ptr<engine::LoraRegistry>& loras) {
   engine::EngineConfig cfg;
   cfg.model_path = model_path;
   cfg.n_threads = o.threads;
@@ -68,7 +77,22 @@ std::unique_ptr<engine::Engine> make_engine(const BatchOpts& o, const std::strin
   cfg.enable_prefix_caching = o.enable_prefix_caching;
   cfg.max_queue = std::max(256, 2 * o.in_flight);
   cfg.chat_template_override = o.chat_template;  // a built-in name, a file or template text: the prompt builder resolves it
-  return std::make_unique<engine::Engine>(cfg);
+  engine::LoadOptions lo;
+  lo.n_threads = o.threads;
+  lo.max_batch_tokens = cfg.max_num_batched_tokens;
+  lo.chat_template_override = cfg.chat_template_override;
+  const auto loaded = engine::load_model(model_path, lo);
+  std::vector<engine::LoraRegistry::Module> modules;
+  for (const std::string& arg : o.lora_modules) {
+    modules.push_back(engine::LoraRegistry::parse_module(arg));
+    try {
+      engine::inspect_lora(modules.back().path, *loaded->model->spec());
+    } catch (const Error& e) {
+      fail("--lora-modules: the adapter '", modules.back().name, "' cannot be used: ", e.what());
+    }
+  }
+  loras = std::make_unique<engine::LoraRegistry>(loaded, std::move(modules), o.max_cpu_loras);
+  return std::make_unique<engine::Engine>(loaded, cfg);
 }
 
 // `created` of every response: the input's modification time, so that every run of the same file
@@ -294,6 +318,7 @@ int run_batch(const BatchOpts& o) {
 
     bool valid_todo = false;
     for (int64_t i : todo) valid_todo |= input.lines[size_t(i)].valid;
+    std::unique_ptr<engine::LoraRegistry> loras;
     std::unique_ptr<engine::Engine> engine;
     std::unique_ptr<server::EngineBackend> backend;
     server::BatchExecOptions eo;
@@ -302,6 +327,11 @@ int run_batch(const BatchOpts& o) {
     eo.model_aliases = {mp.filename().string(), model_path, mp.stem().string()};
     if (has_model) eo.model_aliases.push_back(o.files[0]);
     eo.created = input_mtime(input_path);
+    for (const std::string& arg : o.lora_modules) {
+      const std::string name = engine::LoraRegistry::parse_module(arg).name;
+      if (name == eo.served_model_name || std::find(eo.model_aliases.begin(), eo.model_aliases.end(), name) != eo.model_aliases.end())
+        fail("--lora-modules: the adapter name '", name, "' is the base model's name; give it another");
+    }
     struct NullBackend : server::Backend {  // for a share with only invalid lines left: no model needed
       uint64_t submit(engine::Request, engine::Callbacks) override { fail("no engine"); }
       void cancel(uint64_t) override {}
@@ -317,8 +347,8 @@ int run_batch(const BatchOpts& o) {
     } null_backend;
     server::Backend* be = &null_backend;
     if (valid_todo) {
-      engine = make_engine(o, model_path);
-      backend = std::make_unique<server::EngineBackend>(*engine);
+      engine = make_engine(o, model_path, loras);
+      backend = std::make_unique<server::EngineBackend>(*engine, loras.get());
       be = backend.get();
     }
     server::BatchRunner runner(*be, eo);
@@ -438,6 +468,12 @@ Registrar reg("batch", "Run an OpenAI batch file (JSONL) through the engine, exa
   sub.add_option("-t,--threads", o->threads, "Compute threads (0: physical cores)")->check(CLI::Range(0, 1024));
   sub.add_option("--chat-template", o->chat_template,
                  "A built-in template name (chatml, mixtral, llama3, ...) or a Jinja template file");
+  sub.add_option("--lora-modules", o->lora_modules,
+                 "PEFT LoRA adapters over the base: NAME=DIR ... (a line picks one by its body's 'model'); each is "
+                 "checked at start and loaded on the first line that uses it");
+  sub.add_option("--max-cpu-loras", o->max_cpu_loras,
+                 "LoRA adapters held in memory at once; beyond it the least recently used idle one is dropped (0: all)")
+      ->check(CLI::Range(0, 1 << 20));
   return [o] { return run_batch(*o); };
 });
 

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <algorithm>
 #include <exception>
 #include <new>
 #include <thread>
@@ -70,12 +71,32 @@ ApiError server_error(const std::string& message) { return ApiError(500, message
 
 BatchRunner::BatchRunner(Backend& backend, BatchExecOptions options) : backend_(backend), opts_(std::move(options)) {}
 
+bool BatchRunner::is_base(const std::string& model) const {
+  return model == opts_.served_model_name ||
+         std::find(opts_.model_aliases.begin(), opts_.model_aliases.end(), model) != opts_.model_aliases.end();
+}
+
 void BatchRunner::check_model(const std::optional<std::string>& model) const {
-  if (!model || *model == opts_.served_model_name) return;
-  for (const auto& a : opts_.model_aliases)
-    if (*model == a) return;
-  throw ApiError(404, cat("the model '", *model, "' does not exist; this server serves '", opts_.served_model_name, "'"),
-                 "model", "invalid_request_error", "model_not_found");
+  if (!model || is_base(*model)) return;
+  const std::vector<std::string> adapters = backend_.adapter_names();
+  if (std::find(adapters.begin(), adapters.end(), *model) == adapters.end()) {
+    std::string names;
+    for (const auto& n : adapters) names += cat(names.empty() ? "" : ", ", "'", n, "'");
+    throw ApiError(404,
+                   cat("the model '", *model, "' does not exist; this server serves '", opts_.served_model_name, "'",
+                       names.empty() ? "" : cat(" and its LoRA adapters ", names)),
+                   "model", "invalid_request_error", "model_not_found");
+  }
+}
+
+std::shared_ptr<const model::LoraAdapter> BatchRunner::resolve_model(const std::optional<std::string>& model) {
+  check_model(model);
+  if (!model || is_base(*model)) return nullptr;
+  try {
+    return backend_.adapter(*model);
+  } catch (const moe::Error& e) {  // this line fails, naming the adapter; the others go on
+    throw ApiError(500, e.what(), "model", "server_error", "adapter_unavailable");
+  }
 }
 
 void BatchRunner::forget(uint64_t id) {
@@ -116,9 +137,10 @@ std::string BatchRunner::generate(const json& body, const nlohmann::ordered_json
   GenerationParams gen;
   std::vector<std::vector<int32_t>> prompts;
   std::string param;
+  std::shared_ptr<const model::LoraAdapter> adapter;  // the body's `model` when it names one (null: the base)
   if (chat) {
     ChatRequest r = parse_chat_request(body, in_order);
-    check_model(r.gen.model);
+    adapter = resolve_model(r.gen.model);
     if (r.tools && r.tools->active())  // tool calling is served by /v1/chat/completions only
       throw invalid_param("tools", "'tools' is not supported in batch jobs; send tool requests to /v1/chat/completions",
                           "unsupported_parameter");
@@ -127,7 +149,7 @@ std::string BatchRunner::generate(const json& body, const nlohmann::ordered_json
     prompts.push_back(chat_prompt_ids(backend_, r.messages));
   } else {
     CompletionRequest r = parse_completion_request(body, backend_.n_vocab(), in_order);
-    check_model(r.gen.model);
+    adapter = resolve_model(r.gen.model);
     gen = r.gen;
     param = "prompt";
     for (const auto& p : r.prompts) prompts.push_back(prompt_ids(backend_, p));
@@ -158,6 +180,7 @@ std::string BatchRunner::generate(const json& body, const nlohmann::ordered_json
       for (int i = 0; i < gen.n; ++i) {
         const int choice = int(p) * gen.n + i;
         engine::Request r = choice_request(prompts[p], max_tokens[p], gen, i, eot);
+        r.adapter = adapter;
         engine::Callbacks cb;
         cb.on_delta = [pending, choice](const engine::Delta& d) { pending->delta(choice, d); };
         cb.on_finish = [pending, choice](engine::FinishReason reason, const engine::Usage& u, const std::string& e) {
@@ -194,7 +217,8 @@ std::string BatchRunner::generate(const json& body, const nlohmann::ordered_json
   }
   for (const auto& o : pending->outputs) usage.completion_tokens += o.completion_tokens;
   completion_tokens = usage.completion_tokens;
-  ResponseMeta meta{ids.body_id, opts_.created ? opts_.created : unix_now(), opts_.served_model_name};
+  ResponseMeta meta{ids.body_id, opts_.created ? opts_.created : unix_now(),
+                    adapter ? *gen.model : opts_.served_model_name};
   json out = chat ? chat_completion_json(meta, pending->outputs, usage, gen.logprobs)
                   : completion_json(meta, pending->outputs, usage, gen.logprobs);
   return dump_json(out);
@@ -203,6 +227,10 @@ std::string BatchRunner::generate(const json& body, const nlohmann::ordered_json
 std::string BatchRunner::embeddings(const json& body) {
   EmbeddingRequest r = parse_embedding_request(body, backend_.n_vocab());
   check_model(r.model);
+  if (r.model && !is_base(*r.model))
+    throw ApiError(400, cat("embeddings come from the base model '", opts_.served_model_name, "'; the LoRA adapter '",
+                            *r.model, "' serves completions only"),
+                   "model", "invalid_request_error", "model_not_supported");
   return dump_json(embeddings_response(backend_, r, opts_.served_model_name));
 }
 

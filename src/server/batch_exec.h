@@ -69,7 +69,11 @@ class BatchRunner {
                        batch::Endpoint endpoint, const batch::LineIds& ids, int64_t& completion_tokens,
                        bool& cancelled);
   std::string embeddings(const nlohmann::json& body);
-  void check_model(const std::optional<std::string>& model) const;
+  // The base's names give null; a LoRA adapter's name (the backend's adapter_names, `--lora-modules`)
+  // gives that adapter, loaded on first use; anything else is a 404 naming what is served.
+  std::shared_ptr<const model::LoraAdapter> resolve_model(const std::optional<std::string>& model);
+  void check_model(const std::optional<std::string>& model) const;  // the 404 alone, loading nothing
+  bool is_base(const std::string& model) const;
   uint64_t submit(engine::Request r, engine::Callbacks cb, bool& cancelled);
   void forget(uint64_t id);
 

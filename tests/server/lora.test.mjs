@@ -9,12 +9,14 @@
 //   request with an error naming it, while the base and the other adapters keep serving; /metrics
 //   counts the adapters loaded and their bytes.
 // - An adapter that does not fit the base stops the server at start, naming it.
+// - `moe batch --lora-modules`: each line picks its adapter by `model`, answering as the server does.
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { ROOT, startServer } from './helpers.mjs';
+import { spawnSync } from 'node:child_process';
+import { MOE_BIN, ROOT, startServer } from './helpers.mjs';
 
 const FIXTURES = process.env.MOE_FIXTURES || path.join(ROOT, '../shared');
 const BASE = path.join(FIXTURES, 'models/tiny-mixtral/tiny-mixtral.F16.gguf');
@@ -138,4 +140,46 @@ test('an adapter that does not fit the base stops the server at start, naming it
     assert.match(e.message, /--lora-modules: the adapter 'narrow' cannot be used: .*k_proj, which adapter_config.json's target_modules does not list/);
     return true;
   });
+});
+
+test('moe batch --lora-modules: each line picks its adapter by model, with the same greedy answers as the server', { skip }, async () => {
+  const prompts = ['Once upon a time', 'The little dog'];
+  const lines = [];
+  const online = new Map();
+  for (const m of MODELS)
+    for (const p of prompts) {
+      const id = `${m}|${p}`;
+      lines.push(JSON.stringify({ custom_id: id, method: 'POST', url: '/v1/completions', body: completion(m, p) }));
+      online.set(id, (await client.completions.create(completion(m, p))).choices[0].text);
+    }
+  lines.push(JSON.stringify({ custom_id: 'unknown', method: 'POST', url: '/v1/completions', body: completion('nope', 'Hi') }));
+  lines.push(JSON.stringify({ custom_id: 'embed', method: 'POST', url: '/v1/embeddings', body: { model: 'attn', input: 'hi' } }));
+  const input = path.join(tmp, 'lora-batch.jsonl');
+  const output = path.join(tmp, 'lora-batch.out.jsonl');
+  writeFileSync(input, lines.join('\n') + '\n');
+  const r = spawnSync(MOE_BIN, ['batch', BASE, input, output, '-t', '1', '--progress', 'none', '--served-model-name', 'base',
+    '--lora-modules', `attn=${ATTN}`, `experts=${EXPERTS}`], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const answers = new Map();
+  for (const file of [output, path.join(tmp, 'lora-batch.out.errors.jsonl')])
+    for (const line of readFileSync(file, 'utf8').split('\n').filter(Boolean)) {
+      const j = JSON.parse(line);
+      answers.set(j.custom_id, j.response);
+    }
+  for (const [id, text] of online) {
+    const a = answers.get(id);
+    assert.equal(a.status_code, 200, id);
+    assert.equal(a.body.model, id.split('|')[0], id);
+    assert.equal(a.body.choices[0].text, text, id);
+  }
+  assert.notEqual(online.get('attn|Once upon a time'), online.get('base|Once upon a time'));
+  assert.equal(answers.get('unknown').status_code, 404);
+  assert.match(answers.get('unknown').body.error.message, /the model 'nope' does not exist; this server serves 'base' and its LoRA adapters 'attn', 'experts'/);
+  assert.equal(answers.get('embed').status_code, 400);
+  assert.match(answers.get('embed').body.error.message, /embeddings come from the base model/);
+  // A name that is the base's, or an adapter that does not fit, stops the job before any line.
+  const clash = spawnSync(MOE_BIN, ['batch', BASE, input, path.join(tmp, 'clash.jsonl'), '--served-model-name', 'base',
+    '--lora-modules', `base=${ATTN}`], { encoding: 'utf8' });
+  assert.notEqual(clash.status, 0);
+  assert.match(clash.stderr, /the adapter name 'base' is the base model's name/);
 });
