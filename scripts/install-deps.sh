@@ -10,6 +10,7 @@ packages=(
   python3
   libopenmpi-dev openmpi-bin  # Open MPI: `mpirun -np N moe batch` and its test
   chromium
+  libvulkan-dev glslc mesa-vulkan-drivers  # Vulkan backend: loader + headers, GLSL compiler, lavapipe (CPU driver) for its tests
   clang libclang-rt-14-dev  # libFuzzer + sanitizer runtimes for scripts/fuzz.sh (clang 14 on Debian 12)
 )
 # chromium: the headless browser that tests/server/web_ui.test.mjs drives (through playwright-core).

@@ -30,6 +30,12 @@ struct ModelOptions {
   ThreadPool* pool = nullptr;          // a shared pool (not owned); null: the model makes its own
   int64_t max_batch_tokens = 512;      // larger batches are run in chunks of this many tokens
   Precision precision = Precision::Fast;
+  // Where the forward pass runs: "cpu" (CpuBackend) or "vulkan" / "vulkan:N" (VulkanBackend, device N
+  // of vk::list_devices(), default 0). parse_device() checks the spelling.
+  std::string device = "cpu";
+  // Vulkan: the bytes of device memory the weights, KV mirror and workspace may take (0: the device's
+  // free memory less a reserve). Experts that do not fit stay on the CPU (split placement).
+  uint64_t gpu_memory = 0;
 };
 
 class Model {
