@@ -46,6 +46,9 @@ struct DeviceInfo {
 // list is empty and `why_none` (if given) says why ("no Vulkan loader (libvulkan.so.1)", "no Vulkan
 // device: install mesa-vulkan-drivers for the CPU driver", the VkResult of a failing call).
 std::vector<DeviceInfo> list_devices(std::string* why_none = nullptr);
+// The device `--device vulkan` (no index) opens: a discrete GPU before an integrated one before a
+// virtual one before a CPU driver (lavapipe), the first listed among equals; -1 when the list is empty.
+int preferred_device(const std::vector<DeviceInfo>& devices);
 
 enum class MemoryKind {
   Device,    // device-local: weights, activations, the KV cache
@@ -123,8 +126,8 @@ class Context {
   uint64_t align(uint64_t n) const { return (n + storage_align_ - 1) / storage_align_ * storage_align_; }
 
   // Allocates a buffer; throws moe::Error naming the size and the memory kind when the device cannot.
-  // Device-local memory allocated and not yet freed, in bytes.
   Buffer buffer(uint64_t bytes, MemoryKind kind);
+  // Device-local memory allocated through buffer() and not yet freed, in bytes.
   uint64_t device_bytes_in_use() const { return device_in_use_; }
 
   // Blocking copies between host memory and any buffer (staged through a host-visible buffer of at most
