@@ -38,11 +38,12 @@ struct Scene {
   GgmlType type;
   int64_t n_head_kv, head_dim, row_values;
   std::unique_ptr<kv::Cache> cache;
-  std::vector<int32_t> seqs;                 // sequence ids
-  std::vector<int32_t> tables, table_start;  // the step's tables, one after another; per token
+  std::vector<int32_t> seqs;                  // sequence ids
+  std::vector<int32_t> tables, table_start;   // the step's tables, one after another; per token
   std::vector<int32_t> positions, token_seq;  // per token
 
-  Scene(GgmlType t, int64_t n_kv, int64_t hd, int64_t n_blocks) : type(t), n_head_kv(n_kv), head_dim(hd), row_values(n_kv * hd) {
+  Scene(GgmlType t, int64_t n_kv, int64_t hd, int64_t n_blocks)
+      : type(t), n_head_kv(n_kv), head_dim(hd), row_values(n_kv * hd) {
     kv::Geometry g;
     g.type = *kv::kv_type_of_element(t);
     g.n_layer = kLayers;
@@ -189,11 +190,12 @@ AttnCheck run_attention(Context& ctx, const Case& c, const char* family, uint32_
   const int64_t n_tok = static_cast<int64_t>(sc.positions.size());
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   std::vector<float> q = random_floats(rng, n_tok * c.n_head * c.head_dim, -2, 2);
-  std::vector<float> k = random_floats(rng, n_tok * sc.row_values, -1.5, 1.5), v = random_floats(rng, k.size(), -1.5, 1.5);
+  std::vector<float> k = random_floats(rng, n_tok * sc.row_values, -1.5, 1.5),
+                     v = random_floats(rng, k.size(), -1.5, 1.5);
   std::vector<uint8_t> host(sc.cache->data(), sc.cache->data() + sc.cache->bytes());
   Buffer pool = device_from(ctx, host), bt = device_from(ctx, sc.tables), bs = device_from(ctx, sc.table_start),
-         bp = device_from(ctx, sc.positions), bq = device_from(ctx, q), bk = device_from(ctx, k), bv = device_from(ctx, v),
-         bo = device_zeros<float>(ctx, q.size());
+         bp = device_from(ctx, sc.positions), bq = device_from(ctx, q), bk = device_from(ctx, k),
+         bv = device_from(ctx, v), bo = device_zeros<float>(ctx, q.size());
   const PagedKv kv = sc.device_kv(pool);
   TokenPages pages{bt, bs, bp, n_tok};
   {
@@ -209,9 +211,9 @@ AttnCheck run_attention(Context& ctx, const Case& c, const char* family, uint32_
 }
 
 const Case kCases[] = {
-    {GgmlType::F32, 4, 2, 80},   // two output dimensions per invocation
-    {GgmlType::F16, 4, 1, 64},   // all query heads on one KV head
-    {GgmlType::F16, 4, 2, 40},   // rows of 80 halves
+    {GgmlType::F32, 4, 2, 80},  // two output dimensions per invocation
+    {GgmlType::F16, 4, 1, 64},  // all query heads on one KV head
+    {GgmlType::F16, 4, 2, 40},  // rows of 80 halves
     {GgmlType::BF16, 4, 2, 72},
     {GgmlType::Q8_0, 4, 2, 40},  // head 1 starts inside a 32-value block; rows padded to 96 values
     {GgmlType::Q8_0, 4, 1, 128},
@@ -235,8 +237,8 @@ TEST(VkAttention, MutatedShaderWithoutRescaleIsRejected) {
   const AttnCheck good = run_attention(ctx, c, "attention", 77);
   const AttnCheck bad = run_attention(ctx, c, "attention_mutated", 77);
   EXPECT_EQ(good.bad, 0);
-  EXPECT_GT(bad.bad, 0) << "the comparison accepted attention without the online-softmax rescale (worst "
-                        << bad.worst << " x the bound)";
+  EXPECT_GT(bad.bad, 0) << "the comparison accepted attention without the online-softmax rescale (worst " << bad.worst
+                        << " x the bound)";
 }
 
 TEST(VkAttention, EachTokenAloneEqualsItInTheBatch) {
@@ -257,7 +259,8 @@ TEST(VkAttention, EachTokenAloneEqualsItInTheBatch) {
   }
   std::vector<float> batch = read_back<float>(ctx, bo, q.size());
   for (int64_t t = 0; t < n_tok; ++t) {
-    Buffer s1 = device_from(ctx, std::vector<int32_t>{sc.table_start[t]}), p1 = device_from(ctx, std::vector<int32_t>{sc.positions[t]}),
+    Buffer s1 = device_from(ctx, std::vector<int32_t>{sc.table_start[t]}),
+           p1 = device_from(ctx, std::vector<int32_t>{sc.positions[t]}),
            q1 = device_from(ctx, std::vector<float>(q.begin() + t * per_tok, q.begin() + (t + 1) * per_tok)),
            o1 = device_zeros<float>(ctx, per_tok);
     Stream s(ctx);
@@ -295,7 +298,8 @@ TEST(VkKvStore, WritesTheCpuEncodingAndNothingElse) {
     // amax 127 has d = 1, so 2.5 and -2.5 are halves (rounded away from zero); 1 + 2^-11 is halfway
     // between two halves (to even: 1); 0x3f808000 and 0x3f818000 are halfway between bfloat16s (to
     // even: down, up); 3e-6 is an f16 subnormal.
-    const float plants[] = {127.0f, 2.5f, -2.5f, 0.5f, 1.0f + 1.0f / 2048, bits_to_f32(0x3f808000u), bits_to_f32(0x3f818000u), 3e-6f};
+    const float plants[] = {
+        127.0f, 2.5f, -2.5f, 0.5f, 1.0f + 1.0f / 2048, bits_to_f32(0x3f808000u), bits_to_f32(0x3f818000u), 3e-6f};
     std::copy(std::begin(plants), std::end(plants), k.begin() + 45 + 1);
 
     Buffer pool = device_from(ctx, before), bt = device_from(ctx, sc.tables), bs = device_from(ctx, sc.table_start),
@@ -321,7 +325,8 @@ TEST(VkKvStore, WritesTheCpuEncodingAndNothingElse) {
       size_t first = 0;
       while (first < got.size() && got[first] == want[first]) ++first;
       EXPECT_EQ(first, got.size()) << type_name(type) << ": first differing byte " << first << " of " << got.size()
-                                   << (first < got.size() && written[first] ? " (in a written row)" : " (outside the rows)");
+                                   << (first < got.size() && written[first] ? " (in a written row)"
+                                                                            : " (outside the rows)");
       continue;
     }
     // Q8_0 elsewhere: the scale amax / 127 and the reciprocal are f32 divisions, which Vulkan lets a

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/ops.h"
+#include "util/error.h"
 #include "vulkan/ops.h"
 #include "vulkan/vk_testing.h"
 #include "vulkan/vkops_test_util.h"
@@ -250,6 +251,35 @@ TEST(VkMoe, RouterGroupCombineChainedMatchCpu) {
       if (std::fabs(got[t * n + c] - ref[t * n + c]) > tol) ++bad;
     }
   EXPECT_EQ(bad, 0);
+}
+
+TEST(VkMoe, BadShapesAreClearErrors) {
+  MOE_VK_CONTEXT_OR_SKIP(ctx);
+  Buffer b = device_zeros<float>(ctx, 4096);
+  Stream s(ctx);
+  auto message = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(accepted)";
+  };
+  EXPECT_NE(message([&] {
+              router_top_k(s, b, 4, 8, 9, b, b);
+            }).find("router_top_k: k = 9 experts per token must be in [1, min(n_expert = 8"),
+            std::string::npos);
+  EXPECT_NE(message([&] {
+              group_by_expert(s, b, 4, 2, 5000, b, b, b);
+            }).find("group_by_expert: n_expert 5000 must be in [1, 2048]"),
+            std::string::npos);
+  EXPECT_NE(message([&] {
+              moe_combine(s, b, b, b, b, 4000, 2, 8, b);
+            }).find("moe_combine: ids holds 16384 bytes; 32000 are needed"),
+            std::string::npos);
+  EXPECT_NE(message([&] { rope(s, b, b, 2, 2, 8, 7, 1e4f, false); }).find("rope: n_rot 7 must be even"),
+            std::string::npos);
+  EXPECT_EQ(s.dispatches_recorded(), 0);
 }
 
 }  // namespace
