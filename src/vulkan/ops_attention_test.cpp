@@ -217,6 +217,8 @@ const Case kCases[] = {
     {GgmlType::BF16, 4, 2, 72},
     {GgmlType::Q8_0, 4, 2, 40},  // head 1 starts inside a 32-value block; rows padded to 96 values
     {GgmlType::Q8_0, 4, 1, 128},
+    {GgmlType::Q8_0, 4, 2, 8},   // stories260K's head size: 4 heads in one block
+    {GgmlType::F32, 4, 4, 8},    // one KV head per query head
 };
 
 TEST(VkAttention, MatchesCpuOverSharedPrefixBlocksForEachElementTypeAndGqa) {
