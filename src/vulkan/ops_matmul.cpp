@@ -29,7 +29,7 @@ constexpr uint64_t kMaxGroups = 65535;  // maxComputeWorkGroupCount's portable m
 // mm.comp's push constants, in its order.
 struct MmPush {
   uint32_t row0, row_end, cols, row_bytes, w_byte0, x_off, y_off, y_stride, n_tok, tile0, mode, expert, slot_off,
-      offs_off;
+      offs_off, x_vec4;
 };
 // get_rows.comp's push constants.
 struct GetRowsPush {
@@ -162,6 +162,7 @@ void record(Stream& s, const DeviceMatrix& w, uint64_t rb, const Operands& op, i
       push.expert = op.expert;
       push.slot_off = static_cast<uint32_t>(op.slots.skip / 4);
       push.offs_off = static_cast<uint32_t>(op.offsets.skip / 4);
+      push.x_vec4 = op.x.skip % 16 == 0 && w.cols % 4 == 0 ? 1 : 0;
       s.dispatch(p, {wb.ref, op.x.ref, op.y.ref, op.slots.ref, op.offsets.ref}, &push, sizeof push, groups_x,
                  groups_y);
     }

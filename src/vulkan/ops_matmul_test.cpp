@@ -178,17 +178,18 @@ int64_t test_cols(GgmlType t) {
   return 32 * 41;                                          // 41 units
 }
 
-// Runs y = W x for n_tok tokens with the weights `pad` bytes into their buffer and x 4 bytes into its.
+// Runs y = W x for n_tok tokens with the weights 2 (F32: 4) bytes into their buffer and x `x_pad` bytes
+// into its: 4 makes mm.comp read x by float, 16 by vec4 (when cols is a multiple of 4).
 std::vector<float> run_matmul(Context& ctx, GgmlType t, const std::vector<uint8_t>& w, int64_t rows, int64_t cols,
-                              const std::vector<float>& x, int64_t n_tok, const char* shader = nullptr,
-                              bool tiled = false) {
+                              const std::vector<float>& x, int64_t n_tok, size_t x_pad = 4,
+                              const char* shader = nullptr, bool tiled = false) {
   const size_t wpad = t == GgmlType::F32 ? 4 : 2;
   Buffer wbuf = upload_padded(ctx, w, wpad);
-  Buffer xbuf = upload_padded(ctx, x, 4);
+  Buffer xbuf = upload_padded(ctx, x, x_pad);
   Buffer ybuf = ctx.buffer(static_cast<uint64_t>(n_tok * rows) * 4 + 16, MemoryKind::Device);
   DeviceMatrix m{t, rows, cols, BufferRef(wbuf, wpad, w.size())};
   Stream s(ctx);
-  const BufferRef xr(xbuf, 4, x.size() * 4), yr(ybuf, 16, static_cast<uint64_t>(n_tok * rows) * 4);
+  const BufferRef xr(xbuf, x_pad, x.size() * 4), yr(ybuf, 16, static_cast<uint64_t>(n_tok * rows) * 4);
   if (shader)
     detail::matmul_with_shader(s, m, xr, yr, n_tok, shader, tiled);
   else
@@ -221,25 +222,49 @@ TEST_P(VkMatmul, MatchesScalarReferenceForDecodeAndTiledShapes) {
   for (int64_t n_tok : {1, 2, 3, 4, 9, 17, 70}) {
     SCOPED_TRACE("n_tok " + std::to_string(n_tok));
     const auto x = random_floats(static_cast<size_t>(n_tok * cols), g);
-    const auto y = run_matmul(ctx, t, w, rows, cols, x, n_tok);
-    EXPECT_EQ(count_mismatches(wf, rows, cols, x, iota_rows(n_tok), y), 0);
+    for (size_t x_pad : {4, 16}) {
+      SCOPED_TRACE("x at byte " + std::to_string(x_pad));
+      const auto y = run_matmul(ctx, t, w, rows, cols, x, n_tok, x_pad);
+      EXPECT_EQ(count_mismatches(wf, rows, cols, x, iota_rows(n_tok), y), 0);
+    }
   }
 }
 
-// A token's outputs are the same bits alone (decode shader) and as row t of a 37-token batch (tiled).
+// Rows of a single block (plain types: 5 values), so most lanes hold nothing, and 1 to 5 rows.
+TEST_P(VkMatmul, SingleBlockRows) {
+  MOE_VK_CONTEXT_OR_SKIP(ctx);
+  const GgmlType t = GetParam();
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 g(seed);
+  const int64_t cols = is_float_type(t) ? 5 : type_traits(t)->block_size;
+  for (int64_t rows = 1; rows <= 5; ++rows) {
+    const auto w = random_matrix(t, rows, cols, g);
+    const auto wf = dequantized(t, w, rows, cols);
+    for (int64_t n_tok : {1, 4}) {
+      const auto x = random_floats(static_cast<size_t>(n_tok * cols), g);
+      const auto y = run_matmul(ctx, t, w, rows, cols, x, n_tok, 16);
+      EXPECT_EQ(count_mismatches(wf, rows, cols, x, iota_rows(n_tok), y), 0) << rows << " rows, " << n_tok << " tokens";
+    }
+  }
+}
+
+// A token's outputs are the same bits alone (decode shader) and as row t of a 37-token batch (tiled),
+// and whether x is read by vec4 (the batch) or by float (alone). Plain types: 1060 columns, a multiple of
+// 4 with a partial last unit.
 TEST_P(VkMatmul, BatchInvariant) {
   MOE_VK_CONTEXT_OR_SKIP(ctx);
   const GgmlType t = GetParam();
   const uint32_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 g(seed);
-  const int64_t rows = 13, cols = test_cols(t), n_tok = 37;
+  const int64_t rows = 13, cols = is_float_type(t) ? 1060 : test_cols(t), n_tok = 37;
   const auto w = random_matrix(t, rows, cols, g);
   const auto x = random_floats(static_cast<size_t>(n_tok * cols), g);
-  const auto batch = run_matmul(ctx, t, w, rows, cols, x, n_tok);
+  const auto batch = run_matmul(ctx, t, w, rows, cols, x, n_tok, 16);
   for (int64_t tok = 0; tok < n_tok; ++tok) {
     const std::vector<float> xt(x.begin() + tok * cols, x.begin() + (tok + 1) * cols);
-    const auto alone = run_matmul(ctx, t, w, rows, cols, xt, 1);
+    const auto alone = run_matmul(ctx, t, w, rows, cols, xt, 1, 4);
     ASSERT_EQ(std::memcmp(alone.data(), batch.data() + tok * rows, static_cast<size_t>(rows) * 4), 0)
         << "token " << tok << " differs between the batch of 37 and alone";
   }
@@ -303,7 +328,8 @@ void check_expert_plan(Context& ctx, GgmlType t, int64_t n_tok, bool x_by_token,
 
   const size_t wpad = t == GgmlType::F32 ? 4 : 2;
   Buffer wbuf = upload_padded(ctx, w, wpad);
-  Buffer xbuf = upload_padded(ctx, x, 4);
+  const size_t xpad = x_by_token ? 16 : 4;  // x read by vec4 in one mode, by float in the other
+  Buffer xbuf = upload_padded(ctx, x, xpad);
   Buffer sbuf = upload_padded(ctx, slot_tokens, 8);
   Buffer obuf = upload_padded(ctx, offsets, 12);
   std::vector<float> sentinel(static_cast<size_t>(n_slots * rows), std::numeric_limits<float>::quiet_NaN());
@@ -311,7 +337,7 @@ void check_expert_plan(Context& ctx, GgmlType t, int64_t n_tok, bool x_by_token,
   Stream s(ctx);
   for (int32_t e = 0; e < n_expert; ++e) {
     DeviceMatrix m{t, rows, cols, BufferRef(wbuf, wpad + e * rows * rb, rows * rb)};
-    matmul_expert(s, m, e, BufferRef(xbuf, 4, x.size() * 4), x_by_token, BufferRef(sbuf, 8, slot_tokens.size() * 4),
+    matmul_expert(s, m, e, BufferRef(xbuf, xpad, x.size() * 4), x_by_token, BufferRef(sbuf, 8, slot_tokens.size() * 4),
                   BufferRef(obuf, 12, offsets.size() * 4), n_tok, BufferRef(ybuf));
   }
   s.run();
@@ -351,9 +377,9 @@ TEST(VkMatmulMutant, WrongScaleOffsetIsRejected) {
   const auto w = random_matrix(t, rows, cols, g);
   const auto wf = dequantized(t, w, rows, cols);
   const auto x = random_floats(static_cast<size_t>(cols), g);
-  const auto good = run_matmul(ctx, t, w, rows, cols, x, n_tok, "mm_q3_k", false);
+  const auto good = run_matmul(ctx, t, w, rows, cols, x, n_tok, 4, "mm_q3_k", false);
   EXPECT_EQ(count_mismatches(wf, rows, cols, x, iota_rows(n_tok), good), 0);
-  const auto bad = run_matmul(ctx, t, w, rows, cols, x, n_tok, "mm_q3_k_mutant", false);
+  const auto bad = run_matmul(ctx, t, w, rows, cols, x, n_tok, 4, "mm_q3_k_mutant", false);
   EXPECT_GT(count_mismatches(wf, rows, cols, x, iota_rows(n_tok), bad, /*report=*/false), rows / 2)
       << "the mutated shader passed the comparison";
 }

@@ -52,6 +52,7 @@ layout(local_size_x = 32, local_size_y = 4) in;
 
 layout(std430, binding = 0) readonly buffer W { uint w_words[]; };        // the weight rows, raw bytes
 layout(std430, binding = 1) readonly buffer X { float x[]; };             // [tokens or slots][cols]
+layout(std430, binding = 1) readonly buffer X4 { vec4 x4[]; };            // the same, by 4 (when x_vec4)
 layout(std430, binding = 2) writeonly buffer Y { float y[]; };            // [tokens or slots][y_stride]
 layout(std430, binding = 3) readonly buffer SlotTokens { int slot_tokens[]; };  // [slots]
 layout(std430, binding = 4) readonly buffer Offsets { uint offsets[]; };  // [n_expert + 1]
@@ -71,6 +72,7 @@ layout(push_constant) uniform Push {
   uint expert;
   uint slot_off;  // int offset of slot_tokens in binding 3
   uint offs_off;  // uint offset of the expert offsets in binding 4
+  uint x_vec4;    // 1 when x_off and cols are multiples of 4: x is read as vec4 (same values, same order)
 } pc;
 
 #include "mm_dequant.glsl"
@@ -112,10 +114,25 @@ void main() {
       uint nv;
       decode_unit(rb, u, pc.cols, v, nv);
       const uint c0 = 32u * u;
-      for (uint i = 0u; i < 32u; ++i) {
-        if (i < nv) {
+      if (pc.x_vec4 != 0u && nv == 32u) {
+        // Four values per load; the fma chain is the one of the scalar loop below, value by value.
+        for (uint i = 0u; i < 8u; ++i) {
           for (uint t = 0u; t < NT; ++t) {
-            if (t < nt) acc[t] = fma(v[i], x[xrow[t] + c0 + i], acc[t]);
+            if (t < nt) {
+              const vec4 xv = x4[(xrow[t] + c0) / 4u + i];
+              acc[t] = fma(v[4u * i], xv.x, acc[t]);
+              acc[t] = fma(v[4u * i + 1u], xv.y, acc[t]);
+              acc[t] = fma(v[4u * i + 2u], xv.z, acc[t]);
+              acc[t] = fma(v[4u * i + 3u], xv.w, acc[t]);
+            }
+          }
+        }
+      } else {
+        for (uint i = 0u; i < 32u; ++i) {
+          if (i < nv) {
+            for (uint t = 0u; t < NT; ++t) {
+              if (t < nt) acc[t] = fma(v[i], x[xrow[t] + c0 + i], acc[t]);
+            }
           }
         }
       }
