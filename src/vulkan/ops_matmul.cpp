@@ -94,6 +94,15 @@ Bound bind_words(Context& ctx, const BufferRef& r, uint64_t need, const char* wh
   return bind(ctx, r, 0, need, what);
 }
 
+// The bytes to bind of a range whose used extent only the device knows: all of it in whole words, or as
+// much as one binding may span; at least `least` bytes (checked).
+uint64_t open_extent(Context& ctx, const BufferRef& r, uint64_t least, const char* what) {
+  const uint64_t size = r.size() / 4 * 4;
+  if (size < least) fail("Vulkan ", what, ": the range holds ", r.size(), " bytes, under the ", least, " it needs");
+  const uint64_t cap = max_range(ctx) - ctx.storage_alignment() - 4;
+  return std::max(least, std::min(size, cap / 4 * 4));
+}
+
 uint32_t u32(uint64_t v, const char* what) {
   if (v > 0xFFFFFFFFull) fail("Vulkan matrix product: ", what, " ", v, " exceeds 32 bits");
   return static_cast<uint32_t>(v);
@@ -209,16 +218,16 @@ void matmul_expert(Stream& s, const DeviceMatrix& w, int32_t expert, const Buffe
   if (max_slots == 0) return;
   Context& ctx = s.context();
   Operands op;
-  // The rows of x and y the slots reach are only known on the device: the whole given ranges are bound
-  // (their sizes checked against one row, the least any slot needs).
-  op.x = bind_words(ctx, x, x.size() / 4 * 4, "matmul_expert input");
-  op.y = bind_words(ctx, y, y.size() / 4 * 4, "matmul_expert output");
-  if (op.x.ref.size() - op.x.skip < static_cast<uint64_t>(w.cols) * 4)
-    fail("Vulkan matmul_expert: the input holds less than one row of ", w.cols, " floats");
-  if (op.y.ref.size() - op.y.skip < static_cast<uint64_t>(w.rows) * 4)
-    fail("Vulkan matmul_expert: the output holds less than one row of ", w.rows, " floats");
+  // The rows of x and y the slots reach are only known on the device: as much of the given ranges is
+  // bound as one binding can hold (a range given "to the end" of a large arena must not fail), after
+  // checking it holds what the slots need at least (by token: max_slots rows, the step's tokens).
+  const auto cols = static_cast<uint64_t>(w.cols), rows = static_cast<uint64_t>(w.rows);
+  const uint64_t x_least = (x_by_token ? static_cast<uint64_t>(max_slots) : 1) * cols * 4;
+  op.x = bind_words(ctx, x, open_extent(ctx, x, x_least, "matmul_expert input"), "matmul_expert input");
+  op.y = bind_words(ctx, y, open_extent(ctx, y, rows * 4, "matmul_expert output"), "matmul_expert output");
   op.offsets = bind_words(ctx, expert_offsets, (static_cast<uint64_t>(expert) + 2) * 4, "matmul_expert offsets");
-  op.slots = x_by_token ? bind_words(ctx, slot_tokens, slot_tokens.size() / 4 * 4, "matmul_expert slot tokens")
+  op.slots = x_by_token ? bind_words(ctx, slot_tokens, open_extent(ctx, slot_tokens, 4, "matmul_expert slot tokens"),
+                                     "matmul_expert slot tokens")
                         : op.offsets;
   op.mode = x_by_token ? 1 : 2;
   op.expert = static_cast<uint32_t>(expert);

@@ -427,6 +427,13 @@ TEST(VkMatmulErrors, BadShapesAreRefused) {
                "matmul input");
   expect_error([&] { get_rows(s, DeviceMatrix{GgmlType::F16, 4, 32, BufferRef(b, 1)}, BufferRef(b), BufferRef(b), 1); },
                "not a multiple of 2");
+  const DeviceMatrix small{GgmlType::Q8_0, 2, 64, BufferRef(b, 0, 136)};
+  expect_error([&] { matmul_expert(s, small, 0, BufferRef(b, 0, 200), true, BufferRef(b), BufferRef(b), 3, BufferRef(b)); },
+               "matmul_expert input: the range holds 200 bytes, under the 768");
+  expect_error([&] { matmul_expert(s, small, 5, BufferRef(b), false, BufferRef(b), BufferRef(b, 0, 16), 3, BufferRef(b)); },
+               "matmul_expert offsets");
+  expect_error([&] { matmul_expert(s, small, -1, BufferRef(b), false, BufferRef(b), BufferRef(b), 3, BufferRef(b)); },
+               "negative expert");
   Buffer odd = ctx.buffer(18, MemoryKind::Device);  // one Q4_0 block ending inside the buffer's 5th word
   expect_error([&] { matmul(s, DeviceMatrix{GgmlType::Q4_0, 1, 32, BufferRef(odd)}, BufferRef(b), BufferRef(b), 1); },
                "whole words");
