@@ -1,15 +1,15 @@
 // mm.comp: y[t][r] = sum_c W[r][c] * x[t][c] for one weight type (ops.h matmul and matmul_expert).
 //
-// A workgroup is ROWS rows x 32 lanes and covers NT tokens (or expert slots; NT is 1, 8 or 32). Lane l of a row walks the
-// row's units (32 values, mm_dequant.glsl) u = l, l+32, l+64, ..., decodes each unit once and, for each
-// of its NT tokens, accumulates the 32 products in order into that token's own accumulator with fma.
-// The 32 lane partials of each (row, token) are then summed by a fixed tree in shared memory. So one
-// output value is always the same sequence of operations whatever NT, the tile it lands in or the
-// number of tokens of the call: the NT=1 variants (decode: a token per group, no wasted registers) and
-// the tiled variants (8 or 32 tokens share every decoded weight, so a prompt re-reads each weight once
-// per tile instead of once per token) give bit-identical results — batch
-// invariance by construction (ops.h). `precise` keeps the compiler from fusing or reordering the
-// accumulation differently in the two variants.
+// A workgroup is ROWS rows x 32 lanes and covers NT tokens (or expert slots; NT is 1, 8 or 32). Lane l
+// of a row walks the row's units (32 values, mm_dequant.glsl) u = l, l+32, l+64, ..., decodes each unit
+// once and, for each of its NT tokens, accumulates the 32 products in order into that token's own
+// accumulator with fma. The 32 lane partials of each (row, token) are then summed by a fixed tree in
+// shared memory. So one output value is always the same sequence of operations whatever NT, the tile it
+// lands in or the number of tokens of the call: the NT=1 variants (decode: a token per group, no wasted
+// registers) and the tiled variants (8 or 32 tokens share every decoded weight, so a prompt reads each
+// weight once per tile instead of once per token) give bit-identical results — batch invariance by
+// construction (ops.h). `precise` keeps the compiler from fusing or reordering the accumulation
+// differently in the variants.
 //
 // Modes (push constant): 0 = plain product over n_tok tokens; 1 = expert slots, x rows by token
 // (slot_tokens[s]); 2 = expert slots, x rows by slot. In modes 1 and 2 the slots of `expert` are
