@@ -7,10 +7,15 @@
 //    (mm.comp), so the choice never changes a bit of the result (batch invariance, ops.h).
 //  - A weight range is bound at the storage alignment at or below where it starts, the rest passed as a
 //    byte offset, so a tensor (or an expert's slice of a stacked tensor) may start at any even byte.
+//  - The cross-lane reduction is chosen once per device (use_subgroup_reduction): the mm_*_sg variants
+//    where the device has subgroup arithmetic, the shared-memory tree elsewhere; never by token count,
+//    so the NT=1 and tiled shapes of one device keep one reduction order. (VK_KHR_cooperative_matrix is
+//    not used: Debian 12's Vulkan headers and lavapipe lack it, so no such shader could be tested here.)
 //  - Rows are split over several dispatches when one would exceed 65535 groups (the portable limit of
 //    maxComputeWorkGroupCount, e.g. a 262,144-row head) or the device's maxStorageBufferRange (128 MiB
 //    on lavapipe: an F32 output head is larger); token tiles likewise over 65535.
 #include <algorithm>
+#include <atomic>
 #include <string>
 
 #include "util/error.h"
@@ -179,8 +184,17 @@ void record(Stream& s, const DeviceMatrix& w, uint64_t rb, const Operands& op, i
   }
 }
 
-std::string product_shader(GgmlType type, int64_t tile) {
-  return std::string("mm_") + type_suffix(type) + (tile == 1 ? "" : tile == 8 ? "_tiled" : "_tiled32");
+// The test hook of detail::force_plain_reduction.
+std::atomic<bool> g_plain_reduction_forced{false};
+
+// One answer per device (and hook setting), whatever the shape of the product.
+bool use_subgroup_reduction(const Context& ctx) {
+  return ctx.info().subgroup_arithmetic && !g_plain_reduction_forced.load(std::memory_order_relaxed);
+}
+
+std::string product_shader(GgmlType type, int64_t tile, bool subgroup) {
+  return std::string("mm_") + type_suffix(type) + (tile == 1 ? "" : tile == 8 ? "_tiled" : "_tiled32") +
+         (subgroup ? "_sg" : "");
 }
 
 void plain_product(Stream& s, const DeviceMatrix& w, const BufferRef& x, const BufferRef& y, int64_t n_tok,
@@ -207,7 +221,7 @@ bool matmul_supported(GgmlType type) { return type_suffix(type) != nullptr; }
 void matmul(Stream& s, const DeviceMatrix& w, const BufferRef& x, const BufferRef& y, int64_t n_tok) {
   if (!matmul_supported(w.type)) fail("Vulkan matmul: no shader for weight type ", type_name(w.type));
   const int64_t tile = tile_for(n_tok);
-  plain_product(s, w, x, y, n_tok, product_shader(w.type, tile), tile);
+  plain_product(s, w, x, y, n_tok, product_shader(w.type, tile, use_subgroup_reduction(s.context())), tile);
 }
 
 void matmul_expert(Stream& s, const DeviceMatrix& w, int32_t expert, const BufferRef& x, bool x_by_token,
@@ -233,7 +247,7 @@ void matmul_expert(Stream& s, const DeviceMatrix& w, int32_t expert, const Buffe
   op.mode = x_by_token ? 1 : 2;
   op.expert = static_cast<uint32_t>(expert);
   const int64_t tile = tile_for(max_slots);
-  record(s, w, rb, op, max_slots, product_shader(w.type, tile), tile);
+  record(s, w, rb, op, max_slots, product_shader(w.type, tile, use_subgroup_reduction(ctx)), tile);
 }
 
 void get_rows(Stream& s, const DeviceMatrix& table, const BufferRef& ids, const BufferRef& out, int64_t n) {
@@ -276,6 +290,10 @@ void matmul_with_shader(Stream& s, const DeviceMatrix& w, const BufferRef& x, co
                         std::string_view shader, int64_t tile) {
   plain_product(s, w, x, y, n_tok, shader, tile);
 }
+
+void force_plain_reduction(bool on) { g_plain_reduction_forced.store(on, std::memory_order_relaxed); }
+
+bool subgroup_reduction(const Context& ctx) { return use_subgroup_reduction(ctx); }
 
 }  // namespace detail
 }  // namespace moe::vk

@@ -1,7 +1,8 @@
 // ops_matmul_detail.h: the one seam of ops_matmul.cpp below ops.h, for its test: the plain product
 // recorded with a named shader variant of mm.comp instead of the one matmul() picks, so the test can run
 // the deliberately mutated variant (mm_q3_k_mutant) through the same host code and show that its
-// comparison rejects it.
+// comparison rejects it; and the hook that makes a device with subgroup arithmetic run the plain
+// shared-memory reduction, so both reductions are tested on one device.
 #pragma once
 #include <cstdint>
 #include <string_view>
@@ -13,5 +14,11 @@ namespace moe::vk::detail {
 // matmul() with shader `shader` (an embedded mm.comp variant whose NT is `tile`: 1, 8 or 32).
 void matmul_with_shader(Stream& s, const DeviceMatrix& w, const BufferRef& x, const BufferRef& y, int64_t n_tok,
                         std::string_view shader, int64_t tile);
+
+// While on, matmul and matmul_expert use the plain (shared-memory tree) reduction on every device; for
+// tests only (set it between streams, not while another thread records products).
+void force_plain_reduction(bool on);
+// Whether matmul and matmul_expert reduce with subgroupAdd (the mm_*_sg variants) on this device now.
+bool subgroup_reduction(const Context& ctx);
 
 }  // namespace moe::vk::detail

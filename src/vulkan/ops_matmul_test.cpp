@@ -4,11 +4,17 @@
 // Tolerance of a product, derived: the weights the device decodes equal the CPU decoder's exactly (get_rows
 // checks this bit for bit) and x is the same floats, so the only error is the f32 summation. mm.comp
 // sums an output value as: 32 lanes, each a chain of at most L = 32 * ceil(units / 32) fused
-// multiply-adds, then a 5-level tree of additions. Each of those k = L + 5 operations (k + 1 if the
+// multiply-adds, then the cross-lane reduction of depth D: D = 5 for the plain tree; D <= 31 for the
+// subgroup variants (subgroupAdd over S lanes in the driver's unspecified order, at worst a chain of
+// S - 1 additions, then the 32 / S subgroup sums in a chain: (S - 1) + (32 / S - 1) <= 31 for S in
+// [8, 32], and those shaders fall back to the tree for other sizes). Each of those k = L + D operations (k + 1 if the
 // driver does not fuse, rounding the product too) rounds once with relative error at most u = 2^-24, so
 // |device - exact| <= gamma_{k+1} * sum_c |w_c x_c| with gamma_n = n u / (1 - n u) (Higham's bound for
 // a recursive/tree summation of depth n). The reference is the exact sum to double precision (and
 // sum |w x| the same), far inside that bound.
+//
+// Every product test runs with both reductions where the device has subgroup arithmetic (lavapipe does:
+// subgroups of 8), the plain one forced through detail::force_plain_reduction.
 //
 // Batch invariance is checked bit for bit (a token's row of an n_tok = 37 product equals its n_tok = 1
 // product), and the mutated shader mm_q3_k_mutant (Q3_K scales read one byte off) is shown to be
@@ -18,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -119,12 +126,36 @@ std::vector<float> dequantized(GgmlType t, const std::vector<uint8_t>& w, int64_
   return out;
 }
 
+// The reduction the products of the test device use now: a plain run, or the subgroup variants.
+bool subgroup_now() {
+  const auto ctx = testing::shared_context(nullptr);
+  return ctx && detail::subgroup_reduction(*ctx);
+}
+// D of the derivation above for the reduction in use.
+double lane_reduction_depth() { return subgroup_now() ? 31 : 5; }
+
+// Runs `body` once per reduction the device offers (subgroup first, then plain, forced by the hook,
+// restored afterwards), under a trace naming it.
+struct RestoreReduction {
+  ~RestoreReduction() { detail::force_plain_reduction(false); }
+};
+template <typename F>
+void for_each_reduction(Context& ctx, F&& body) {
+  RestoreReduction restore;
+  for (bool plain : {false, true}) {
+    if (!plain && !ctx.info().subgroup_arithmetic) continue;
+    detail::force_plain_reduction(plain);
+    SCOPED_TRACE(plain ? "plain shared-memory reduction" : "subgroup reduction");
+    body();
+  }
+}
+
 // Checks y (n rows of `rows` outputs; y[i] uses x row xrow[i]) against the reference with the derived
 // bound; returns the number of values outside it (and reports the first few).
 int64_t count_mismatches(const std::vector<float>& wf, int64_t rows, int64_t cols, const std::vector<float>& x,
                          const std::vector<int64_t>& xrow, const std::vector<float>& y, bool report = true) {
   const int64_t units = (cols + 31) / 32;
-  const double k = 32.0 * static_cast<double>((units + 31) / 32) + 5 + 1;
+  const double k = 32.0 * static_cast<double>((units + 31) / 32) + lane_reduction_depth() + 1;
   const double u = std::ldexp(1.0, -24);
   const double gamma = k * u / (1 - k * u);
   int64_t bad = 0;
@@ -212,41 +243,45 @@ std::string type_param_name(const ::testing::TestParamInfo<GgmlType>& info) { re
 // tiles; partial tiles), 37 rows (not a multiple of the 4 rows of a workgroup).
 TEST_P(VkMatmul, MatchesScalarReferenceForDecodeAndTiledShapes) {
   MOE_VK_CONTEXT_OR_SKIP(ctx);
-  const GgmlType t = GetParam();
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  std::mt19937 g(seed);
-  const int64_t rows = 37, cols = test_cols(t);
-  const auto w = random_matrix(t, rows, cols, g);
-  const auto wf = dequantized(t, w, rows, cols);
-  for (int64_t n_tok : {1, 2, 3, 4, 9, 17, 32, 70}) {
-    SCOPED_TRACE("n_tok " + std::to_string(n_tok));
-    const auto x = random_floats(static_cast<size_t>(n_tok * cols), g);
-    for (size_t x_pad : {4, 16}) {
-      SCOPED_TRACE("x at byte " + std::to_string(x_pad));
-      const auto y = run_matmul(ctx, t, w, rows, cols, x, n_tok, x_pad);
-      EXPECT_EQ(count_mismatches(wf, rows, cols, x, iota_rows(n_tok), y), 0);
+  for_each_reduction(ctx, [&] {
+    const GgmlType t = GetParam();
+    const uint32_t seed = std::random_device{}();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937 g(seed);
+    const int64_t rows = 37, cols = test_cols(t);
+    const auto w = random_matrix(t, rows, cols, g);
+    const auto wf = dequantized(t, w, rows, cols);
+    for (int64_t n_tok : {1, 2, 3, 4, 9, 17, 32, 70}) {
+      SCOPED_TRACE("n_tok " + std::to_string(n_tok));
+      const auto x = random_floats(static_cast<size_t>(n_tok * cols), g);
+      for (size_t x_pad : {4, 16}) {
+        SCOPED_TRACE("x at byte " + std::to_string(x_pad));
+        const auto y = run_matmul(ctx, t, w, rows, cols, x, n_tok, x_pad);
+        EXPECT_EQ(count_mismatches(wf, rows, cols, x, iota_rows(n_tok), y), 0);
+      }
     }
-  }
+  });
 }
 
 // Rows of a single block (plain types: 5 values), so most lanes hold nothing, and 1 to 5 rows.
 TEST_P(VkMatmul, SingleBlockRows) {
   MOE_VK_CONTEXT_OR_SKIP(ctx);
-  const GgmlType t = GetParam();
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  std::mt19937 g(seed);
-  const int64_t cols = is_float_type(t) ? 5 : type_traits(t)->block_size;
-  for (int64_t rows = 1; rows <= 5; ++rows) {
-    const auto w = random_matrix(t, rows, cols, g);
-    const auto wf = dequantized(t, w, rows, cols);
-    for (int64_t n_tok : {1, 4}) {
-      const auto x = random_floats(static_cast<size_t>(n_tok * cols), g);
-      const auto y = run_matmul(ctx, t, w, rows, cols, x, n_tok, 16);
-      EXPECT_EQ(count_mismatches(wf, rows, cols, x, iota_rows(n_tok), y), 0) << rows << " rows, " << n_tok << " tokens";
+  for_each_reduction(ctx, [&] {
+    const GgmlType t = GetParam();
+    const uint32_t seed = std::random_device{}();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937 g(seed);
+    const int64_t cols = is_float_type(t) ? 5 : type_traits(t)->block_size;
+    for (int64_t rows = 1; rows <= 5; ++rows) {
+      const auto w = random_matrix(t, rows, cols, g);
+      const auto wf = dequantized(t, w, rows, cols);
+      for (int64_t n_tok : {1, 4}) {
+        const auto x = random_floats(static_cast<size_t>(n_tok * cols), g);
+        const auto y = run_matmul(ctx, t, w, rows, cols, x, n_tok, 16);
+        EXPECT_EQ(count_mismatches(wf, rows, cols, x, iota_rows(n_tok), y), 0) << rows << " rows, " << n_tok << " tokens";
+      }
     }
-  }
+  });
 }
 
 // A token's outputs are the same bits alone (the decode shader) and as row t of a 37-token batch (the
@@ -254,27 +289,29 @@ TEST_P(VkMatmul, SingleBlockRows) {
 // batches) or by float (alone). Plain types: 1060 columns, a multiple of 4 with a partial last unit.
 TEST_P(VkMatmul, BatchInvariant) {
   MOE_VK_CONTEXT_OR_SKIP(ctx);
-  const GgmlType t = GetParam();
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  std::mt19937 g(seed);
-  const int64_t rows = 13, cols = is_float_type(t) ? 1060 : test_cols(t), n_tok = 37, n_small = 9;
-  const auto w = random_matrix(t, rows, cols, g);
-  const auto x = random_floats(static_cast<size_t>(n_tok * cols), g);
-  const auto batch = run_matmul(ctx, t, w, rows, cols, x, n_tok, 16);
-  const std::vector<float> x_small(x.begin(), x.begin() + n_small * cols);
-  const auto small = run_matmul(ctx, t, w, rows, cols, x_small, n_small, 16);
-  const auto row_bytes_f32 = static_cast<size_t>(rows) * 4;
-  for (int64_t tok = 0; tok < n_tok; ++tok) {
-    const std::vector<float> xt(x.begin() + tok * cols, x.begin() + (tok + 1) * cols);
-    const auto alone = run_matmul(ctx, t, w, rows, cols, xt, 1, 4);
-    ASSERT_EQ(std::memcmp(alone.data(), batch.data() + tok * rows, row_bytes_f32), 0)
-        << "token " << tok << " differs between the batch of 37 and alone";
-    if (tok < n_small) {
-      ASSERT_EQ(std::memcmp(alone.data(), small.data() + tok * rows, row_bytes_f32), 0)
-          << "token " << tok << " differs between the batch of 9 and alone";
+  for_each_reduction(ctx, [&] {
+    const GgmlType t = GetParam();
+    const uint32_t seed = std::random_device{}();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937 g(seed);
+    const int64_t rows = 13, cols = is_float_type(t) ? 1060 : test_cols(t), n_tok = 37, n_small = 9;
+    const auto w = random_matrix(t, rows, cols, g);
+    const auto x = random_floats(static_cast<size_t>(n_tok * cols), g);
+    const auto batch = run_matmul(ctx, t, w, rows, cols, x, n_tok, 16);
+    const std::vector<float> x_small(x.begin(), x.begin() + n_small * cols);
+    const auto small = run_matmul(ctx, t, w, rows, cols, x_small, n_small, 16);
+    const auto row_bytes_f32 = static_cast<size_t>(rows) * 4;
+    for (int64_t tok = 0; tok < n_tok; ++tok) {
+      const std::vector<float> xt(x.begin() + tok * cols, x.begin() + (tok + 1) * cols);
+      const auto alone = run_matmul(ctx, t, w, rows, cols, xt, 1, 4);
+      ASSERT_EQ(std::memcmp(alone.data(), batch.data() + tok * rows, row_bytes_f32), 0)
+          << "token " << tok << " differs between the batch of 37 and alone";
+      if (tok < n_small) {
+        ASSERT_EQ(std::memcmp(alone.data(), small.data() + tok * rows, row_bytes_f32), 0)
+            << "token " << tok << " differs between the batch of 9 and alone";
+      }
     }
-  }
+  });
 }
 
 // The embedding lookup returns exactly quant's dequantization of the chosen rows.
@@ -363,12 +400,14 @@ void check_expert_plan(Context& ctx, GgmlType t, int64_t n_tok, bool x_by_token,
 
 TEST_P(VkMatmul, ExpertSlotsMatchScalarReference) {
   MOE_VK_CONTEXT_OR_SKIP(ctx);
-  const uint32_t seed = std::random_device{}();
-  for (bool by_token : {true, false}) {
-    check_expert_plan(ctx, GetParam(), 40, by_token, seed);  // the 32-token tiles
-    check_expert_plan(ctx, GetParam(), 11, by_token, seed);  // the 8-token tiles
-    check_expert_plan(ctx, GetParam(), 3, by_token, seed);   // the decode shaders (up to 3 slots)
-  }
+  for_each_reduction(ctx, [&] {
+    const uint32_t seed = std::random_device{}();
+    for (bool by_token : {true, false}) {
+      check_expert_plan(ctx, GetParam(), 40, by_token, seed);  // the 32-token tiles
+      check_expert_plan(ctx, GetParam(), 11, by_token, seed);  // the 8-token tiles
+      check_expert_plan(ctx, GetParam(), 3, by_token, seed);   // the decode shaders (up to 3 slots)
+    }
+  });
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, VkMatmul, ::testing::ValuesIn(kTypes), type_param_name);
@@ -380,6 +419,8 @@ TEST(VkMatmulMutant, WrongScaleOffsetIsRejected) {
   const uint32_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 g(seed);
+  RestoreReduction restore;
+  detail::force_plain_reduction(true);  // the bound of the plain tree: the named shaders are plain variants
   const GgmlType t = GgmlType::Q3_K;
   const int64_t rows = 8, cols = 512, n_tok = 1;
   const auto w = random_matrix(t, rows, cols, g);
@@ -390,6 +431,19 @@ TEST(VkMatmulMutant, WrongScaleOffsetIsRejected) {
   const auto bad = run_matmul(ctx, t, w, rows, cols, x, n_tok, 4, "mm_q3_k_mutant", 1);
   EXPECT_GT(count_mismatches(wf, rows, cols, x, iota_rows(n_tok), bad, /*report=*/false), rows / 2)
       << "the mutated shader passed the comparison";
+}
+
+// The reduction is a property of the device: the subgroup variants wherever subgroup arithmetic exists
+// (so the tests above really ran them there), the plain tree when forced or absent.
+TEST(VkMatmulReduction, ChosenByDeviceAndHook) {
+  MOE_VK_CONTEXT_OR_SKIP(ctx);
+  RestoreReduction restore;
+  EXPECT_EQ(detail::subgroup_reduction(ctx), ctx.info().subgroup_arithmetic);
+  detail::force_plain_reduction(true);
+  EXPECT_FALSE(detail::subgroup_reduction(ctx));
+  detail::force_plain_reduction(false);
+  EXPECT_EQ(detail::subgroup_reduction(ctx), ctx.info().subgroup_arithmetic);
+  if (!ctx.info().subgroup_arithmetic) std::printf("note: %s has no subgroup arithmetic; only the plain reduction ran\n", ctx.info().name.c_str());
 }
 
 // More than 65535 groups of rows (a 262,160-row matrix, 4 rows a group) is split over dispatches.

@@ -15,6 +15,18 @@
 // (slot_tokens[s]); 2 = expert slots, x rows by slot. In modes 1 and 2 the slots of `expert` are
 // [offsets[e], offsets[e+1]) and groups past them exit (the grid is sized by the largest expert).
 //
+// Reduction across the 32 lanes of a (row, token): the plain variants use a fixed 5-level tree in shared
+// memory. The _sg variants (chosen by the host when the device has subgroup arithmetic, for every
+// product of that device, so NT=1 and tiled variants still agree bit for bit) sum each subgroup's lanes
+// with subgroupAdd and then the row's 32 / S subgroup sums in ascending order through shared memory:
+// one barrier instead of five. A lane's (row, lane) role is derived from gl_SubgroupID and
+// gl_SubgroupInvocationID, so a subgroup never mixes rows whatever the driver's invocation layout.
+// Subgroup sizes outside [8, 32] (wave64 devices, tiny subgroups) take the tree inside the _sg shader.
+// subgroupAdd's internal order is the driver's: fixed per device and subgroup size, so results stay
+// batch invariant on a device as long as its driver runs every mm pipeline at one subgroup size (drivers
+// that choose the size per pipeline would need VK_EXT_subgroup_size_control's required size, which
+// context.cpp does not set).
+//
 // Grid: x = row groups (the host splits rows over several dispatches: at most 65535 groups and one
 // storage-buffer range per dispatch), y = token tiles (split likewise, tile0 = first tile).
 //
@@ -58,7 +70,50 @@
 // @variant mm_q6_k_tiled -DTYPE=14 -DNT=8
 // @variant mm_q6_k_tiled32 -DTYPE=14 -DNT=32
 // @variant mm_q3_k_mutant -DTYPE=11 -DNT=1 -DMM_MUTANT=1
+// @variant mm_f32_sg -DTYPE=0 -DNT=1 -DMM_SUBGROUP=1
+// @variant mm_f32_tiled_sg -DTYPE=0 -DNT=8 -DMM_SUBGROUP=1
+// @variant mm_f32_tiled32_sg -DTYPE=0 -DNT=32 -DMM_SUBGROUP=1
+// @variant mm_f16_sg -DTYPE=1 -DNT=1 -DMM_SUBGROUP=1
+// @variant mm_f16_tiled_sg -DTYPE=1 -DNT=8 -DMM_SUBGROUP=1
+// @variant mm_f16_tiled32_sg -DTYPE=1 -DNT=32 -DMM_SUBGROUP=1
+// @variant mm_bf16_sg -DTYPE=30 -DNT=1 -DMM_SUBGROUP=1
+// @variant mm_bf16_tiled_sg -DTYPE=30 -DNT=8 -DMM_SUBGROUP=1
+// @variant mm_bf16_tiled32_sg -DTYPE=30 -DNT=32 -DMM_SUBGROUP=1
+// @variant mm_q4_0_sg -DTYPE=2 -DNT=1 -DMM_SUBGROUP=1
+// @variant mm_q4_0_tiled_sg -DTYPE=2 -DNT=8 -DMM_SUBGROUP=1
+// @variant mm_q4_0_tiled32_sg -DTYPE=2 -DNT=32 -DMM_SUBGROUP=1
+// @variant mm_q4_1_sg -DTYPE=3 -DNT=1 -DMM_SUBGROUP=1
+// @variant mm_q4_1_tiled_sg -DTYPE=3 -DNT=8 -DMM_SUBGROUP=1
+// @variant mm_q4_1_tiled32_sg -DTYPE=3 -DNT=32 -DMM_SUBGROUP=1
+// @variant mm_q5_0_sg -DTYPE=6 -DNT=1 -DMM_SUBGROUP=1
+// @variant mm_q5_0_tiled_sg -DTYPE=6 -DNT=8 -DMM_SUBGROUP=1
+// @variant mm_q5_0_tiled32_sg -DTYPE=6 -DNT=32 -DMM_SUBGROUP=1
+// @variant mm_q5_1_sg -DTYPE=7 -DNT=1 -DMM_SUBGROUP=1
+// @variant mm_q5_1_tiled_sg -DTYPE=7 -DNT=8 -DMM_SUBGROUP=1
+// @variant mm_q5_1_tiled32_sg -DTYPE=7 -DNT=32 -DMM_SUBGROUP=1
+// @variant mm_q8_0_sg -DTYPE=8 -DNT=1 -DMM_SUBGROUP=1
+// @variant mm_q8_0_tiled_sg -DTYPE=8 -DNT=8 -DMM_SUBGROUP=1
+// @variant mm_q8_0_tiled32_sg -DTYPE=8 -DNT=32 -DMM_SUBGROUP=1
+// @variant mm_q2_k_sg -DTYPE=10 -DNT=1 -DMM_SUBGROUP=1
+// @variant mm_q2_k_tiled_sg -DTYPE=10 -DNT=8 -DMM_SUBGROUP=1
+// @variant mm_q2_k_tiled32_sg -DTYPE=10 -DNT=32 -DMM_SUBGROUP=1
+// @variant mm_q3_k_sg -DTYPE=11 -DNT=1 -DMM_SUBGROUP=1
+// @variant mm_q3_k_tiled_sg -DTYPE=11 -DNT=8 -DMM_SUBGROUP=1
+// @variant mm_q3_k_tiled32_sg -DTYPE=11 -DNT=32 -DMM_SUBGROUP=1
+// @variant mm_q4_k_sg -DTYPE=12 -DNT=1 -DMM_SUBGROUP=1
+// @variant mm_q4_k_tiled_sg -DTYPE=12 -DNT=8 -DMM_SUBGROUP=1
+// @variant mm_q4_k_tiled32_sg -DTYPE=12 -DNT=32 -DMM_SUBGROUP=1
+// @variant mm_q5_k_sg -DTYPE=13 -DNT=1 -DMM_SUBGROUP=1
+// @variant mm_q5_k_tiled_sg -DTYPE=13 -DNT=8 -DMM_SUBGROUP=1
+// @variant mm_q5_k_tiled32_sg -DTYPE=13 -DNT=32 -DMM_SUBGROUP=1
+// @variant mm_q6_k_sg -DTYPE=14 -DNT=1 -DMM_SUBGROUP=1
+// @variant mm_q6_k_tiled_sg -DTYPE=14 -DNT=8 -DMM_SUBGROUP=1
+// @variant mm_q6_k_tiled32_sg -DTYPE=14 -DNT=32 -DMM_SUBGROUP=1
 #version 450
+#ifdef MM_SUBGROUP
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
 
 #define ROWS 4u
 #define LANES 32u
@@ -94,7 +149,15 @@ layout(push_constant) uniform Push {
 shared float partial[ROWS][NT][LANES];
 
 void main() {
-  const uint lane = gl_LocalInvocationID.x, ry = gl_LocalInvocationID.y;
+#ifdef MM_SUBGROUP
+  // Uniform over the dispatch: the subgroup size is fixed for a pipeline (SPIR-V 1.5, no varying size).
+  const bool by_subgroup = gl_SubgroupSize >= 8u && gl_SubgroupSize <= LANES;
+  const uint linear = by_subgroup ? gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID
+                                : gl_LocalInvocationIndex;
+#else
+  const uint linear = gl_LocalInvocationIndex;
+#endif
+  const uint lane = linear % LANES, ry = linear / LANES;
   const uint r = pc.row0 + gl_WorkGroupID.x * ROWS + ry;
   const uint tile = pc.tile0 + gl_WorkGroupID.y;
 
@@ -153,6 +216,23 @@ void main() {
     }
   }
 
+#ifdef MM_SUBGROUP
+  if (by_subgroup) {
+    // partial[ry][t][k] = the sum of the k-th subgroup of row ry (k < 32 / S <= 4), then summed in order.
+    const uint k = lane / gl_SubgroupSize;
+    for (uint t = 0u; t < NT; ++t) {
+      const float s = subgroupAdd(acc[t]);
+      if (gl_SubgroupInvocationID == 0u) partial[ry][t][k] = s;
+    }
+    barrier();
+    if (row_valid && lane < nt) {
+      precise float total = partial[ry][lane][0];
+      for (uint j = 1u; j < LANES / gl_SubgroupSize; ++j) total += partial[ry][lane][j];
+      y[pc.y_off + (first + lane) * pc.y_stride + r] = total;
+    }
+    return;
+  }
+#endif
   for (uint t = 0u; t < NT; ++t) partial[ry][t][lane] = acc[t];
   barrier();
   for (uint stride = LANES / 2u; stride > 0u; stride >>= 1) {
