@@ -16,7 +16,7 @@ namespace moe::testing {
 std::string source_dir() {
   const char* s = std::getenv("MOE_SOURCE_DIR");
   if (s && *s) return s;
-  return std::filesystem::current_path().string();
+  return MOE_TEST_SOURCE_DIR;
 }
 
 std::string fixtures_dir() {
@@ -40,7 +40,7 @@ std::string moe_binary() {
   const char* b = std::getenv("MOE_BIN");
   if (b && *b) return b;
   const char* d = std::getenv("MOE_BINARY_DIR");
-  return std::string(d && *d ? d : ".") + "/moe";
+  return std::string(d && *d ? d : MOE_TEST_BINARY_DIR) + "/moe";
 }
 
 std::string read_file(const std::string& path) {
