@@ -29,21 +29,29 @@ struct KvLayoutPush {
 
 const char* element_suffix(const char* op, GgmlType t) {
   switch (t) {
-    case GgmlType::F32: return "f32";
-    case GgmlType::F16: return "f16";
-    case GgmlType::BF16: return "bf16";
-    case GgmlType::Q8_0: return "q8_0";
-    default: fail(op, ": KV cache element type ", type_name(t), " is not supported (f32, f16, bf16, q8_0)");
+    case GgmlType::F32:
+      return "f32";
+    case GgmlType::F16:
+      return "f16";
+    case GgmlType::BF16:
+      return "bf16";
+    case GgmlType::Q8_0:
+      return "q8_0";
+    default:
+      fail(op, ": KV cache element type ", type_name(t), " is not supported (f32, f16, bf16, q8_0)");
   }
 }
 
 // kernels::kv_row_bytes, restated so that the device layer does not link the CPU kernels.
 uint64_t expected_row_bytes(GgmlType t, uint64_t n) {
   switch (t) {
-    case GgmlType::F32: return 4 * n;
+    case GgmlType::F32:
+      return 4 * n;
     case GgmlType::F16:
-    case GgmlType::BF16: return 2 * n;
-    default: return (n + 31) / 32 * 34;  // Q8_0: whole 32-value blocks of an f16 scale and 32 int8
+    case GgmlType::BF16:
+      return 2 * n;
+    default:
+      return (n + 31) / 32 * 34;  // Q8_0: whole 32-value blocks of an f16 scale and 32 int8
   }
 }
 
@@ -54,7 +62,8 @@ KvLayoutPush check_layout(const char* op, const PagedKv& kv, const TokenPages& p
   if (row_values <= 0) fail(op, ": ", row_values, " values per KV row; must be positive");
   const uint64_t want = expected_row_bytes(kv.element, static_cast<uint64_t>(row_values));
   if (kv.row_bytes != want)
-    fail(op, ": KV rows of ", row_values, " ", type_name(kv.element), " values are ", want, " bytes, not ", kv.row_bytes);
+    fail(op, ": KV rows of ", row_values, " ", type_name(kv.element), " values are ", want, " bytes, not ",
+         kv.row_bytes);
   if (kv.block_tokens <= 0) fail(op, ": block_tokens ", kv.block_tokens, " must be positive");
   const uint64_t region = kv.row_bytes * static_cast<uint64_t>(kv.block_tokens);
   if (kv.block_bytes == 0 || kv.k_offset + region > kv.block_bytes || kv.v_offset + region > kv.block_bytes)
@@ -125,8 +134,13 @@ void detail::attention_family(Stream& s, std::string_view family, const PagedKv&
     KvLayoutPush L;
     uint32_t n_tok, n_head, n_head_kv, head_dim, tok0;
     float scale;
-  } pc{L, static_cast<uint32_t>(pages.n_tok), static_cast<uint32_t>(n_head), static_cast<uint32_t>(n_head_kv),
-       static_cast<uint32_t>(head_dim), 0, scale};
+  } pc{L,
+       static_cast<uint32_t>(pages.n_tok),
+       static_cast<uint32_t>(n_head),
+       static_cast<uint32_t>(n_head_kv),
+       static_cast<uint32_t>(head_dim),
+       0,
+       scale};
   const std::string name = std::string(family) + "_" + element_suffix(op, kv.element);
   const Pipeline& p = s.context().pipeline(name, 6, sizeof(Push));
   // One workgroup per (head, token); grids over 65535 tokens go in several dispatches.

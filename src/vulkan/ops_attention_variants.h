@@ -11,7 +11,7 @@ namespace moe::vk::detail {
 
 // attention() using the shader "<family>_<element>" ("attention_f16", "attention_mutated_f16", ...).
 void attention_family(Stream& s, std::string_view family, const PagedKv& kv, const TokenPages& pages,
-                      const BufferRef& q, const BufferRef& out, int64_t n_head, int64_t n_head_kv,
-                      int64_t head_dim, float scale);
+                      const BufferRef& q, const BufferRef& out, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+                      float scale);
 
 }  // namespace moe::vk::detail

@@ -39,7 +39,8 @@ void rope(Stream& s, const BufferRef& x, const BufferRef& pos, int64_t n_tok, in
   if (head_dim <= 0 || n_heads <= 0) fail(op, ": n_heads ", n_heads, " and head_dim ", head_dim, " must be positive");
   if (n_rot <= 0 || n_rot % 2 != 0 || n_rot > head_dim)
     fail(op, ": n_rot ", n_rot, " must be even and in (0, head_dim = ", head_dim, "]");
-  if (!(freq_base > 0) || !std::isfinite(freq_base)) fail(op, ": freq_base ", freq_base, " must be positive and finite");
+  if (!(freq_base > 0) || !std::isfinite(freq_base))
+    fail(op, ": freq_base ", freq_base, " must be positive and finite");
   const uint32_t values = u32_product(op, "n_tok * n_heads * head_dim", n_tok, n_heads * head_dim);
   need(op, "x", x, uint64_t{values} * 4);
   need(op, "positions", pos, uint64_t{u32(op, "n_tok", n_tok)} * 4);
@@ -47,8 +48,11 @@ void rope(Stream& s, const BufferRef& x, const BufferRef& pos, int64_t n_tok, in
   struct Push {
     uint32_t n_tok, n_heads, head_dim, n_rot, rotate_half;
     float log2_base_over_n_rot;
-  } pc{static_cast<uint32_t>(n_tok), static_cast<uint32_t>(n_heads), static_cast<uint32_t>(head_dim),
-       static_cast<uint32_t>(n_rot), rotate_half ? 1u : 0u,
+  } pc{static_cast<uint32_t>(n_tok),
+       static_cast<uint32_t>(n_heads),
+       static_cast<uint32_t>(head_dim),
+       static_cast<uint32_t>(n_rot),
+       rotate_half ? 1u : 0u,
        static_cast<float>(std::log2(static_cast<double>(freq_base)) / static_cast<double>(n_rot))};
   const Pipeline& p = s.context().pipeline("rope", 2, sizeof(Push));
   s.dispatch(p, {x, pos}, &pc, sizeof pc, detail::stride_groups(uint64_t{values} / 2));

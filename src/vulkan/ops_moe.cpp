@@ -15,12 +15,12 @@ using detail::u32;
 using detail::u32_product;
 
 namespace {
-constexpr int64_t kMaxK = 32;           // router_top_k.comp's MAX_K
-constexpr int64_t kMaxExperts = 2048;   // group_by_expert.comp's MAX_EXPERTS (its shared cursors)
+constexpr int64_t kMaxK = 32;          // router_top_k.comp's MAX_K
+constexpr int64_t kMaxExperts = 2048;  // group_by_expert.comp's MAX_EXPERTS (its shared cursors)
 }  // namespace
 
-void router_top_k(Stream& s, const BufferRef& logits, int64_t n_tok, int64_t n_expert, int64_t k,
-                  const BufferRef& ids, const BufferRef& weights) {
+void router_top_k(Stream& s, const BufferRef& logits, int64_t n_tok, int64_t n_expert, int64_t k, const BufferRef& ids,
+                  const BufferRef& weights) {
   const char* op = "router_top_k";
   if (n_expert <= 0) fail(op, ": n_expert ", n_expert, " must be positive");
   if (k <= 0 || k > n_expert || k > kMaxK)
@@ -71,8 +71,7 @@ void moe_combine(Stream& s, const BufferRef& y, const BufferRef& ids, const Buff
   const uint64_t y_rows = std::min<uint64_t>(y.size() / (uint64_t(n) * 4), UINT32_MAX / uint64_t(n));
   struct Push {
     uint32_t n_tok, k, n, n_slots;
-  } pc{static_cast<uint32_t>(n_tok), static_cast<uint32_t>(k), static_cast<uint32_t>(n),
-       static_cast<uint32_t>(y_rows)};
+  } pc{static_cast<uint32_t>(n_tok), static_cast<uint32_t>(k), static_cast<uint32_t>(n), static_cast<uint32_t>(y_rows)};
   if (n_tok == 0) return;
   const Pipeline& p = s.context().pipeline("moe_combine", 5, sizeof(Push));
   s.dispatch(p, {y, ids, weights, token_slots, x}, &pc, sizeof pc, detail::stride_groups(total));
