@@ -27,6 +27,7 @@
 #include "batch/journal.h"
 #include "batch/merge.h"
 #include "cli/command.h"
+#include "cli/common_flags.h"
 #include "engine/engine.h"
 #include "kv/kv_types.h"
 #include "server/batch_exec.h"
@@ -51,6 +52,7 @@ struct BatchOpts {
   std::string kv_cache_dtype = "f16";
   bool enable_prefix_caching = true;
   int threads = 0;
+  DeviceArgs dev;                       // --device, --gpu-memory
   std::string chat_template;
 };
 
@@ -59,6 +61,8 @@ std::unique_ptr<engine::Engine> make_engine(const BatchOpts& o, const std::strin
   engine::EngineConfig cfg;
   cfg.model_path = model_path;
   cfg.n_threads = o.threads;
+  cfg.device = o.dev.device;
+  cfg.gpu_memory = o.dev.gpu_memory_bytes();
   cfg.max_num_seqs = o.max_num_seqs;
   cfg.max_model_len = o.max_model_len;
   cfg.max_num_batched_tokens = o.max_num_batched_tokens;
@@ -436,6 +440,7 @@ Registrar reg("batch", "Run an OpenAI batch file (JSONL) through the engine, exa
   sub.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", o->enable_prefix_caching,
                "Reuse the KV blocks of repeated prompt prefixes (on by default)");
   sub.add_option("-t,--threads", o->threads, "Compute threads (0: physical cores)")->check(CLI::Range(0, 1024));
+  add_device_options(sub, o->dev);
   sub.add_option("--chat-template", o->chat_template,
                  "A built-in template name (chatml, mixtral, llama3, ...) or a Jinja template file");
   return [o] { return run_batch(*o); };
