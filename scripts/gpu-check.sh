@@ -21,10 +21,12 @@
 # binaries; the Vulkan loader is opened at run time, so they start without it).
 #
 # Knobs (environment): MOE_GPU_LAYERS (4), MOE_GPU_PP (512), MOE_GPU_GEN (64), MOE_GPU_BATCH (16),
+# MOE_GPU_BATCH_PROMPT (128) and MOE_GPU_BATCH_GEN (32): each batched sequence's prompt and steps,
 # MOE_GPU_REPS (3), MOE_GPU_SHAPE (mixtral-8x7b), MOE_GPU_TYPE (Q4_K_M), MOE_GPU_TESTS (1: run the
 # tests), MOE_GPU_OUT (a folder for the logs and the JSON figures; default a temporary one).
-# Small values prove the script on lavapipe:
-#   MOE_GPU_LAYERS=1 MOE_GPU_PP=32 MOE_GPU_GEN=8 MOE_GPU_BATCH=4 MOE_GPU_REPS=1 bash scripts/gpu-check.sh
+# Small values prove the script on lavapipe (which runs the shaders on the CPU, slowly):
+#   MOE_GPU_SHAPE=mini-mixtral MOE_GPU_LAYERS=1 MOE_GPU_PP=32 MOE_GPU_GEN=8 MOE_GPU_BATCH=4 \
+#   MOE_GPU_BATCH_PROMPT=16 MOE_GPU_BATCH_GEN=8 MOE_GPU_REPS=1 bash scripts/gpu-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -33,6 +35,8 @@ pp=${MOE_GPU_PP:-512}
 gen=${MOE_GPU_GEN:-64}
 batch=${MOE_GPU_BATCH:-16}
 reps=${MOE_GPU_REPS:-3}
+batch_prompt=${MOE_GPU_BATCH_PROMPT:-128}
+batch_gen=${MOE_GPU_BATCH_GEN:-32}
 shape=${MOE_GPU_SHAPE:-mixtral-8x7b}
 type=${MOE_GPU_TYPE:-Q4_K_M}
 out=${MOE_GPU_OUT:-$(mktemp -d)}
@@ -104,7 +108,7 @@ model=$out/$shape-$layers-layers.$type.gguf
 say "synthesizing $shape ($layers layers, $type) into $model"
 "$moe" synth --shape "$shape" --layers "$layers" --type "$type" -q "$model"
 say "bench on --device vulkan: pp$pp, tg$gen, B=1 and B=$batch"
-"$moe" bench "$model" --device vulkan -p "$pp" -n "$gen" --batch "1,$batch" --batch-prompt 128 --batch-gen 32 \
+"$moe" bench "$model" --device vulkan -p "$pp" -n "$gen" --batch "1,$batch" --batch-prompt "$batch_prompt" --batch-gen "$batch_gen" \
   --reps "$reps" --json | tee "$out/bench.jsonl"
 python3 - "$out/bench.jsonl" "$pp" "$batch" <<'EOF'
 import json, sys

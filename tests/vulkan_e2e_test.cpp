@@ -256,6 +256,35 @@ TEST(VulkanBackend, SplitPlacementGivesTheAllOnDeviceLogits) {
   EXPECT_LE(moe::testing::rel_l2(prompt_logits(*split, tokens), all_on_device), 1e-5);
 }
 
+// A dense model's FFN is its one expert: with too little memory for it, it runs on the CPU.
+TEST(VulkanBackend, DenseFfnOnTheCpuGivesTheSameLogits) {
+  MOE_VK_CONTEXT_OR_SKIP(ctx);
+  (void)ctx;
+  MOE_REQUIRE_FIXTURE("models/stories260K.gguf");
+  const std::string path = fixture("models/stories260K.gguf");
+  auto load = [&](uint64_t gpu_memory) {
+    model::ModelOptions o;
+    o.n_threads = 2;
+    o.device = "vulkan";
+    o.gpu_memory = gpu_memory;
+    o.precision = model::Precision::Exact;
+    o.max_batch_tokens = 16;
+    return model::Model::load(path, o);
+  };
+  const std::vector<int32_t> tokens = {1, 403, 407, 261, 378, 429, 259, 300, 511};
+  auto whole = load(0);
+  const auto expected = prompt_logits(*whole, tokens);
+  const model::DevicePlacement& full = backend_of(*whole).placement();
+  kv::Cache probe(whole->kv_geometry(kv::KvType::F32), 8);
+  // Room for all but one layer's FFN.
+  const uint64_t one_ffn = full.expert_bytes_on_card / static_cast<uint64_t>(full.experts_total);
+  auto split = load(full.fixed_bytes + full.workspace_bytes + probe.bytes() + full.expert_bytes_on_card - one_ffn);
+  const auto got = prompt_logits(*split, tokens);
+  EXPECT_EQ(backend_of(*split).placement().experts_on_card, full.experts_total - 1);
+  EXPECT_LE(moe::testing::rel_l2(got, expected), 1e-5);
+  moe::testing::expect_same_argmax(got, expected, whole->hparams().n_vocab);
+}
+
 TEST(VulkanBackend, OutputsHiddenRoutingAndCountsMatchTheCpu) {
   MOE_VK_CONTEXT_OR_SKIP(ctx);
   (void)ctx;

@@ -215,6 +215,11 @@ void VulkanBackend::bind_cache(kv::Cache& cache) {
   I.kv_blocks = cache.n_blocks();
 }
 
+void VulkanBackend::Impl::see(std::initializer_list<const vk::Buffer*> readbacks) {
+  uint8_t word[16];
+  for (const vk::Buffer* b : readbacks) ctx->download(vk::BufferRef(*b, 0, std::min<uint64_t>(16, b->bytes())), word);
+}
+
 vk::PagedKv VulkanBackend::Impl::paged(const kv::Cache& cache, int64_t layer) const {
   vk::PagedKv p;
   p.data = vk::BufferRef(kv, 0, cache.bytes());
@@ -316,9 +321,11 @@ void VulkanBackend::run_chunk(const Batch& b, int64_t begin, int64_t end, kv::Ca
   // Results: outputs, the K/V rows into the host cache, the expert counts and the routing trace.
   const int64_t out0 = result.n_outputs;
   if (m > 0 && options.logits)
-    std::memcpy(result.logits.data() + out0 * static_cast<int64_t>(V), I.rb_logits.mapped(), static_cast<size_t>(m) * V * 4);
+    I.ctx->download(vk::BufferRef(I.rb_logits, 0, static_cast<uint64_t>(m) * V * 4),
+                    result.logits.data() + out0 * static_cast<int64_t>(V));
   if (m > 0 && options.hidden)
-    std::memcpy(result.hidden.data() + out0 * E, I.rb_hidden.mapped(), static_cast<size_t>(m * E) * 4);
+    I.ctx->download(vk::BufferRef(I.rb_hidden, 0, static_cast<uint64_t>(m * E) * 4), result.hidden.data() + out0 * E);
+  I.see({&I.rb_kv, &I.rb_offsets, &I.rb_route});
   const int64_t KD = hp_.n_head_kv * hp_.head_dim;
   const auto* kvrows = static_cast<const float*>(I.rb_kv.mapped());
   const GgmlType kvt = cache.element_type();

@@ -1,6 +1,7 @@
 // vulkan_backend_impl.h: the device state of a VulkanBackend (vulkan_backend.h), shared by the forward
 // pass (vulkan_backend.cpp) and the placement (vulkan_placement.cpp). Internal to src/model.
 #pragma once
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <utility>
@@ -45,6 +46,9 @@ struct VulkanBackend::Impl {
   vk::Buffer upload_vector(const TensorView& v);
   vk::BufferRef ref(Slot s, uint64_t bytes = 0) const { return vk::BufferRef(*bufs[s], 0, bytes); }
   vk::PagedKv paged(const kv::Cache& cache, int64_t layer) const;
+  // Makes the device's writes to these readback buffers visible through mapped() (the memory may be
+  // host-cached without being coherent: Context::download invalidates the whole mapping).
+  void see(std::initializer_list<const vk::Buffer*> readbacks);
 
   const HParams* hp = nullptr;
   std::unique_ptr<vk::Context> ctx;

@@ -6,6 +6,7 @@
 // fit; then experts are taken in order of preference (most routed tokens first, else by index with the
 // layers interleaved, so every layer keeps its low-index experts) while they fit.
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <numeric>
 
@@ -21,7 +22,15 @@ namespace {
 
 uint64_t on_card_bytes(const TensorView& v) { return device_tensor_bytes(static_cast<uint64_t>(v.rows) * v.row_bytes); }
 
-std::string gib(uint64_t bytes) { return cat(static_cast<double>(bytes >> 20) / 1024.0, " GiB"); }
+// "1.50 GiB", "7.54 MiB", "12.0 KiB": sizes in the messages of a budget that does not fit.
+std::string gib(uint64_t bytes) {
+  char buf[32];
+  const double b = static_cast<double>(bytes);
+  if (bytes >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1ull << 30));
+  else if (bytes >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.2f MiB", b / (1ull << 20));
+  else std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024);
+  return buf;
+}
 
 }  // namespace
 
@@ -150,6 +159,7 @@ void VulkanBackend::cpu_experts(int64_t l, int64_t n) {
   const Impl::Layer& D = I.layers[static_cast<size_t>(l)];
   const int64_t E = hp_.n_embd, F = hp_.n_ff, ne = std::max<int64_t>(hp_.n_expert, 1);
   const int64_t max_cols = std::max(E, F);
+  I.see({&I.rb_xn, &I.rb_slots, &I.rb_offsets});
   const auto* xn = static_cast<const float*>(I.rb_xn.mapped());
   auto* out = static_cast<float*>(I.up_down.mapped());
   const auto grow_f = [](std::vector<float>& v, int64_t count) {
