@@ -14,6 +14,7 @@
 //    all-on-device logits within 1e-5 relative (Exact on the CPU side, so both sides compute in f32 on
 //    the same dequantized weights; only the summation order differs); rebalance() moves experts by
 //    routing statistics and the logits stay the same.
+//  - `moe plan --device vulkan` counts the backend's bytes and places as many experts for a budget.
 //  - a bad device name, a missing device index, too small a --gpu-memory and a malformed placement give
 //    clear errors.
 // Without any Vulkan device the tests skip with the reason (they fail instead when CI=true).
@@ -314,6 +315,35 @@ TEST(VulkanBackend, OutputsHiddenRoutingAndCountsMatchTheCpu) {
   EXPECT_EQ(b.routing_experts, a.routing_experts);
   for (size_t i = 0; i < a.routing_weights.size(); ++i) EXPECT_NEAR(b.routing_weights[i], a.routing_weights[i], 1e-5);
   EXPECT_EQ(dev->expert_token_counts(), cpu->expert_token_counts());
+}
+
+// `moe plan --device vulkan` applies the backend's placement rule to the file's layout: for the same
+// budget, context and batch it counts the bytes the backend counts and puts as many experts on the card.
+TEST(VulkanPlan, PlanPlacesWhatTheBackendPlaces) {
+  MOE_VK_CONTEXT_OR_SKIP(ctx);
+  (void)ctx;
+  MOE_REQUIRE_FIXTURE("models/tiny-mixtral/tiny-mixtral.Q4_K_M.gguf");
+  auto whole = device_model("Q4_K_M", 0, model::Precision::Exact, 512);
+  const model::DevicePlacement full = backend_of(*whole).placement();
+  kv::Cache cache(whole->kv_geometry(kv::KvType::F16), kv::Cache::blocks_for_tokens(256));
+  const uint64_t budget = full.fixed_bytes + full.workspace_bytes + cache.bytes() + full.expert_bytes_on_card / 3;
+  auto r = run_moe(cat("plan '", model_path("Q4_K_M"), "' -c 256 --device vulkan --gpu-memory ", budget, " --json"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["device_fixed_bytes"].get<uint64_t>(), full.fixed_bytes);
+  EXPECT_EQ(j["device_workspace_bytes"].get<uint64_t>(), full.workspace_bytes);
+  EXPECT_EQ(j["device_kv_bytes"].get<uint64_t>(), cache.bytes());
+
+  auto split = device_model("Q4_K_M", budget, model::Precision::Exact, 512);
+  model::Batch b;
+  b.add(1, 0, 0, true);
+  model::ForwardResult res;
+  split->forward(b, cache, res);  // binds the cache: the KV mirror joins the budget
+  const model::DevicePlacement& p = backend_of(*split).placement();
+  EXPECT_EQ(j["experts_on_device"].get<int64_t>(), p.experts_on_card);
+  EXPECT_EQ(j["experts_total"].get<int64_t>(), p.experts_total);
+  EXPECT_LT(p.experts_on_card, p.experts_total);
+  EXPECT_GT(p.experts_on_card, 0);
 }
 
 TEST(VulkanErrors, BadDeviceNamesAndTooLittleMemoryAreClear) {
