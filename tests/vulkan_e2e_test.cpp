@@ -15,8 +15,8 @@
 //    the same dequantized weights; only the summation order differs); rebalance() moves experts by
 //    routing statistics and the logits stay the same.
 //  - `moe plan --device vulkan` counts the backend's bytes and places as many experts for a budget.
-//  - a bad device name, a missing device index, too small a --gpu-memory and a malformed placement give
-//    clear errors.
+//  - a bad device name, a missing device index, too small a --gpu-memory, a LoRA adapter on the device
+//    and a malformed placement give clear errors.
 // Without any Vulkan device the tests skip with the reason (they fail instead when CI=true).
 #include <gtest/gtest.h>
 
@@ -364,6 +364,10 @@ TEST(VulkanErrors, BadDeviceNamesAndTooLittleMemoryAreClear) {
   }
   expect_error(base + "--device vulkan:99", "no Vulkan device 99");
   expect_error(base + "--device vulkan --gpu-memory 4096", "cannot hold the model's attention");
+  // LoRA adapters run on the CPU only: refused by name on the device.
+  if (moe::testing::fixture_exists("models/hf/tiny-mixtral-lora-attn/adapter_model.safetensors"))
+    expect_error(base + "--device vulkan --lora '" + fixture("models/hf/tiny-mixtral-lora-attn") + "'",
+                 "LoRA adapters run on the CPU backend only (--device cpu)");
   // A placement of the wrong shape is refused.
   model::ModelOptions o;
   o.device = "vulkan";
