@@ -3,7 +3,7 @@
 //
 // Why the host side is shaped so:
 //  - Few tokens (decode) run the NT=1 variants, a workgroup per 4 rows and token; more run the tiled
-//    variants (8 tokens share each decoded weight). Both do the same operations per output value
+//    variants (8 or 32 tokens share each decoded weight). Both do the same operations per output value
 //    (mm.comp), so the choice never changes a bit of the result (batch invariance, ops.h).
 //  - A weight range is bound at the storage alignment at or below where it starts, the rest passed as a
 //    byte offset, so a tensor (or an expert's slice of a stacked tensor) may start at any even byte.
@@ -21,8 +21,9 @@ namespace moe::vk {
 namespace {
 
 constexpr uint32_t kRowsPerGroup = 4;   // mm.comp ROWS
-constexpr uint32_t kTile = 8;           // mm.comp NT of the *_tiled variants
-constexpr int64_t kDecodeMaxTokens = 3; // up to this many tokens (slots): the NT=1 variants
+// Tokens per workgroup by the call's token (slot) count: up to 3 the NT=1 variants (decode), up to 31
+// the 8-token tiles, from 32 the 32-token tiles (prompts, large batches). The choice changes no result.
+int64_t tile_for(int64_t n_items) { return n_items <= 3 ? 1 : n_items < 32 ? 8 : 32; }
 constexpr uint32_t kUnitsPerGroup = 64; // get_rows.comp local_size_x
 constexpr uint64_t kMaxGroups = 65535;  // maxComputeWorkGroupCount's portable minimum
 
@@ -143,10 +144,10 @@ struct Operands {
 };
 
 void record(Stream& s, const DeviceMatrix& w, uint64_t rb, const Operands& op, int64_t n_items,
-            std::string_view shader, bool tiled) {
+            std::string_view shader, int64_t tile) {
   Context& ctx = s.context();
   const Pipeline& p = ctx.pipeline(shader, 5, sizeof(MmPush));
-  const uint64_t per_tile = tiled ? kTile : 1;
+  const auto per_tile = static_cast<uint64_t>(tile);
   const uint64_t n_tiles = (static_cast<uint64_t>(n_items) + per_tile - 1) / per_tile;
   const int64_t rows_per = rows_per_dispatch(ctx, rb);
   for (int64_t row0 = 0; row0 < w.rows; row0 += rows_per) {
@@ -178,12 +179,12 @@ void record(Stream& s, const DeviceMatrix& w, uint64_t rb, const Operands& op, i
   }
 }
 
-std::string product_shader(GgmlType type, bool tiled) {
-  return std::string("mm_") + type_suffix(type) + (tiled ? "_tiled" : "");
+std::string product_shader(GgmlType type, int64_t tile) {
+  return std::string("mm_") + type_suffix(type) + (tile == 1 ? "" : tile == 8 ? "_tiled" : "_tiled32");
 }
 
 void plain_product(Stream& s, const DeviceMatrix& w, const BufferRef& x, const BufferRef& y, int64_t n_tok,
-                   std::string_view shader, bool tiled) {
+                   std::string_view shader, int64_t tile) {
   const uint64_t rb = check_matrix(w, "matmul");
   if (n_tok < 0) fail("Vulkan matmul: negative token count ", n_tok);
   if (n_tok == 0) return;
@@ -196,7 +197,7 @@ void plain_product(Stream& s, const DeviceMatrix& w, const BufferRef& x, const B
   op.offsets = op.x;
   op.mode = 0;
   op.n_tok = u32(n, "token count");
-  record(s, w, rb, op, n_tok, shader, tiled);
+  record(s, w, rb, op, n_tok, shader, tile);
 }
 
 }  // namespace
@@ -205,8 +206,8 @@ bool matmul_supported(GgmlType type) { return type_suffix(type) != nullptr; }
 
 void matmul(Stream& s, const DeviceMatrix& w, const BufferRef& x, const BufferRef& y, int64_t n_tok) {
   if (!matmul_supported(w.type)) fail("Vulkan matmul: no shader for weight type ", type_name(w.type));
-  const bool tiled = n_tok > kDecodeMaxTokens;
-  plain_product(s, w, x, y, n_tok, product_shader(w.type, tiled), tiled);
+  const int64_t tile = tile_for(n_tok);
+  plain_product(s, w, x, y, n_tok, product_shader(w.type, tile), tile);
 }
 
 void matmul_expert(Stream& s, const DeviceMatrix& w, int32_t expert, const BufferRef& x, bool x_by_token,
@@ -231,8 +232,8 @@ void matmul_expert(Stream& s, const DeviceMatrix& w, int32_t expert, const Buffe
                         : op.offsets;
   op.mode = x_by_token ? 1 : 2;
   op.expert = static_cast<uint32_t>(expert);
-  const bool tiled = max_slots > kDecodeMaxTokens;
-  record(s, w, rb, op, max_slots, product_shader(w.type, tiled), tiled);
+  const int64_t tile = tile_for(max_slots);
+  record(s, w, rb, op, max_slots, product_shader(w.type, tile), tile);
 }
 
 void get_rows(Stream& s, const DeviceMatrix& table, const BufferRef& ids, const BufferRef& out, int64_t n) {
@@ -272,8 +273,8 @@ void get_rows(Stream& s, const DeviceMatrix& table, const BufferRef& ids, const 
 namespace detail {
 
 void matmul_with_shader(Stream& s, const DeviceMatrix& w, const BufferRef& x, const BufferRef& y, int64_t n_tok,
-                        std::string_view shader, bool tiled) {
-  plain_product(s, w, x, y, n_tok, shader, tiled);
+                        std::string_view shader, int64_t tile) {
+  plain_product(s, w, x, y, n_tok, shader, tile);
 }
 
 }  // namespace detail

@@ -10,8 +10,8 @@
 
 namespace moe::vk::detail {
 
-// matmul() with shader `shader` (an embedded mm.comp variant; its NT must match `tiled`).
+// matmul() with shader `shader` (an embedded mm.comp variant whose NT is `tile`: 1, 8 or 32).
 void matmul_with_shader(Stream& s, const DeviceMatrix& w, const BufferRef& x, const BufferRef& y, int64_t n_tok,
-                        std::string_view shader, bool tiled);
+                        std::string_view shader, int64_t tile);
 
 }  // namespace moe::vk::detail

@@ -182,7 +182,7 @@ int64_t test_cols(GgmlType t) {
 // into its: 4 makes mm.comp read x by float, 16 by vec4 (when cols is a multiple of 4).
 std::vector<float> run_matmul(Context& ctx, GgmlType t, const std::vector<uint8_t>& w, int64_t rows, int64_t cols,
                               const std::vector<float>& x, int64_t n_tok, size_t x_pad = 4,
-                              const char* shader = nullptr, bool tiled = false) {
+                              const char* shader = nullptr, int64_t tile = 1) {
   const size_t wpad = t == GgmlType::F32 ? 4 : 2;
   Buffer wbuf = upload_padded(ctx, w, wpad);
   Buffer xbuf = upload_padded(ctx, x, x_pad);
@@ -191,7 +191,7 @@ std::vector<float> run_matmul(Context& ctx, GgmlType t, const std::vector<uint8_
   Stream s(ctx);
   const BufferRef xr(xbuf, x_pad, x.size() * 4), yr(ybuf, 16, static_cast<uint64_t>(n_tok * rows) * 4);
   if (shader)
-    detail::matmul_with_shader(s, m, xr, yr, n_tok, shader, tiled);
+    detail::matmul_with_shader(s, m, xr, yr, n_tok, shader, tile);
   else
     matmul(s, m, xr, yr, n_tok);
   s.run();
@@ -208,8 +208,8 @@ class VkMatmul : public ::testing::TestWithParam<GgmlType> {};
 
 std::string type_param_name(const ::testing::TestParamInfo<GgmlType>& info) { return type_name(info.param); }
 
-// Decode (1..3 tokens, the NT=1 shaders) and tiled shapes (4..70 tokens, partial tiles), 37 rows (not a
-// multiple of the 4 rows of a workgroup).
+// Decode (1..3 tokens, the NT=1 shaders) and tiled shapes (4..31 tokens: 8-token tiles; 32..70: 32-token
+// tiles; partial tiles), 37 rows (not a multiple of the 4 rows of a workgroup).
 TEST_P(VkMatmul, MatchesScalarReferenceForDecodeAndTiledShapes) {
   MOE_VK_CONTEXT_OR_SKIP(ctx);
   const GgmlType t = GetParam();
@@ -219,7 +219,7 @@ TEST_P(VkMatmul, MatchesScalarReferenceForDecodeAndTiledShapes) {
   const int64_t rows = 37, cols = test_cols(t);
   const auto w = random_matrix(t, rows, cols, g);
   const auto wf = dequantized(t, w, rows, cols);
-  for (int64_t n_tok : {1, 2, 3, 4, 9, 17, 70}) {
+  for (int64_t n_tok : {1, 2, 3, 4, 9, 17, 32, 70}) {
     SCOPED_TRACE("n_tok " + std::to_string(n_tok));
     const auto x = random_floats(static_cast<size_t>(n_tok * cols), g);
     for (size_t x_pad : {4, 16}) {
@@ -249,24 +249,31 @@ TEST_P(VkMatmul, SingleBlockRows) {
   }
 }
 
-// A token's outputs are the same bits alone (decode shader) and as row t of a 37-token batch (tiled),
-// and whether x is read by vec4 (the batch) or by float (alone). Plain types: 1060 columns, a multiple of
-// 4 with a partial last unit.
+// A token's outputs are the same bits alone (the decode shader) and as row t of a 37-token batch (the
+// 32-token tiles) or of its first 9 tokens (the 8-token tiles), and whether x is read by vec4 (the
+// batches) or by float (alone). Plain types: 1060 columns, a multiple of 4 with a partial last unit.
 TEST_P(VkMatmul, BatchInvariant) {
   MOE_VK_CONTEXT_OR_SKIP(ctx);
   const GgmlType t = GetParam();
   const uint32_t seed = std::random_device{}();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 g(seed);
-  const int64_t rows = 13, cols = is_float_type(t) ? 1060 : test_cols(t), n_tok = 37;
+  const int64_t rows = 13, cols = is_float_type(t) ? 1060 : test_cols(t), n_tok = 37, n_small = 9;
   const auto w = random_matrix(t, rows, cols, g);
   const auto x = random_floats(static_cast<size_t>(n_tok * cols), g);
   const auto batch = run_matmul(ctx, t, w, rows, cols, x, n_tok, 16);
+  const std::vector<float> x_small(x.begin(), x.begin() + n_small * cols);
+  const auto small = run_matmul(ctx, t, w, rows, cols, x_small, n_small, 16);
+  const auto row_bytes_f32 = static_cast<size_t>(rows) * 4;
   for (int64_t tok = 0; tok < n_tok; ++tok) {
     const std::vector<float> xt(x.begin() + tok * cols, x.begin() + (tok + 1) * cols);
     const auto alone = run_matmul(ctx, t, w, rows, cols, xt, 1, 4);
-    ASSERT_EQ(std::memcmp(alone.data(), batch.data() + tok * rows, static_cast<size_t>(rows) * 4), 0)
+    ASSERT_EQ(std::memcmp(alone.data(), batch.data() + tok * rows, row_bytes_f32), 0)
         << "token " << tok << " differs between the batch of 37 and alone";
+    if (tok < n_small) {
+      ASSERT_EQ(std::memcmp(alone.data(), small.data() + tok * rows, row_bytes_f32), 0)
+          << "token " << tok << " differs between the batch of 9 and alone";
+    }
   }
 }
 
@@ -298,7 +305,7 @@ TEST_P(VkMatmul, GetRowsEqualsScalarDequantization) {
         << "row " << i << " (id " << ids[i] << ")";
 }
 
-// A hand-built slot plan of 4 experts over 11 tokens, top-2, expert 2 chosen by no token: slots ordered by
+// A hand-built slot plan of 4 experts over n_tok tokens, top-2, expert 2 chosen by no token: slots ordered by
 // expert then token (group_by_expert's order). The experts' matrices are stacked as in a GGUF file and
 // passed as slices at unaligned offsets. Every slot is checked; the zero-slot expert writes nothing.
 void check_expert_plan(Context& ctx, GgmlType t, int64_t n_tok, bool x_by_token, uint32_t seed) {
@@ -358,7 +365,8 @@ TEST_P(VkMatmul, ExpertSlotsMatchScalarReference) {
   MOE_VK_CONTEXT_OR_SKIP(ctx);
   const uint32_t seed = std::random_device{}();
   for (bool by_token : {true, false}) {
-    check_expert_plan(ctx, GetParam(), 11, by_token, seed);  // the tiled shaders (up to 11 slots)
+    check_expert_plan(ctx, GetParam(), 40, by_token, seed);  // the 32-token tiles
+    check_expert_plan(ctx, GetParam(), 11, by_token, seed);  // the 8-token tiles
     check_expert_plan(ctx, GetParam(), 3, by_token, seed);   // the decode shaders (up to 3 slots)
   }
 }
@@ -377,9 +385,9 @@ TEST(VkMatmulMutant, WrongScaleOffsetIsRejected) {
   const auto w = random_matrix(t, rows, cols, g);
   const auto wf = dequantized(t, w, rows, cols);
   const auto x = random_floats(static_cast<size_t>(cols), g);
-  const auto good = run_matmul(ctx, t, w, rows, cols, x, n_tok, 4, "mm_q3_k", false);
+  const auto good = run_matmul(ctx, t, w, rows, cols, x, n_tok, 4, "mm_q3_k", 1);
   EXPECT_EQ(count_mismatches(wf, rows, cols, x, iota_rows(n_tok), good), 0);
-  const auto bad = run_matmul(ctx, t, w, rows, cols, x, n_tok, 4, "mm_q3_k_mutant", false);
+  const auto bad = run_matmul(ctx, t, w, rows, cols, x, n_tok, 4, "mm_q3_k_mutant", 1);
   EXPECT_GT(count_mismatches(wf, rows, cols, x, iota_rows(n_tok), bad, /*report=*/false), rows / 2)
       << "the mutated shader passed the comparison";
 }

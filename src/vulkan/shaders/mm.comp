@@ -1,14 +1,15 @@
 // mm.comp: y[t][r] = sum_c W[r][c] * x[t][c] for one weight type (ops.h matmul and matmul_expert).
 //
-// A workgroup is ROWS rows x 32 lanes and covers NT tokens (or expert slots). Lane l of a row walks the
-// row's units (32 values, mm_dequant.glsl) u = l, l+32, l+64, ..., decodes each unit once and, for each
-// of its NT tokens, accumulates the 32 products in order into that token's own accumulator with fma.
-// The 32 lane partials of each (row, token) are then summed by a fixed tree in shared memory. So one
-// output value is always the same sequence of operations whatever NT, the tile it lands in or the
-// number of tokens of the call: the NT=1 variants (decode: a token per group, no wasted registers) and
-// the tiled variants (NT tokens share every decoded weight) give bit-identical results — batch
-// invariance by construction (ops.h). `precise` keeps the compiler from fusing or reordering the
-// accumulation differently in the two variants.
+// A workgroup is ROWS rows x 32 lanes and covers NT tokens (or expert slots; NT is 1, 8 or 32). Lane l
+// of a row walks the row's units (32 values, mm_dequant.glsl) u = l, l+32, l+64, ..., decodes each unit
+// once and, for each of its NT tokens, accumulates the 32 products in order into that token's own
+// accumulator with fma. The 32 lane partials of each (row, token) are then summed by a fixed tree in
+// shared memory. So one output value is always the same sequence of operations whatever NT, the tile it
+// lands in or the number of tokens of the call: the NT=1 variants (decode: a token per group, no wasted
+// registers) and the tiled variants (8 or 32 tokens share every decoded weight, so a prompt reads each
+// weight once per tile instead of once per token) give bit-identical results — batch invariance by
+// construction (ops.h). `precise` keeps the compiler from fusing or reordering the accumulation
+// differently in the variants.
 //
 // Modes (push constant): 0 = plain product over n_tok tokens; 1 = expert slots, x rows by token
 // (slot_tokens[s]); 2 = expert slots, x rows by slot. In modes 1 and 2 the slots of `expert` are
@@ -19,30 +20,43 @@
 //
 // @variant mm_f32 -DTYPE=0 -DNT=1
 // @variant mm_f32_tiled -DTYPE=0 -DNT=8
+// @variant mm_f32_tiled32 -DTYPE=0 -DNT=32
 // @variant mm_f16 -DTYPE=1 -DNT=1
 // @variant mm_f16_tiled -DTYPE=1 -DNT=8
+// @variant mm_f16_tiled32 -DTYPE=1 -DNT=32
 // @variant mm_bf16 -DTYPE=30 -DNT=1
 // @variant mm_bf16_tiled -DTYPE=30 -DNT=8
+// @variant mm_bf16_tiled32 -DTYPE=30 -DNT=32
 // @variant mm_q4_0 -DTYPE=2 -DNT=1
 // @variant mm_q4_0_tiled -DTYPE=2 -DNT=8
+// @variant mm_q4_0_tiled32 -DTYPE=2 -DNT=32
 // @variant mm_q4_1 -DTYPE=3 -DNT=1
 // @variant mm_q4_1_tiled -DTYPE=3 -DNT=8
+// @variant mm_q4_1_tiled32 -DTYPE=3 -DNT=32
 // @variant mm_q5_0 -DTYPE=6 -DNT=1
 // @variant mm_q5_0_tiled -DTYPE=6 -DNT=8
+// @variant mm_q5_0_tiled32 -DTYPE=6 -DNT=32
 // @variant mm_q5_1 -DTYPE=7 -DNT=1
 // @variant mm_q5_1_tiled -DTYPE=7 -DNT=8
+// @variant mm_q5_1_tiled32 -DTYPE=7 -DNT=32
 // @variant mm_q8_0 -DTYPE=8 -DNT=1
 // @variant mm_q8_0_tiled -DTYPE=8 -DNT=8
+// @variant mm_q8_0_tiled32 -DTYPE=8 -DNT=32
 // @variant mm_q2_k -DTYPE=10 -DNT=1
 // @variant mm_q2_k_tiled -DTYPE=10 -DNT=8
+// @variant mm_q2_k_tiled32 -DTYPE=10 -DNT=32
 // @variant mm_q3_k -DTYPE=11 -DNT=1
 // @variant mm_q3_k_tiled -DTYPE=11 -DNT=8
+// @variant mm_q3_k_tiled32 -DTYPE=11 -DNT=32
 // @variant mm_q4_k -DTYPE=12 -DNT=1
 // @variant mm_q4_k_tiled -DTYPE=12 -DNT=8
+// @variant mm_q4_k_tiled32 -DTYPE=12 -DNT=32
 // @variant mm_q5_k -DTYPE=13 -DNT=1
 // @variant mm_q5_k_tiled -DTYPE=13 -DNT=8
+// @variant mm_q5_k_tiled32 -DTYPE=13 -DNT=32
 // @variant mm_q6_k -DTYPE=14 -DNT=1
 // @variant mm_q6_k_tiled -DTYPE=14 -DNT=8
+// @variant mm_q6_k_tiled32 -DTYPE=14 -DNT=32
 // @variant mm_q3_k_mutant -DTYPE=11 -DNT=1 -DMM_MUTANT=1
 #version 450
 
