@@ -16,9 +16,14 @@
 # makes that an error).
 #
 # The build. With the build dependencies present (scripts/install-deps.sh, or a Debian 12 machine that
-# can reach its mirror) it builds into build/. A GPU machine without them can use a build made
-# elsewhere: MOE_BUILD_DIR=path/to/build with moe, vulkan_test and e2e_test in it (x86-64 Linux
-# binaries; the Vulkan loader is opened at run time, so they start without it).
+# can reach its mirror) it builds into build/. A GPU machine without them (no network, another
+# distribution) takes a build packed here:
+#   bash scripts/gpu-check.sh --pack     (on this machine: builds, then copies moe, vulkan_test and
+#                                         e2e_test, the shared libraries they need beyond glibc, and the
+#                                         fixtures the device tests use into .gl/moe)
+#   MOE_BUILD_DIR=.gl/moe/bin bash scripts/gpu-check.sh      (on the GPU machine, with .gl carried)
+# The packed fixtures hold three tiny-mixtral types, so there the every-type logits test is left out
+# (CI runs it on lavapipe); the other device tests run.
 #
 # Knobs (environment): MOE_GPU_LAYERS (4), MOE_GPU_PP (512), MOE_GPU_GEN (64), MOE_GPU_BATCH (16),
 # MOE_GPU_BATCH_PROMPT (128) and MOE_GPU_BATCH_GEN (32): each batched sequence's prompt and steps,
@@ -30,6 +35,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+
+if [ "${1:-}" = --pack ]; then
+  dest=${MOE_PACK_DIR:-.gl}/moe
+  fixtures=${MOE_FIXTURES:-$root/../shared}
+  bash scripts/install-deps.sh
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build build -j "$(nproc)" --target moe vulkan_test e2e_test
+  rm -rf "$dest"
+  mkdir -p "$dest/bin" "$dest/lib" "$dest/fixtures/models/tiny-mixtral" "$dest/fixtures/models/hf" "$dest/fixtures/golden"
+  cp build/moe build/vulkan_test build/e2e_test "$dest/bin/"
+  # Every shared library but glibc's own (libstdc++ travels: the GPU machine's may be older).
+  for lib in $(ldd build/moe build/vulkan_test build/e2e_test | awk '/=> \//{print $3}' | sort -u); do
+    case $(basename "$lib") in libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*) ;; *) cp -L "$lib" "$dest/lib/" ;; esac
+  done
+  for t in Q4_K_M Q8_0 Q4_0; do cp "$fixtures/models/tiny-mixtral/tiny-mixtral.$t.gguf" "$dest/fixtures/models/tiny-mixtral/"; done
+  cp "$fixtures"/models/stories260K*.gguf "$dest/fixtures/models/"
+  cp -r "$fixtures/models/hf/tiny-mixtral-lora-attn" "$dest/fixtures/models/hf/"
+  cp "$fixtures/golden/stories260K.greedy.jsonl" "$dest/fixtures/golden/"
+  echo "gpu-check: packed into $dest ($(du -sh "$dest" | cut -f1)); add /$(basename "${MOE_PACK_DIR:-.gl}")/ to .git/info/exclude,"
+  echo "carry it, and on the GPU machine run: MOE_BUILD_DIR=$dest/bin bash scripts/gpu-check.sh"
+  exit 0
+fi
 layers=${MOE_GPU_LAYERS:-4}
 pp=${MOE_GPU_PP:-512}
 gen=${MOE_GPU_GEN:-64}
@@ -87,6 +114,15 @@ if [ -z "${MOE_BUILD_DIR:-}" ]; then
 fi
 moe=$bin/moe
 [ -x "$moe" ] || die "no moe binary in $bin (build first, or set MOE_BUILD_DIR to a build folder)"
+e2e_filter='Vulkan*'
+if [ -d "$bin/../lib" ] && [ -d "$bin/../fixtures" ]; then  # a packed build (--pack)
+  export LD_LIBRARY_PATH=$(cd "$bin/../lib" && pwd)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export MOE_FIXTURES=$(cd "$bin/../fixtures" && pwd)
+  e2e_filter='Vulkan*:-VulkanLogits.*'
+fi
+missing=$(ldd "$moe" | awk '/not found/{print $1}' | tr '\n' ' ')
+[ -z "$missing" ] || die "moe cannot start here, these libraries are missing: $missing
+(build on this machine, or pack a build with its libraries elsewhere: bash scripts/gpu-check.sh --pack)"
 
 # --- 4. the device ----------------------------------------------------------------------------------
 "$moe" info --devices | tee "$out/devices.txt"
@@ -99,7 +135,7 @@ if [ "${MOE_GPU_TESTS:-1}" = 1 ]; then
   say "shader tests (vulkan_test)"
   "$bin/vulkan_test" --gtest_brief=1 2>&1 | tail -n 5 | tee "$out/vulkan_test.txt"
   say "end-to-end tests on the device (e2e_test Vulkan*)"
-  "$bin/e2e_test" --gtest_filter='Vulkan*' --gtest_brief=1 2>&1 | tail -n 8 | tee "$out/vulkan_e2e.txt"
+  "$bin/e2e_test" --gtest_filter="$e2e_filter" --gtest_brief=1 2>&1 | tail -n 8 | tee "$out/vulkan_e2e.txt"
   grep -q FAILED "$out/vulkan_test.txt" "$out/vulkan_e2e.txt" && die "GPU tests failed (logs in $out)"
 fi
 
