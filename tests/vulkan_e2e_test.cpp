@@ -15,6 +15,7 @@
 //    all-on-device logits within 1e-5 relative (Exact on the CPU side, so both sides compute in f32 on
 //    the same dequantized weights; only the summation order differs); rebalance() moves experts by
 //    routing statistics and the logits stay the same.
+//  - `moe info --devices` lists the device; `moe bench --device vulkan` reports its copy-shader roofline.
 //  - `moe plan --device vulkan` counts the backend's bytes and places as many experts for a budget.
 //  - a bad device name, a missing device index, too small a --gpu-memory, a LoRA adapter on the device
 //    and a malformed placement give clear errors.
@@ -345,6 +346,33 @@ TEST(VulkanPlan, PlanPlacesWhatTheBackendPlaces) {
   EXPECT_EQ(j["experts_total"].get<int64_t>(), p.experts_total);
   EXPECT_LT(p.experts_on_card, p.experts_total);
   EXPECT_GT(p.experts_on_card, 0);
+}
+
+// `moe info --devices` lists the CPU and the device; `moe bench --device vulkan` measures the device's
+// copy bandwidth for its roofline and reports the placement.
+TEST(VulkanCli, InfoDevicesAndBench) {
+  MOE_VK_CONTEXT_OR_SKIP(ctx);
+  MOE_REQUIRE_FIXTURE("models/stories260K-moe.gguf");
+  auto info = run_moe("info --devices");
+  ASSERT_EQ(info.status, 0) << info.err;
+  EXPECT_NE(info.out.find("cpu "), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("vulkan:0 "), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find(ctx.info().name), std::string::npos) << info.out;
+
+  auto r = run_moe(cat("bench '", fixture("models/stories260K-moe.gguf"),
+                       "' --device vulkan -p 8 -n 4 --batch 2 --batch-prompt 4 --batch-gen 2 --reps 1 --json"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::string first;
+  std::getline(lines, first);
+  const auto j = nlohmann::json::parse(first);
+  EXPECT_EQ(j["device"], "vulkan");
+  EXPECT_EQ(j["bandwidth_source"], "device copy shader (read + write)");
+  EXPECT_GT(j["bandwidth_bytes_per_s"].get<double>(), 0);
+  EXPECT_GT(j["tg_tokens_per_s"].get<double>(), 0);
+  EXPECT_EQ(j["experts_on_device"], j["experts_total"]);
+  EXPECT_NEAR(j["roofline_fraction"].get<double>(),
+              j["tg_tokens_per_s"].get<double>() / j["roofline_tokens_per_s"].get<double>(), 1e-9);
 }
 
 TEST(VulkanErrors, BadDeviceNamesAndTooLittleMemoryAreClear) {
