@@ -105,7 +105,6 @@ VulkanBackend::VulkanBackend(std::shared_ptr<const ModelSpec> spec, ThreadPool& 
     fail("no Vulkan device ", device_index, ": this machine has ", devices.size(), " (vulkan:0 to vulkan:",
          devices.size() - 1, "; `moe info --devices` lists them)");
   Impl& I = *im_;
-  I.hp = &hp_;
   I.ctx = std::make_unique<vk::Context>(device_index);
   I.stream = std::make_unique<vk::Stream>(*I.ctx);
   const vk::DeviceInfo& info = I.ctx->info();

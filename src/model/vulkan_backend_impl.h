@@ -50,7 +50,6 @@ struct VulkanBackend::Impl {
   // host-cached without being coherent: Context::download invalidates the whole mapping).
   void see(std::initializer_list<const vk::Buffer*> readbacks);
 
-  const HParams* hp = nullptr;
   std::unique_ptr<vk::Context> ctx;
   std::unique_ptr<vk::Stream> stream;
   Workspace ws;
