@@ -28,6 +28,7 @@
 #include "batch/journal.h"
 #include "batch/merge.h"
 #include "cli/command.h"
+#include "cli/common_flags.h"
 #include "engine/engine.h"
 #include "engine/loaded_model.h"
 #include "engine/lora_loader.h"
@@ -55,6 +56,7 @@ struct BatchOpts {
   std::string kv_cache_dtype = "f16";
   bool enable_prefix_caching = true;
   int threads = 0;
+  DeviceArgs dev;                       // --device, --gpu-memory
   std::string chat_template;
   std::vector<std::string> lora_modules;  // NAME=DIR: adapters a line picks by its body's "model"
   int max_cpu_loras = 0;                  // adapters held in memory at once (0: all of them)
@@ -68,6 +70,8 @@ std::unique_ptr<engine::Engine> make_engine(const BatchOpts& o, const std::strin
   engine::EngineConfig cfg;
   cfg.model_path = model_path;
   cfg.n_threads = o.threads;
+  cfg.device = o.dev.device;
+  cfg.gpu_memory = o.dev.gpu_memory_bytes();
   cfg.max_num_seqs = o.max_num_seqs;
   cfg.max_model_len = o.max_model_len;
   cfg.max_num_batched_tokens = o.max_num_batched_tokens;
@@ -466,6 +470,7 @@ Registrar reg("batch", "Run an OpenAI batch file (JSONL) through the engine, exa
   sub.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", o->enable_prefix_caching,
                "Reuse the KV blocks of repeated prompt prefixes (on by default)");
   sub.add_option("-t,--threads", o->threads, "Compute threads (0: physical cores)")->check(CLI::Range(0, 1024));
+  add_device_options(sub, o->dev);
   sub.add_option("--chat-template", o->chat_template,
                  "A built-in template name (chatml, mixtral, llama3, ...) or a Jinja template file");
   sub.add_option("--lora-modules", o->lora_modules,

@@ -34,6 +34,12 @@
 // lower of the two rooflines says what bounds decode here. The bandwidth buffer is sized from the caches
 // the CPU reports and the memory left (util/bandwidth.h), and said so when that left it too small.
 //
+// On a Vulkan device (--device vulkan[:N]) the same runs go through the Vulkan backend, and the roofline's
+// bandwidth is the device's, measured by a copy shader (vk::copy_words: each pass reads and writes a
+// 256 MiB buffer, or one storage binding's range if smaller; read + write bytes over the best pass's
+// time) right after each decode run; the CPU's compute figure does not apply and is left out. With
+// experts on the CPU (split placement) the roofline assumes them on the card, and says so.
+//
 // Also reported: the CPU share the timed runs got (process CPU time / (wall time * threads); the pool's
 // threads spin while waiting, so an undisturbed run is near 100 %) and the load average, because on a
 // shared machine other processes' work shows up as slower figures and should be visible as such.
@@ -47,22 +53,26 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/common_flags.h"
 #include "gguf/gguf.h"
 #include "kernels/compute_probe.h"
 #include "kv/cache.h"
 #include "model/model.h"
+#include "model/vulkan_backend.h"
 #include "plan/quant_mix.h"
 #include "util/bandwidth.h"
 #include "util/checked.h"
 #include "util/cpu.h"
 #include "util/error.h"
 #include "util/thread_pool.h"
+#include "vulkan/ops.h"
 
 namespace moe::cli {
 namespace {
@@ -72,6 +82,7 @@ using Clock = std::chrono::steady_clock;
 struct BenchOpts {
   std::string model;
   int threads = 0;
+  DeviceArgs dev;                       // --device, --gpu-memory
   int64_t n_prompt = 512;
   int64_t n_gen = 128;
   std::vector<int64_t> batches;
@@ -300,6 +311,34 @@ class Runner {
   int64_t prefilled_ = 0;
 };
 
+// The device's memory bandwidth by the copy shader (see the file comment): best of `passes` timed copies.
+class DeviceProbe {
+ public:
+  explicit DeviceProbe(vk::Context& ctx) : ctx_(ctx) {
+    bytes_ = std::min<uint64_t>(256ull << 20, ctx.info().max_storage_buffer_range) / 16 * 16;
+    src_ = ctx.buffer(bytes_, vk::MemoryKind::Device);
+    dst_ = ctx.buffer(bytes_, vk::MemoryKind::Device);
+    ctx.zero(vk::BufferRef(src_));
+  }
+  double measure(int passes = 8) {
+    vk::Stream s(ctx_);
+    double best = 1e30;
+    for (int i = 0; i <= passes; ++i) {  // the first pass is untimed (pipeline creation, first touch)
+      const auto t0 = Clock::now();
+      vk::copy_words(s, vk::BufferRef(src_), vk::BufferRef(dst_), bytes_);
+      s.run();
+      if (i > 0) best = std::min(best, seconds_since(t0));
+    }
+    return 2.0 * static_cast<double>(bytes_) / best;
+  }
+  uint64_t buffer_bytes() const { return bytes_; }
+
+ private:
+  vk::Context& ctx_;
+  uint64_t bytes_ = 0;
+  vk::Buffer src_, dst_;
+};
+
 std::string gb(double bytes) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3f GB", bytes / 1e9);
@@ -340,13 +379,20 @@ int run_bench(const BenchOpts& o) {
   const std::string path = model_or_default(o.model);
   // The pool and the bandwidth buffer come first (see the file comment).
   ThreadPool pool(o.threads > 0 ? o.threads : physical_core_count());
-  BandwidthProbe probe(pool);
+  const bool on_device = model::parse_device(o.dev.device) != model::kCpuDevice;
+  std::optional<BandwidthProbe> probe;
+  if (!on_device) probe.emplace(pool);
   model::ModelOptions mo;
   mo.pool = &pool;
+  mo.device = o.dev.device;
+  mo.gpu_memory = o.dev.gpu_memory_bytes();
   mo.max_batch_tokens = 512;  // the engine's default max_num_batched_tokens: prompts run in such chunks
   std::unique_ptr<model::Model> m = model::Model::load(path, mo);
   const model::HParams& hp = m->hparams();
   const ActiveBytes active = active_bytes_per_token(*m);
+  model::VulkanBackend* vk_backend = on_device ? dynamic_cast<model::VulkanBackend*>(&m->backend()) : nullptr;
+  std::optional<DeviceProbe> dprobe;
+  if (vk_backend) dprobe.emplace(vk_backend->context());
 
   // One KV pool for the single sequence (id max_batch) beside the batch's sequences (ids 0..max_batch-1),
   // which stay prefilled across repetitions.
@@ -383,9 +429,13 @@ int run_bench(const BenchOpts& o) {
     pp.push_back(s.pp_tokens_per_s);
     ttft.push_back(s.ttft_s * 1e3);
     tg.push_back(s.tg_tokens_per_s);
-    const BandwidthResult bw = probe.measure();
-    bandwidth.push_back(bw.best_bytes_per_s);
-    checksum += bw.checksum;
+    if (dprobe) {
+      bandwidth.push_back(dprobe->measure());
+    } else {
+      const BandwidthResult bw = probe->measure();
+      bandwidth.push_back(bw.best_bytes_per_s);
+      checksum += bw.checksum;
+    }
     if (!o.json)
       std::fprintf(stderr, "rep %d/%d: pp%lld %.2f t/s, tg%lld %.2f t/s (%.2f GB/s)", rep + 1, o.reps,
                    (long long)o.n_prompt, s.pp_tokens_per_s, (long long)o.n_gen, s.tg_tokens_per_s,
@@ -397,11 +447,12 @@ int run_bench(const BenchOpts& o) {
     if (!o.json) std::fprintf(stderr, "\n");
   }
   const double cpu_share = (process_cpu_seconds() - cpu0) / (seconds_since(wall0) * pool.size());
-  const ComputeFigure compute = measure_compute(pool, *m);
+  const ComputeFigure compute = on_device ? ComputeFigure{} : measure_compute(pool, *m);
   const uint64_t llc_total = read_cache_topology().total_llc_bytes();
-  const bool buffer_ok = buffer_exceeds_caches(probe.buffer_bytes(), llc_total);
+  const uint64_t probe_bytes = probe ? probe->buffer_bytes() : dprobe->buffer_bytes();
+  const bool buffer_ok = on_device || buffer_exceeds_caches(probe_bytes, llc_total);
   const uint64_t hwm = peak_rss_bytes();
-  const uint64_t rss = hwm > probe.buffer_bytes() ? hwm - probe.buffer_bytes() : 0;
+  const uint64_t rss = hwm > (probe ? probe_bytes : 0) ? hwm - (probe ? probe_bytes : 0) : 0;
 
   const Stat bw_s = summarize(bandwidth);
   const double roofline = bw_s.median / active.total;
@@ -414,6 +465,13 @@ int run_bench(const BenchOpts& o) {
     j["model"] = path;
     j["file_bytes"] = m->file().file_size();
     j["threads"] = n_threads;
+    j["device"] = o.dev.device;
+    if (vk_backend) {
+      const model::DevicePlacement& pl = vk_backend->placement();
+      j["device_name"] = vk_backend->device().name;
+      j["experts_on_device"] = pl.experts_on_card;
+      j["experts_total"] = pl.experts_total;
+    }
     j["isa"] = isa_name(active_isa());
     j["kv_cache_dtype"] = kv::kv_type_name(*kv_type);
     j["reps"] = o.reps;
@@ -428,15 +486,18 @@ int run_bench(const BenchOpts& o) {
     j["active_bytes_per_token"] = active.total;
     j["expert_bytes"] = active.experts_all;
     put_stat(j, "bandwidth_bytes_per_s", bw_s);
-    j["bandwidth_buffer_bytes"] = probe.buffer_bytes();
+    j["bandwidth_source"] = on_device ? "device copy shader (read + write)" : "CPU read";
+    j["bandwidth_buffer_bytes"] = probe_bytes;
     j["bandwidth_checksum"] = checksum;
     j["last_level_cache_bytes"] = last_level_cache_bytes();
     j["roofline_tokens_per_s"] = roofline;
     j["roofline_fraction"] = fraction;
     j["total_last_level_cache_bytes"] = llc_total;
     j["bandwidth_buffer_exceeds_caches"] = buffer_ok;
-    j["compute_roofline_tokens_per_s"] = compute.tokens_per_s;
-    j["decode_bound"] = compute.tokens_per_s < roofline ? "compute" : "memory";
+    if (!on_device) {
+      j["compute_roofline_tokens_per_s"] = compute.tokens_per_s;
+      j["decode_bound"] = compute.tokens_per_s < roofline ? "compute" : "memory";
+    }
     nlohmann::json kr = nlohmann::json::object();
     for (size_t i = 0; i < compute.one.size(); ++i)
       kr[type_name(compute.one[i].type)] = {{"active_weights_per_token", compute.weights.at(compute.one[i].type)},
@@ -463,32 +524,47 @@ int run_bench(const BenchOpts& o) {
               (long long)hp.n_layer);
   if (hp.is_moe()) std::printf(", %lld experts, %lld used", (long long)hp.n_expert, (long long)hp.n_expert_used);
   std::printf(")\n");
-  std::printf("setup:     %d threads, %s kernels, KV %s, median of %d reps (min, max)\n", n_threads,
-              isa_name(active_isa()), kv::kv_type_name(*kv_type), o.reps);
+  if (vk_backend) {
+    const model::DevicePlacement& pl = vk_backend->placement();
+    std::printf("device:    %s (%s), experts on the card: %lld of %lld%s\n", o.dev.device.c_str(),
+                vk_backend->device().name.c_str(), (long long)pl.experts_on_card, (long long)pl.experts_total,
+                pl.experts_on_card < pl.experts_total ? " (the rest on the CPU; the roofline assumes all on the card)" : "");
+    std::printf("setup:     %d CPU threads, KV %s, median of %d reps (min, max)\n", n_threads, kv::kv_type_name(*kv_type),
+                o.reps);
+  } else {
+    std::printf("setup:     %d threads, %s kernels, KV %s, median of %d reps (min, max)\n", n_threads,
+                isa_name(active_isa()), kv::kv_type_name(*kv_type), o.reps);
+  }
   std::printf("active weight bytes per token: %s (other %s + experts %s of %s)\n", gb(active.total).c_str(),
               gb(static_cast<double>(active.other + active.embedding_row)).c_str(), gb(active.experts_used).c_str(),
               gb(static_cast<double>(active.experts_all)).c_str());
-  std::printf("read bandwidth:                %.2f GB/s (%.2f to %.2f; %d threads, best of 8 passes over %llu MiB\n"
-              "                               right after each decode run)\n",
-              bw_s.median / 1e9, bw_s.min / 1e9, bw_s.max / 1e9, n_threads,
-              (unsigned long long)(probe.buffer_bytes() >> 20));
+  if (on_device)
+    std::printf("device bandwidth:              %.2f GB/s (%.2f to %.2f; copy shader, read + write, best of 8 passes\n"
+                "                               over %llu MiB right after each decode run)\n",
+                bw_s.median / 1e9, bw_s.min / 1e9, bw_s.max / 1e9, (unsigned long long)(probe_bytes >> 20));
+  else
+    std::printf("read bandwidth:                %.2f GB/s (%.2f to %.2f; %d threads, best of 8 passes over %llu MiB\n"
+                "                               right after each decode run)\n",
+                bw_s.median / 1e9, bw_s.min / 1e9, bw_s.max / 1e9, n_threads, (unsigned long long)(probe_bytes >> 20));
   std::printf("decode roofline (memory):      %.2f tokens/s\n", roofline);
   if (!buffer_ok)
     std::printf("(the buffer is under %llux the %llu MiB of last-level cache, bounded by the memory left: the\n"
                 " bandwidth may include cache hits)\n",
                 (unsigned long long)kLlcMultiple, (unsigned long long)(llc_total >> 20));
-  if (llc_total > 0 && static_cast<double>(llc_total) >= 2 * active.total)
+  if (!on_device && llc_total > 0 && static_cast<double>(llc_total) >= 2 * active.total)
     std::printf("(the active weights fit in the %llu MiB last-level cache: the DRAM roofline does not bound this model)\n",
                 (unsigned long long)(llc_total >> 20));
-  std::printf("decode roofline (compute):     %.2f tokens/s (the matmul kernels in cache, %d threads; per 256\n"
-              "                               weights per token, 1 token / 16 tokens:",
-              compute.tokens_per_s, n_threads);
-  for (size_t i = 0; i < compute.one.size(); ++i)
-    std::printf("%s %s %.1f/%.1f ns", i ? "," : "", type_name(compute.one[i].type).c_str(),
-                compute.one[i].seconds_per_256 * 1e9, compute.sixteen[i].seconds_per_256 * 1e9);
-  std::printf(")\n");
-  std::printf("decode is %s-bound here: the lower roofline is %.2f tokens/s\n",
-              compute.tokens_per_s < roofline ? "compute" : "memory", std::min(roofline, compute.tokens_per_s));
+  if (!on_device) {
+    std::printf("decode roofline (compute):     %.2f tokens/s (the matmul kernels in cache, %d threads; per 256\n"
+                "                               weights per token, 1 token / 16 tokens:",
+                compute.tokens_per_s, n_threads);
+    for (size_t i = 0; i < compute.one.size(); ++i)
+      std::printf("%s %s %.1f/%.1f ns", i ? "," : "", type_name(compute.one[i].type).c_str(),
+                  compute.one[i].seconds_per_256 * 1e9, compute.sixteen[i].seconds_per_256 * 1e9);
+    std::printf(")\n");
+    std::printf("decode is %s-bound here: the lower roofline is %.2f tokens/s\n",
+                compute.tokens_per_s < roofline ? "compute" : "memory", std::min(roofline, compute.tokens_per_s));
+  }
   std::printf("\n");
   std::printf("%-22s %10s %10s %10s\n", "test", "median", "min", "max");
   std::printf("%-22s %s\n", cat("pp", o.n_prompt, " (tokens/s)").c_str(), rate(pp_s).c_str());
@@ -517,6 +593,7 @@ const Registrar reg("bench", "Measure prompt, decode and batched-decode speed ag
   auto o = std::make_shared<BenchOpts>();
   sub.add_option("model", o->model, "GGUF model file (default: the bundled model)");
   sub.add_option("-t,--threads", o->threads, "threads (0: physical cores)")->capture_default_str();
+  add_device_options(sub, o->dev);
   sub.add_option("-p,--n-prompt", o->n_prompt, "prompt tokens (one sequence, one batched pass)")->capture_default_str();
   sub.add_option("-n,--n-gen", o->n_gen, "tokens decoded one at a time after the prompt")->capture_default_str();
   sub.add_option("--batch", o->batches, "batched decode with these numbers of sequences, e.g. 1,4,8,16")

@@ -13,6 +13,7 @@
 #include "cli/convert.h"
 #include "grammar/grammar.h"
 #include "hf/hf.h"
+#include "plan/memory.h"
 #include "util/error.h"
 
 namespace moe::cli {
@@ -130,6 +131,25 @@ std::shared_ptr<const grammar::Grammar> GrammarArgs::load() const {
     fail(grammar_file.empty() ? "--json-schema: " : "--grammar-file: ", e.what());
   }
   return nullptr;
+}
+
+uint64_t DeviceArgs::gpu_memory_bytes() const {
+  if (gpu_memory.empty()) return 0;
+  try {
+    return plan::parse_size(gpu_memory);
+  } catch (const Error& e) {
+    fail("--gpu-memory: ", e.what());
+  }
+}
+
+void add_device_options(CLI::App& sub, DeviceArgs& args) {
+  sub.add_option("--device", args.device,
+                 "where the forward pass runs: cpu, vulkan (the preferred Vulkan device) or vulkan:N "
+                 "(`moe info --devices` lists them)")
+      ->capture_default_str();
+  sub.add_option("--gpu-memory", args.gpu_memory,
+                 "Vulkan: device memory the model may take (12G, 500M, bytes; default: the device's memory "
+                 "less a reserve); experts that do not fit run on the CPU");
 }
 
 }  // namespace moe::cli

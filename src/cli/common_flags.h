@@ -48,6 +48,16 @@ struct GrammarArgs {
 };
 void add_grammar_options(CLI::App& sub, GrammarArgs& args);
 
+// --device cpu|vulkan|vulkan:N and --gpu-memory SIZE (run, chat, serve, bench, logits, perplexity,
+// batch): where the forward pass runs and, on a Vulkan device, how much of its memory it may take.
+struct DeviceArgs {
+  std::string device = "cpu";
+  std::string gpu_memory;  // "12G", "500M", "12GiB", bytes; empty: the device's memory less a reserve
+  // The budget in bytes (0 when not given); a bad size is a moe::Error naming --gpu-memory.
+  uint64_t gpu_memory_bytes() const;
+};
+void add_device_options(CLI::App& sub, DeviceArgs& args);
+
 // The footer of `moe SUBCOMMAND --help` listing the environment variables a command reads.
 std::string environment_footer(const std::vector<std::string>& variables);
 

@@ -1,6 +1,7 @@
 // info.cpp: `moe info MODEL`: what a GGUF model is: architecture and hyperparameters, how its tensors
 // are stored (count and bytes per type), its parameter count and, for a mixture of experts, how many
 // parameters and weight bytes one token actually uses (the figure decode speed depends on).
+// `moe info --devices`: where the forward pass can run (--device): the CPU and each Vulkan device.
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -13,12 +14,15 @@
 #include "model/hparams.h"
 #include "model/weights.h"
 #include "util/error.h"
+#include "util/thread_pool.h"
+#include "vulkan/context.h"
 
 namespace moe::cli {
 namespace {
 
 struct InfoOpts {
   std::string model;
+  bool devices = false;
 };
 
 std::string human(double v, const char* unit) {
@@ -33,7 +37,39 @@ std::string human(double v, const char* unit) {
   return buf;
 }
 
+// The --device choices: "cpu" always, then each Vulkan device with what moe uses of it.
+int run_devices() {
+  std::printf("cpu            %d physical cores\n", physical_core_count());
+  std::string why;
+  const std::vector<vk::DeviceInfo> devices = vk::list_devices(&why);
+  if (devices.empty()) {
+    std::printf("(no Vulkan device: %s)\n", why.c_str());
+    return 0;
+  }
+  const int preferred = vk::preferred_device(devices);
+  for (const vk::DeviceInfo& d : devices) {
+    std::printf("vulkan:%-7d %s (%s%s)\n", d.index, d.name.c_str(), d.type.c_str(),
+                d.index == preferred ? "; --device vulkan picks it" : "");
+    std::printf("  memory:      %s device-local; one binding spans %s, one allocation %s\n",
+                human(static_cast<double>(d.device_local_bytes), "B").c_str(),
+                human(static_cast<double>(d.max_storage_buffer_range), "B").c_str(),
+                human(static_cast<double>(d.max_allocation_bytes), "B").c_str());
+    std::printf("  api:         Vulkan %u.%u.%u%s%s\n", d.api_version >> 22, (d.api_version >> 12) & 0x3ff,
+                d.api_version & 0xfff, d.driver.empty() ? "" : ", driver ", d.driver.c_str());
+    std::printf("  compute:     subgroup size %u%s, %u bytes of shared memory per workgroup\n", d.subgroup_size,
+                d.subgroup_arithmetic ? " (arithmetic)" : "", d.max_shared_memory);
+    std::printf("  features:    float16 %s, int8 %s, integer dot product %s, cooperative matrix %s\n",
+                d.float16 ? "yes" : "no", d.int8 ? "yes" : "no", d.integer_dot_product ? "yes" : "no",
+                d.cooperative_matrix ? "yes" : "no");
+    std::string ext;
+    for (const std::string& e : d.extensions_used) ext += (ext.empty() ? "" : ", ") + e;
+    std::printf("  extensions:  %s\n", ext.empty() ? "(none beyond Vulkan 1.2)" : ext.c_str());
+  }
+  return 0;
+}
+
 int run_info(const InfoOpts& o) {
+  if (o.devices) return run_devices();
   const std::string path = model_or_default(o.model);
   gguf::File f = hf::open_model_file(path);
   const model::HParams hp = model::HParams::from_gguf(f);
@@ -113,6 +149,7 @@ int run_info(const InfoOpts& o) {
 const Registrar reg("info", "Print a model's architecture, hyperparameters and tensor statistics", [](CLI::App& sub) {
   auto o = std::make_shared<InfoOpts>();
   sub.add_option("model", o->model, "GGUF model file (default: the bundled model)");
+  sub.add_flag("--devices", o->devices, "list where the forward pass can run (--device): the CPU and each Vulkan device");
   return [o] { return run_info(*o); };
 });
 

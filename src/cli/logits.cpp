@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/common_flags.h"
 #include "engine/lora_loader.h"
 #include "kv/cache.h"
 #include "model/model.h"
@@ -26,6 +27,7 @@ struct LogitsOpts {
   std::string kv_type = "f16";
   bool exact = false;
   int threads = 0;
+  DeviceArgs dev;                       // --device, --gpu-memory
   std::vector<std::string> lora;  // --lora DIR[:SCALE]
 };
 
@@ -72,6 +74,8 @@ int run_logits(const LogitsOpts& o) {
 
   model::ModelOptions mo;
   mo.n_threads = o.threads;
+  mo.device = o.dev.device;
+  mo.gpu_memory = o.dev.gpu_memory_bytes();
   mo.precision = o.exact ? model::Precision::Exact : model::Precision::Fast;
   mo.max_batch_tokens = std::min<int64_t>(static_cast<int64_t>(ids.size()), 512);
   auto m = model::Model::load(o.model, mo);
@@ -104,6 +108,7 @@ const Registrar reg("logits", "Write the logits of every position of a token seq
   sub.add_option("--kv-cache-dtype", o->kv_type, "KV cache element type: f32, f16, bf16, q8_0")->capture_default_str();
   sub.add_flag("--exact", o->exact, "float activations and double accumulation (the exact function of the weights)");
   sub.add_option("-t,--threads", o->threads, "threads (0: physical cores)");
+  add_device_options(sub, o->dev);
   sub.add_option("--lora", o->lora, "PEFT LoRA adapter directory, optionally :SCALE (a factor on alpha/r); repeatable")
       ->allow_extra_args(false);
   return [o] { return run_logits(*o); };

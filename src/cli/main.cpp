@@ -79,7 +79,7 @@ std::string version_text() {
                   moe_compiler + "\nkernels " + moe::isa_name(isa) + ": " + kernels_text(isa);
   const char* cap = std::getenv("MOE_ISA");
   if (cap && *cap) s += std::string(" (capped by MOE_ISA=") + cap + ")";
-  s += "\ndevices CPU (weights mmap'd from the GGUF file)";
+  s += "\ndevices CPU (weights mmap'd from the GGUF file); Vulkan with --device vulkan (moe info --devices)";
   return s;
 }
 

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/common_flags.h"
 #include "hf/hf.h"
 #include "kv/cache.h"
 #include "model/model.h"
@@ -38,6 +39,7 @@ struct PerplexityOpts {
   int64_t ctx = 512;
   std::string kl_base;
   int threads = 0;
+  DeviceArgs dev;                       // --device, --gpu-memory
   bool exact = false;
   std::string kv_type = "f16";
   bool json = false;
@@ -84,6 +86,8 @@ struct Runner {
 Runner make_runner(const std::string& path, ThreadPool& pool, const PerplexityOpts& o, kv::KvType kv_type, int64_t ctx) {
   model::ModelOptions mo;
   mo.pool = &pool;
+  mo.device = o.dev.device;
+  mo.gpu_memory = o.dev.gpu_memory_bytes();
   mo.precision = o.exact ? model::Precision::Exact : model::Precision::Fast;
   mo.max_batch_tokens = std::min<int64_t>(ctx, 512);
   Runner r;
@@ -208,6 +212,7 @@ Registrar reg("perplexity", "Perplexity of a text; with --kl-base, KL divergence
   sub.add_option("--ctx", o->ctx, "tokens per chunk (default 512); the second half of each is scored");
   sub.add_option("--kl-base", o->kl_base, "base model (e.g. the F16 original) for KL divergence and top-1 agreement");
   sub.add_option("-t,--threads", o->threads, "threads (default: physical cores)");
+  add_device_options(sub, o->dev);
   sub.add_flag("--exact", o->exact, "float activations and double accumulation instead of 8-bit activations");
   sub.add_option("--kv-cache-dtype", o->kv_type, "KV cache element type: f16 (default), bf16, q8_0, f32");
   sub.add_flag("--json", o->json, "print one JSON object");

@@ -16,6 +16,8 @@
 #include "gguf/gguf.h"
 #include "hf/hf.h"
 #include "model/hparams.h"
+#include "model/vulkan_backend.h"
+#include "plan/device_plan.h"
 #include "plan/geometry.h"
 #include "plan/kv_pool.h"
 #include "plan/layout.h"
@@ -24,6 +26,7 @@
 #include "util/available_memory.h"
 #include "util/error.h"
 #include "util/thread_pool.h"
+#include "vulkan/context.h"
 
 namespace moe::cli {
 namespace {
@@ -38,6 +41,7 @@ struct PlanOpts {
   std::string kv_type = "f16";
   std::string memory;
   std::string device;
+  std::string gpu_memory;  // with --device vulkan[:N]: the device budget (default: its memory less a reserve)
   int64_t batch = 512;
   int threads = 0;
   std::string runtime_bytes;  // overrides the measured runtime base
@@ -102,7 +106,10 @@ std::string file_type_text(const gguf::File& f) {
   return m ? m->name : cat("file type ", *ft);
 }
 
+bool vulkan_device(const PlanOpts& o) { return o.device == "vulkan" || o.device.rfind("vulkan:", 0) == 0; }
+
 Budget resolve_budget(const PlanOpts& o) {
+  if (vulkan_device(o)) return {plan::host_memory_bytes(), "this machine's RAM", false};  // the host side
   if (!o.memory.empty() && !o.device.empty()) fail("give --memory or --device, not both");
   if (!o.memory.empty()) return {plan::parse_size(o.memory), o.memory, true};
   if (!o.device.empty()) {
@@ -336,6 +343,61 @@ int print_serve_plan(const PlanOpts& o, const Subject& s, kv::KvType kv_type, ui
   return 0;
 }
 
+// --device vulkan[:N]: the real device's memory, and what the Vulkan backend would put on it (weights
+// on the card, KV mirror, workspace) and leave on the CPU, by the backend's own placement rule.
+nlohmann::json device_section(const PlanOpts& o, const Subject& s, const plan::MemoryPlan& p, const plan::MemoryOptions& mo,
+                              bool print) {
+  std::string why;
+  const std::vector<vk::DeviceInfo> devices = vk::list_devices(&why);
+  if (devices.empty()) fail("--device ", o.device, ": no Vulkan device (", why, ")");
+  int index = model::parse_device(o.device);
+  if (index == model::kPreferredVulkanDevice) index = vk::preferred_device(devices);
+  if (index < 0 || index >= static_cast<int>(devices.size()))
+    fail("--device ", o.device, ": this machine has ", devices.size(), " Vulkan device(s) (`moe info --devices`)");
+  const vk::DeviceInfo& d = devices[static_cast<size_t>(index)];
+  const uint64_t budget = o.gpu_memory.empty() ? model::VulkanBackend::default_budget(d) : plan::parse_size(o.gpu_memory);
+  nlohmann::json j;
+  j["device"] = cat("vulkan:", index);
+  j["device_name"] = d.name;
+  j["device_memory_bytes"] = d.device_local_bytes;
+  j["device_budget_bytes"] = budget;
+  if (print)
+    std::printf("device     vulkan:%d, %s: %s of device memory, budget %s (%s)\n", index, d.name.c_str(),
+                plan::format_bytes(d.device_local_bytes).c_str(), plan::format_bytes(budget).c_str(),
+                o.gpu_memory.empty() ? "less a reserve" : "--gpu-memory");
+  try {
+    const model::DevicePlacement dp = plan::plan_device(s.hp, s.weights, budget, mo.batch_tokens, p.kv_bytes);
+    const uint64_t on_card = dp.fixed_bytes + dp.expert_bytes_on_card + dp.kv_bytes + dp.workspace_bytes;
+    j["device_fits"] = true;
+    j["device_fixed_bytes"] = dp.fixed_bytes;
+    j["device_expert_bytes"] = dp.expert_bytes_on_card;
+    j["device_kv_bytes"] = dp.kv_bytes;
+    j["device_workspace_bytes"] = dp.workspace_bytes;
+    j["device_total_bytes"] = on_card;
+    j["experts_on_device"] = dp.experts_on_card;
+    j["experts_total"] = dp.experts_total;
+    j["cpu_expert_bytes"] = dp.expert_bytes_on_cpu;
+    if (print) {
+      std::printf("  on card  %s: weights %s + experts %s (%lld of %lld) + KV mirror %s + workspace %s\n",
+                  plan::format_bytes(on_card).c_str(), plan::format_bytes(dp.fixed_bytes).c_str(),
+                  plan::format_bytes(dp.expert_bytes_on_card).c_str(), static_cast<long long>(dp.experts_on_card),
+                  static_cast<long long>(dp.experts_total), plan::format_bytes(dp.kv_bytes).c_str(),
+                  plan::format_bytes(dp.workspace_bytes).c_str());
+      if (dp.experts_on_card == dp.experts_total)
+        std::printf("  on CPU   nothing: the whole model runs on the card\n");
+      else
+        std::printf("  on CPU   experts %s (%lld of %lld), computed from the mapped file\n",
+                    plan::format_bytes(dp.expert_bytes_on_cpu).c_str(),
+                    static_cast<long long>(dp.experts_total - dp.experts_on_card), static_cast<long long>(dp.experts_total));
+    }
+  } catch (const Error& e) {
+    j["device_fits"] = false;
+    j["device_error"] = e.what();
+    if (print) std::printf("  does not fit: %s\n", e.what());
+  }
+  return j;
+}
+
 int run_plan(const PlanOpts& o) {
   // The runtime's own resident size, measured before this process touches any model (see memory.h).
   const uint64_t process_base = o.runtime_bytes.empty() ? plan::process_base_bytes(plan::current_rss_bytes())
@@ -377,10 +439,14 @@ int run_plan(const PlanOpts& o) {
   const plan::MemoryPlan p = plan::plan_memory(hp, s.weights, s.metadata, mo);
   if (budget.explicit_budget) plan::require_weights_fit(p, budget.bytes);
   const plan::Fit f = plan::fit_budget(hp, p, budget.bytes);
-  if (o.json)
-    std::printf("%s\n", plan_json(s, p, mo, budget, f).dump().c_str());
-  else
+  if (o.json) {
+    nlohmann::json j = plan_json(s, p, mo, budget, f);
+    if (vulkan_device(o)) j.update(device_section(o, s, p, mo, false));
+    std::printf("%s\n", j.dump().c_str());
+  } else {
     print_single(s, p, mo, budget, f);
+    if (vulkan_device(o)) device_section(o, s, p, mo, true);
+  }
   return 0;
 }
 
@@ -398,7 +464,9 @@ Registrar reg("plan", "Memory plan: weights, KV cache, workspace and overhead, a
   sub.add_option("--kv-cache-dtype", o->kv_type, "KV cache element type: f16 (default), bf16, q8_0, f32");
   sub.add_option("--memory,--memory-available", o->memory,
                  "memory budget, e.g. 24GiB, 24GB, 24e9 (with --serve: the memory available)");
-  sub.add_option("--device", o->device, "budget of a named device: rtx3090, rtx4090, rtx5090, a6000, a100-40, a100, h100, h200, host");
+  sub.add_option("--device", o->device, "budget of a named device: rtx3090, rtx4090, rtx5090, a6000, a100-40, a100, h100, h200, host; or "
+                 "vulkan / vulkan:N: this machine's Vulkan device, its memory and what the Vulkan backend puts on it");
+  sub.add_option("--gpu-memory", o->gpu_memory, "with --device vulkan[:N]: the device budget (default: its memory less a reserve)");
   sub.add_option("--batch", o->batch, "tokens per forward step, sizing the workspace (default 512)");
   sub.add_option("-t,--threads", o->threads, "compute threads (default: physical cores)");
   sub.add_option("--runtime-bytes", o->runtime_bytes,

@@ -58,6 +58,7 @@ struct ServeOpts {
   bool enable_prefix_caching = true;
   int max_queue = 256;
   int threads = 0;
+  DeviceArgs dev;                       // --device, --gpu-memory
   std::string chat_template;
   std::string data_dir;
   int64_t max_upload_mib = 512;
@@ -160,6 +161,8 @@ int run_serve(const ServeOpts& o) {
   engine::EngineConfig cfg;
   cfg.model_path = model_or_default(o.model.model());
   cfg.n_threads = o.threads;
+  cfg.device = o.dev.device;
+  cfg.gpu_memory = o.dev.gpu_memory_bytes();
   cfg.max_num_seqs = o.max_num_seqs;
   cfg.max_num_batched_tokens = o.max_num_batched_tokens;
   auto kv = kv::parse_kv_type(o.kv_cache_dtype);
@@ -314,6 +317,7 @@ Registrar reg("serve", "Serve a model over an OpenAI-compatible HTTP API", [](CL
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   sub.add_option("-t,--threads", o->threads, "Compute threads (0: physical cores)")->check(CLI::Range(0, 1024));
+  add_device_options(sub, o->dev);
   sub.add_option("--chat-template", o->chat_template,
                  "A built-in template name (chatml, mixtral, llama3, ...) or a Jinja template file");
   sub.add_option("--data-dir", o->data_dir,

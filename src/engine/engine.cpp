@@ -479,6 +479,8 @@ Engine::Engine(const EngineConfig& config) {
   lo.n_threads = checked(config).n_threads;
   lo.max_batch_tokens = config.max_num_batched_tokens;
   lo.chat_template_override = config.chat_template_override;
+  lo.device = config.device;
+  lo.gpu_memory = config.gpu_memory;
   impl_ = std::make_unique<Impl>(load_model(config.model_path, lo), config);
 }
 

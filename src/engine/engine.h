@@ -47,6 +47,8 @@ struct EngineConfig {
   int max_queue = 256;                    // waiting requests beyond this are refused
   std::string chat_template_override;     // a built-in name or template text; empty: the model's own
                                           // (for Engine(config); see LoadOptions)
+  std::string device = "cpu";             // where the forward pass runs (model::ModelOptions::device)
+  uint64_t gpu_memory = 0;                // Vulkan: device-memory budget (model::ModelOptions::gpu_memory)
 };
 
 struct SamplingParams {

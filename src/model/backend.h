@@ -80,6 +80,9 @@ class Backend {
   // [n_layer][n_expert]. Safe to call from any thread during forward().
   virtual std::vector<std::vector<int64_t>> expert_token_counts() const = 0;
   virtual void reset_expert_token_counts() = 0;
+  // Re-chooses which experts sit where from expert_token_counts() (a backend that places experts on a
+  // device, vulkan_backend.h); true when something moved. Not during forward(): Model serializes it.
+  virtual bool rebalance() { return false; }
 };
 
 }  // namespace moe::model

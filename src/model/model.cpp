@@ -7,6 +7,7 @@
 #include "hf/hf.h"
 #include "model/cpu_backend.h"
 #include "model/lora.h"
+#include "model/vulkan_backend.h"
 #include "util/error.h"
 
 namespace moe::model {
@@ -32,10 +33,19 @@ Model::Model(std::shared_ptr<const ModelSpec> spec, const ModelOptions& options)
   if (options.max_batch_tokens < 1 || options.max_batch_tokens > (1 << 20))
     fail("max batch tokens ", options.max_batch_tokens, " is outside [1, 1048576]");
   max_batch_ = options.max_batch_tokens;
-  backend_ = std::make_unique<CpuBackend>(spec_, *pool_, max_batch_, options.precision);
+  const int device = parse_device(options.device);
+  if (device == kCpuDevice)
+    backend_ = std::make_unique<CpuBackend>(spec_, *pool_, max_batch_, options.precision);
+  else
+    backend_ = std::make_unique<VulkanBackend>(spec_, *pool_, max_batch_, options.precision, device, options.gpu_memory);
 }
 
 Model::~Model() = default;
+
+bool Model::rebalance_experts() {
+  std::lock_guard<std::mutex> lock(forward_mutex_);
+  return backend_->rebalance();
+}
 
 void Model::forward(const Batch& b, kv::Cache& cache, ForwardResult& result, const ForwardOptions& options) {
   std::lock_guard<std::mutex> lock(forward_mutex_);

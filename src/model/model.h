@@ -73,6 +73,11 @@ class Model {
   // to call from any thread.
   std::vector<std::vector<int64_t>> expert_token_counts() const { return backend_->expert_token_counts(); }
   void reset_expert_token_counts() { backend_->reset_expert_token_counts(); }
+  // Moves experts between the device and the CPU by the routing statistics (split placement on a
+  // Vulkan device; a no-op on the CPU). True when something moved. Waits for a running forward().
+  bool rebalance_experts();
+  // The backend (tests and `moe bench` look at a Vulkan backend's placement).
+  Backend& backend() { return *backend_; }
 
  private:
   std::shared_ptr<const ModelSpec> spec_;
