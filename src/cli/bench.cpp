@@ -53,6 +53,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/common_flags.h"
 #include "gguf/gguf.h"
 #include "kernels/compute_probe.h"
 #include "kv/cache.h"
@@ -72,6 +73,7 @@ using Clock = std::chrono::steady_clock;
 struct BenchOpts {
   std::string model;
   int threads = 0;
+  bool no_repack = false;
   int64_t n_prompt = 512;
   int64_t n_gen = 128;
   std::vector<int64_t> batches;
@@ -344,6 +346,7 @@ int run_bench(const BenchOpts& o) {
   model::ModelOptions mo;
   mo.pool = &pool;
   mo.max_batch_tokens = 512;  // the engine's default max_num_batched_tokens: prompts run in such chunks
+  mo.repack = !o.no_repack;
   std::unique_ptr<model::Model> m = model::Model::load(path, mo);
   const model::HParams& hp = m->hparams();
   const ActiveBytes active = active_bytes_per_token(*m);
@@ -415,6 +418,7 @@ int run_bench(const BenchOpts& o) {
     j["file_bytes"] = m->file().file_size();
     j["threads"] = n_threads;
     j["isa"] = isa_name(active_isa());
+    j["repacked_bytes"] = m->repack_stats().bytes;
     j["kv_cache_dtype"] = kv::kv_type_name(*kv_type);
     j["reps"] = o.reps;
     j["n_prompt"] = o.n_prompt;
@@ -465,6 +469,10 @@ int run_bench(const BenchOpts& o) {
   std::printf(")\n");
   std::printf("setup:     %d threads, %s kernels, KV %s, median of %d reps (min, max)\n", n_threads,
               isa_name(active_isa()), kv::kv_type_name(*kv_type), o.reps);
+  const model::RepackStats& rp = m->repack_stats();
+  if (rp.matrices > 0)
+    std::printf("repacked:  %lld Q2_K/Q4_K matrices (%s) at load in %.1f s (--no-repack: used in place)\n",
+                (long long)rp.matrices, gb(static_cast<double>(rp.bytes)).c_str(), rp.seconds);
   std::printf("active weight bytes per token: %s (other %s + experts %s of %s)\n", gb(active.total).c_str(),
               gb(static_cast<double>(active.other + active.embedding_row)).c_str(), gb(active.experts_used).c_str(),
               gb(static_cast<double>(active.experts_all)).c_str());
@@ -517,6 +525,7 @@ const Registrar reg("bench", "Measure prompt, decode and batched-decode speed ag
   auto o = std::make_shared<BenchOpts>();
   sub.add_option("model", o->model, "GGUF model file (default: the bundled model)");
   sub.add_option("-t,--threads", o->threads, "threads (0: physical cores)")->capture_default_str();
+  add_repack_option(sub, o->no_repack);
   sub.add_option("-p,--n-prompt", o->n_prompt, "prompt tokens (one sequence, one batched pass)")->capture_default_str();
   sub.add_option("-n,--n-gen", o->n_gen, "tokens decoded one at a time after the prompt")->capture_default_str();
   sub.add_option("--batch", o->batches, "batched decode with these numbers of sequences, e.g. 1,4,8,16")

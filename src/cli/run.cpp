@@ -38,6 +38,7 @@ struct RunOpts {
   float repeat_penalty = 1.0f;
   int64_t seed = -1;
   int threads = 0;
+  bool no_repack = false;
   std::string kv_type = "f16";
   int64_t ctx = 0;
   bool print_ids = false;
@@ -92,6 +93,7 @@ int run_run(const RunOpts& o) {
   engine::LoadOptions lo;
   lo.n_threads = o.threads;
   lo.max_batch_tokens = std::min<int64_t>(n_prompt, 512);
+  lo.repack = !o.no_repack;
   const auto model = engine::load_model(std::move(file), tok, prompts, lo);
   req.adapter = engine::load_lora_stack(o.lora, *model->model->spec());
   const model::HParams& hp = model->model->hparams();
@@ -181,6 +183,7 @@ const Registrar reg("run", "Generate text from a prompt", [](CLI::App& sub) {
   sub.add_option("--seed", o->seed, "random seed (default: random)");
   add_grammar_options(sub, o->grammar);
   sub.add_option("-t,--threads", o->threads, "threads (0: physical cores)");
+  add_repack_option(sub, o->no_repack);
   sub.add_option("--kv-cache-dtype", o->kv_type, "KV cache element type: f16, bf16, q8_0, f32")->capture_default_str();
   add_context_option(sub, o->ctx, "context size in tokens (0: prompt + n, at most the model's)");
   sub.add_flag("--print-ids", o->print_ids, "print token ids instead of text (prompt ids, then generated ids)")

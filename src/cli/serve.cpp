@@ -58,6 +58,7 @@ struct ServeOpts {
   bool enable_prefix_caching = true;
   int max_queue = 256;
   int threads = 0;
+  bool no_repack = false;
   std::string chat_template;
   std::string data_dir;
   int64_t max_upload_mib = 512;
@@ -190,6 +191,7 @@ int run_serve(const ServeOpts& o) {
   lo.n_threads = cfg.n_threads;
   lo.max_batch_tokens = cfg.max_num_batched_tokens;
   lo.chat_template_override = cfg.chat_template_override;
+  lo.repack = !o.no_repack;
   const auto loaded = engine::load_model(cfg.model_path, lo);
   engine::Engine engine(loaded, cfg);
   if (engine.stats().kv_blocks_total != pool.kv_blocks)
@@ -314,6 +316,7 @@ Registrar reg("serve", "Serve a model over an OpenAI-compatible HTTP API", [](CL
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   sub.add_option("-t,--threads", o->threads, "Compute threads (0: physical cores)")->check(CLI::Range(0, 1024));
+  add_repack_option(sub, o->no_repack);
   sub.add_option("--chat-template", o->chat_template,
                  "A built-in template name (chatml, mixtral, llama3, ...) or a Jinja template file");
   sub.add_option("--data-dir", o->data_dir,

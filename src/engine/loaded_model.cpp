@@ -10,6 +10,7 @@ std::shared_ptr<const LoadedModel> load_model(const std::string& path, const Loa
   model::ModelOptions mo;
   mo.n_threads = options.n_threads;
   mo.max_batch_tokens = options.max_batch_tokens;
+  mo.repack = options.repack;
   auto m = std::make_shared<LoadedModel>();
   m->path = path;
   m->model = model::Model::load(path, mo);
@@ -24,6 +25,7 @@ std::shared_ptr<const LoadedModel> load_model(gguf::File file, std::shared_ptr<c
   model::ModelOptions mo;
   mo.n_threads = options.n_threads;
   mo.max_batch_tokens = options.max_batch_tokens;
+  mo.repack = options.repack;
   auto m = std::make_shared<LoadedModel>();
   m->path = file.name();
   m->model = std::make_shared<model::Model>(std::move(file), mo);

@@ -27,6 +27,7 @@ struct LoadOptions {
   int n_threads = 0;                   // the model's thread pool; 0: physical cores
   int64_t max_batch_tokens = 512;      // the model's workspace is sized for this many tokens per chunk
   std::string chat_template_override;  // a built-in name, a file, or template text; empty: the model's own
+  bool repack = true;                  // model::ModelOptions::repack
 };
 
 // Opens and binds the GGUF model at `path`, reads its tokenizer and resolves its chat template. Throws

@@ -19,7 +19,23 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
   return std::make_unique<Model>(hf::open_model_file(path), options);
 }
 
-Model::Model(gguf::File file, const ModelOptions& options) : Model(ModelSpec::from_file(std::move(file)), options) {}
+namespace {
+
+// The spec of a freshly opened file, its Q2_K/Q4_K matrices repacked when the options and the file
+// allow (model/repack.h: only a file this process mapped itself, whose pages the copies replace).
+std::shared_ptr<const ModelSpec> bind(gguf::File file, const ModelOptions& options) {
+  const bool mapped = file.memory_mapped();
+  std::shared_ptr<const ModelSpec> spec = ModelSpec::from_file(std::move(file));
+  if (!options.repack || !mapped || options.precision != Precision::Fast) return spec;
+  auto repacked = std::make_shared<ModelSpec>(*spec);
+  const int threads = options.pool ? options.pool->size() : options.n_threads > 0 ? options.n_threads : physical_core_count();
+  repacked->repack = repack_weights(repacked->weights, threads, /*drop_mapped=*/true);
+  return repacked;
+}
+
+}  // namespace
+
+Model::Model(gguf::File file, const ModelOptions& options) : Model(bind(std::move(file), options), options) {}
 
 Model::Model(std::shared_ptr<const ModelSpec> spec, const ModelOptions& options) : spec_(std::move(spec)) {
   if (!spec_) fail("internal: a model needs a spec");
