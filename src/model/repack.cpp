@@ -1,7 +1,7 @@
 // repack.cpp: repack_weights (see repack.h). Views are handed to threads one at a time from a shared
-// counter (a view is one matrix: 0.3-33 MB for Mixtral), and the mapped pages are dropped once all are
-// done, so a page shared by two neighbouring tensors is never read after it was dropped (it would only be
-// read back from the file, but then counted resident again).
+// counter (a view is one matrix: 0.3-33 MB for Mixtral); each matrix's own pages are dropped as soon as it
+// is copied, and the pages it shares with a neighbour once all are done (dropping those earlier would
+// only make the neighbour's copy read them back from the file).
 #include "model/repack.h"
 
 #include <sys/mman.h>
@@ -26,6 +26,21 @@ bool repacks(const WeightView& v) {
          quant::use_repacked(v.type) && v.cols % 256 == 0 &&
          v.row_bytes == quant::repacked_row_bytes(v.type, v.cols);
 }
+
+namespace {
+
+// Drops the mapped pages of [data, data + bytes): those wholly inside it, or (outward) every page it
+// touches. Advice only: a failure costs memory, not correctness.
+void drop_pages(const uint8_t* data, size_t bytes, bool outward) {
+  if (bytes == 0) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto a = reinterpret_cast<uintptr_t>(data), b = a + bytes;
+  const uintptr_t begin = outward ? a / page * page : (a + page - 1) / page * page;
+  const uintptr_t end = outward ? (b + page - 1) / page * page : b / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+}  // namespace
 
 RepackStats repack_weights(Weights& w, int n_threads, bool drop_mapped) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -55,6 +70,9 @@ RepackStats repack_weights(Weights& w, int n_threads, bool drop_mapped) {
         std::shared_ptr<const void> owner(buf, [](const void* p) { std::free(const_cast<void*>(p)); });
         for (int64_t r = 0; r < v.rows; ++r) quant::repack_row(v.type, v.row(r), buf + static_cast<size_t>(r) * v.row_bytes, v.cols);
         sources[i] = {v.data, bytes};
+        // The whole pages inside the range now: the copy then replaces them as it is made, so the
+        // resident size never holds more than one matrix per thread twice.
+        if (drop_mapped) drop_pages(v.data, bytes, /*outward=*/false);
         TensorView tv = v;
         tv.data = buf;
         tv.repacked = true;
@@ -76,14 +94,10 @@ RepackStats repack_weights(Weights& w, int n_threads, bool drop_mapped) {
 
   RepackStats st;
   st.matrices = static_cast<int64_t>(todo.size());
-  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   for (const Source& s : sources) {
     st.bytes += s.bytes;
-    if (!drop_mapped || s.bytes == 0) continue;
-    // Whole pages around the range: a neighbour's bytes on a shared page are read back if needed.
-    const uintptr_t begin = reinterpret_cast<uintptr_t>(s.data) / page * page;
-    const uintptr_t end = (reinterpret_cast<uintptr_t>(s.data) + s.bytes + page - 1) / page * page;
-    ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // advice: failure only costs memory
+    // Then the pages the ranges share with their neighbours (read back from the file if still needed).
+    if (drop_mapped) drop_pages(s.data, s.bytes, /*outward=*/true);
   }
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return st;

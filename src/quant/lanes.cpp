@@ -144,9 +144,9 @@ size_t repacked_row_bytes(GgmlType weight_type, int64_t n) {
 namespace {
 
 // Q4_K: where tile p's levels and header start in a repacked row of nb blocks (lanes.h). A full tile
-// has 4 x 64 bytes of levels and a 32-byte header, the half tile (odd nb, the last) 4 x 32 and 16.
-size_t q4k_levels_at(int64_t p) { return static_cast<size_t>(p) * 256; }
-size_t q4k_header_at(int64_t nb, int64_t p) { return static_cast<size_t>(nb) * 128 + static_cast<size_t>(p) * 32; }
+// is 4 x 64 bytes of levels then a 32-byte header, the half tile (odd nb, the last) 4 x 32 and 16.
+size_t q4k_levels_at(int64_t p) { return static_cast<size_t>(p) * 288; }
+size_t q4k_header_at(int64_t nb, int64_t p) { return q4k_levels_at(p) + (2 * p + 1 < nb ? 256 : 128); }
 
 }  // namespace
 
@@ -177,16 +177,15 @@ void repack_row(GgmlType weight_type, const void* src, void* dst, int64_t n) {
     return;
   }
   const auto* w = static_cast<const BlockQ2_K*>(src);
-  uint8_t* header = out + static_cast<size_t>(nb) * kQ2KTileLevels;
   for (int64_t p = 0; p < nb; ++p) {
-    uint8_t* q = out + static_cast<size_t>(p) * kQ2KTileLevels;
+    uint8_t* q = out + static_cast<size_t>(p) * (kQ2KTileLevels + kQ2KTileHeader);
     for (int s = 0; s < 16; ++s)
       for (int i = 0; i < 4; ++i) {
         int byte = 0;
         for (int r = 0; r < 4; ++r) byte |= q2k_level(w[p], s, 4 * r + i) << (2 * r);
         q[4 * s + i] = static_cast<uint8_t>(byte);
       }
-    uint8_t* h = header + static_cast<size_t>(p) * kQ2KTileHeader;
+    uint8_t* h = q + kQ2KTileLevels;
     std::memcpy(h, w[p].scales, 16);
     std::memcpy(h + 16, &w[p].d, 2);
     std::memcpy(h + 18, &w[p].dmin, 2);
@@ -221,10 +220,9 @@ void unrepack_row(GgmlType weight_type, const void* src, void* dst, int64_t n) {
     return;
   }
   auto* w = static_cast<BlockQ2_K*>(dst);
-  const uint8_t* header = in + static_cast<size_t>(nb) * kQ2KTileLevels;
   for (int64_t p = 0; p < nb; ++p) {
-    const uint8_t* q = in + static_cast<size_t>(p) * kQ2KTileLevels;
-    const uint8_t* h = header + static_cast<size_t>(p) * kQ2KTileHeader;
+    const uint8_t* q = in + static_cast<size_t>(p) * (kQ2KTileLevels + kQ2KTileHeader);
+    const uint8_t* h = q + kQ2KTileLevels;
     std::memcpy(w[p].scales, h, 16);
     std::memcpy(&w[p].d, h + 16, 2);
     std::memcpy(&w[p].dmin, h + 18, 2);

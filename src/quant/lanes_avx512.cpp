@@ -137,10 +137,10 @@ struct Q4KRepacked {
   static int64_t tiles(int64_t nb) { return (nb + 1) / 2; }
   static void unpack(const void* wv, int64_t nb, int64_t p, __m512i* wq, __m512& ws, __m512& wm) {
     const auto* row = static_cast<const uint8_t*>(wv);
-    const uint8_t* q = row + static_cast<size_t>(p) * 256;
-    const uint8_t* h = row + static_cast<size_t>(nb) * 128 + static_cast<size_t>(p) * 32;
-    const __m512i low4 = _mm512_set1_epi8(0x0F);
     const bool full = 2 * p + 1 < nb;
+    const uint8_t* q = row + static_cast<size_t>(p) * 288;
+    const uint8_t* h = q + (full ? 256 : 128);
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
     MOE_UNROLL
     for (int k = 0; k < 4; ++k) {
       const __m512i v = full ? load512(q + 64 * k)
@@ -165,10 +165,11 @@ struct Q4KRepacked {
 struct Q2KRepacked {
   static constexpr int kSub = 16;
   static int64_t tiles(int64_t nb) { return nb; }
-  static void unpack(const void* wv, int64_t nb, int64_t p, __m512i* wq, __m512& ws, __m512& wm) {
+  static void unpack(const void* wv, int64_t, int64_t p, __m512i* wq, __m512& ws, __m512& wm) {
     const auto* row = static_cast<const uint8_t*>(wv);
-    const __m512i v = load512(row + static_cast<size_t>(p) * 64);
-    const uint8_t* h = row + static_cast<size_t>(nb) * 64 + static_cast<size_t>(p) * 20;
+    const uint8_t* q = row + static_cast<size_t>(p) * 84;
+    const __m512i v = load512(q);
+    const uint8_t* h = q + 64;
     const __m512i low2 = _mm512_set1_epi8(3);
     wq[0] = _mm512_and_si512(v, low2);
     wq[1] = _mm512_and_si512(_mm512_srli_epi32(v, 2), low2);
