@@ -189,13 +189,23 @@ double load_average() {
   return v;
 }
 
-// Reads one byte of every 4 KiB page of every tensor, so that the memory-mapped weights are resident
-// before anything is timed (whatever the routing of the warm-up tokens); returns a sum that the caller
-// keeps so the reads stay.
-uint64_t touch_weights(const gguf::File& file) {
+// Reads one byte of every 4 KiB page of every weight the model reads, so that the memory-mapped weights
+// are resident before anything is timed (whatever the routing of the warm-up tokens); returns a sum that
+// the caller keeps so the reads stay. Through the model's views, not the file's tensors: a matrix
+// repacked at load lives in its own buffer, and its mapped pages were dropped (model/repack.h).
+uint64_t touch_weights(const model::Weights& w) {
   uint64_t sum = 0;
-  for (const auto& t : file.tensors())
-    for (uint64_t off = 0; off < t.n_bytes; off += 4096) sum += t.data[off];
+  auto touch = [&](const model::WeightView& v) {
+    if (v.data == nullptr) return;
+    const uint64_t bytes = static_cast<uint64_t>(v.count) * v.matrix_bytes;
+    for (uint64_t off = 0; off < bytes; off += 4096) sum += v.data[off];
+  };
+  for (const model::WeightView* v : {&w.token_embd, &w.output_norm, &w.output}) touch(*v);
+  for (const model::LayerWeights& L : w.layers) {
+    for (const model::WeightView* v : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_norm, &L.router}) touch(*v);
+    for (const auto* experts : {&L.ffn_gate, &L.ffn_up, &L.ffn_down})
+      for (const model::WeightView& v : *experts) touch(v);
+  }
   return sum;
 }
 
@@ -365,7 +375,7 @@ int run_bench(const BenchOpts& o) {
   Runner runner(*m, cache, o.seed);
 
   // Warm-up (untimed): every weight page resident, then a short prompt and decode.
-  volatile uint64_t touched = touch_weights(m->file());
+  volatile uint64_t touched = touch_weights(m->weights());
   (void)touched;
   const auto single_seq = static_cast<int32_t>(max_batch);
   runner.single(single_seq, std::min<int64_t>(o.n_prompt, 64), 2);
