@@ -7,6 +7,7 @@
 #include "hf/hf.h"
 #include "model/cpu_backend.h"
 #include "model/lora.h"
+#include "util/available_memory.h"
 #include "util/error.h"
 
 namespace moe::model {
@@ -29,7 +30,13 @@ std::shared_ptr<const ModelSpec> bind(gguf::File file, const ModelOptions& optio
   if (!options.repack || !mapped || options.precision != Precision::Fast) return spec;
   auto repacked = std::make_shared<ModelSpec>(*spec);
   const int threads = options.pool ? options.pool->size() : options.n_threads > 0 ? options.n_threads : physical_core_count();
-  repacked->repack = repack_weights(repacked->weights, threads, /*drop_mapped=*/true);
+  // At most 80 % of what the process may still take: beyond that the weights stay pageable.
+  uint64_t room = UINT64_MAX;
+  try {
+    room = read_available_memory().bytes / 5 * 4;
+  } catch (const Error&) {  // no MemAvailable (Linux before 3.14): no bound known
+  }
+  repacked->repack = repack_weights(repacked->weights, threads, /*drop_mapped=*/true, room);
   return repacked;
 }
 

@@ -42,7 +42,7 @@ void drop_pages(const uint8_t* data, size_t bytes, bool outward) {
 
 }  // namespace
 
-RepackStats repack_weights(Weights& w, int n_threads, bool drop_mapped) {
+RepackStats repack_weights(Weights& w, int n_threads, bool drop_mapped, uint64_t max_bytes) {
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<WeightView*> todo;
   for (LayerWeights& L : w.layers) {
@@ -53,6 +53,13 @@ RepackStats repack_weights(Weights& w, int n_threads, bool drop_mapped) {
         if (repacks(v)) todo.push_back(&v);
   }
   if (!w.output_tied && repacks(w.output)) todo.push_back(&w.output);
+  uint64_t total = 0;
+  for (const WeightView* v : todo) total += static_cast<uint64_t>(v->rows) * v->row_bytes;
+  if (total > max_bytes) {
+    RepackStats declined;
+    declined.declined_bytes = total;
+    return declined;
+  }
 
   struct Source { const uint8_t* data; size_t bytes; };
   std::vector<Source> sources(todo.size());

@@ -23,6 +23,7 @@ struct RepackStats {
   int64_t matrices = 0;  // views repacked (an expert's matrix counts once)
   uint64_t bytes = 0;    // their bytes, now in host buffers instead of the map
   double seconds = 0;    // wall time of the repacking
+  uint64_t declined_bytes = 0;  // what would have been repacked, when it exceeded max_bytes (then nothing is)
 };
 
 // True when load would repack a view of this type on this CPU (quant::use_repacked).
@@ -32,7 +33,10 @@ bool repacks(const WeightView& v);
 // unless it is the tied embedding, which is read by row) with n_threads threads; each becomes a view of
 // its own 64-byte-aligned host buffer (Residency::HostBuffer, repacked = true). When `drop_mapped`,
 // the pages of the map those views covered are dropped afterwards (the source must be a private
-// read-only file map). Throws moe::Error if a buffer cannot be allocated.
-RepackStats repack_weights(Weights& w, int n_threads, bool drop_mapped);
+// read-only file map). Nothing is repacked when the matrices' bytes exceed `max_bytes`: copies are
+// anonymous memory the OS cannot drop and re-read as it can mapped pages, so a model larger than the
+// memory (served with its weights read from the file as needed) must stay mapped. Throws moe::Error if a
+// buffer cannot be allocated.
+RepackStats repack_weights(Weights& w, int n_threads, bool drop_mapped, uint64_t max_bytes = UINT64_MAX);
 
 }  // namespace moe::model
