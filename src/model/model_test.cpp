@@ -453,6 +453,26 @@ TEST(Model, RepackedWeightsGiveTheSameLogits) {
   }
 }
 
+// Above the byte bound nothing is repacked (the weights must stay pageable), and views stay mapped.
+TEST(Model, RepackDeclinesAboveItsByteBound) {
+  Spec s;
+  s.n_embd = 256;
+  s.n_ff = 512;
+  s.n_layer = 1;
+  s.wtype = GgmlType::Q4_K;
+  s.seed = 17;
+  ModelFile f(s);
+  auto spec = std::make_shared<ModelSpec>(*ModelSpec::load(f.m.path));
+  const RepackStats none = repack_weights(spec->weights, 1, /*drop_mapped=*/false, /*max_bytes=*/1000);
+  EXPECT_EQ(none.matrices, 0);
+  EXPECT_EQ(spec->weights.layers[0].wq.residency, Residency::Mmap);
+  if (!quant::use_repacked(GgmlType::Q4_K)) return;
+  EXPECT_GT(none.declined_bytes, 1000u);
+  const RepackStats all = repack_weights(spec->weights, 2, /*drop_mapped=*/false, none.declined_bytes);
+  EXPECT_EQ(all.bytes, none.declined_bytes);
+  EXPECT_TRUE(spec->weights.layers[0].wq.repacked);
+}
+
 TEST(Model, StackedAndPerExpertFilesGiveTheSameLogits) {
   Spec s;
   s.seed = 77;
