@@ -83,6 +83,7 @@ struct BenchOpts {
   std::string model;
   int threads = 0;
   DeviceArgs dev;                       // --device, --gpu-memory
+  bool no_repack = false;
   int64_t n_prompt = 512;
   int64_t n_gen = 128;
   std::vector<int64_t> batches;
@@ -198,13 +199,23 @@ double load_average() {
   return v;
 }
 
-// Reads one byte of every 4 KiB page of every tensor, so that the memory-mapped weights are resident
-// before anything is timed (whatever the routing of the warm-up tokens); returns a sum that the caller
-// keeps so the reads stay.
-uint64_t touch_weights(const gguf::File& file) {
+// Reads one byte of every 4 KiB page of every weight the model reads, so that the memory-mapped weights
+// are resident before anything is timed (whatever the routing of the warm-up tokens); returns a sum that
+// the caller keeps so the reads stay. Through the model's views, not the file's tensors: a matrix
+// repacked at load lives in its own buffer, and its mapped pages were dropped (model/repack.h).
+uint64_t touch_weights(const model::Weights& w) {
   uint64_t sum = 0;
-  for (const auto& t : file.tensors())
-    for (uint64_t off = 0; off < t.n_bytes; off += 4096) sum += t.data[off];
+  auto touch = [&](const model::WeightView& v) {
+    if (v.data == nullptr) return;
+    const uint64_t bytes = static_cast<uint64_t>(v.count) * v.matrix_bytes;
+    for (uint64_t off = 0; off < bytes; off += 4096) sum += v.data[off];
+  };
+  for (const model::WeightView* v : {&w.token_embd, &w.output_norm, &w.output}) touch(*v);
+  for (const model::LayerWeights& L : w.layers) {
+    for (const model::WeightView* v : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_norm, &L.router}) touch(*v);
+    for (const auto* experts : {&L.ffn_gate, &L.ffn_up, &L.ffn_down})
+      for (const model::WeightView& v : *experts) touch(v);
+  }
   return sum;
 }
 
@@ -387,6 +398,7 @@ int run_bench(const BenchOpts& o) {
   mo.device = o.dev.device;
   mo.gpu_memory = o.dev.gpu_memory_bytes();
   mo.max_batch_tokens = 512;  // the engine's default max_num_batched_tokens: prompts run in such chunks
+  mo.repack = !o.no_repack;
   std::unique_ptr<model::Model> m = model::Model::load(path, mo);
   const model::HParams& hp = m->hparams();
   const ActiveBytes active = active_bytes_per_token(*m);
@@ -408,7 +420,7 @@ int run_bench(const BenchOpts& o) {
   Runner runner(*m, cache, o.seed);
 
   // Warm-up (untimed): every weight page resident, then a short prompt and decode.
-  volatile uint64_t touched = touch_weights(m->file());
+  volatile uint64_t touched = touch_weights(m->weights());
   (void)touched;
   const auto single_seq = static_cast<int32_t>(max_batch);
   runner.single(single_seq, std::min<int64_t>(o.n_prompt, 64), 2);
@@ -473,6 +485,7 @@ int run_bench(const BenchOpts& o) {
       j["experts_total"] = pl.experts_total;
     }
     j["isa"] = isa_name(active_isa());
+    j["repacked_bytes"] = m->repack_stats().bytes;
     j["kv_cache_dtype"] = kv::kv_type_name(*kv_type);
     j["reps"] = o.reps;
     j["n_prompt"] = o.n_prompt;
@@ -535,6 +548,10 @@ int run_bench(const BenchOpts& o) {
     std::printf("setup:     %d threads, %s kernels, KV %s, median of %d reps (min, max)\n", n_threads,
                 isa_name(active_isa()), kv::kv_type_name(*kv_type), o.reps);
   }
+  const model::RepackStats& rp = m->repack_stats();
+  if (rp.matrices > 0)
+    std::printf("repacked:  %lld Q2_K/Q4_K matrices (%s) at load in %.1f s (--no-repack: used in place)\n",
+                (long long)rp.matrices, gb(static_cast<double>(rp.bytes)).c_str(), rp.seconds);
   std::printf("active weight bytes per token: %s (other %s + experts %s of %s)\n", gb(active.total).c_str(),
               gb(static_cast<double>(active.other + active.embedding_row)).c_str(), gb(active.experts_used).c_str(),
               gb(static_cast<double>(active.experts_all)).c_str());
@@ -594,6 +611,7 @@ const Registrar reg("bench", "Measure prompt, decode and batched-decode speed ag
   sub.add_option("model", o->model, "GGUF model file (default: the bundled model)");
   sub.add_option("-t,--threads", o->threads, "threads (0: physical cores)")->capture_default_str();
   add_device_options(sub, o->dev);
+  add_repack_option(sub, o->no_repack);
   sub.add_option("-p,--n-prompt", o->n_prompt, "prompt tokens (one sequence, one batched pass)")->capture_default_str();
   sub.add_option("-n,--n-gen", o->n_gen, "tokens decoded one at a time after the prompt")->capture_default_str();
   sub.add_option("--batch", o->batches, "batched decode with these numbers of sequences, e.g. 1,4,8,16")

@@ -32,6 +32,7 @@ struct ChatOpts {
   int64_t seed = -1;
   int threads = 0;
   DeviceArgs dev;                       // --device, --gpu-memory
+  bool no_repack = false;
   int64_t ctx = 4096;
   std::vector<std::string> lora;  // --lora DIR[:SCALE]: PEFT adapters stacked on the base (lora_loader.h)
   GrammarArgs grammar;  // --grammar-file / --json-schema: every reply constrained
@@ -48,6 +49,7 @@ int run_chat(const ChatOpts& o) {
   lo.gpu_memory = o.dev.gpu_memory_bytes();
   lo.max_batch_tokens = cfg.max_num_batched_tokens;
   lo.chat_template_override = o.chat_template;
+  lo.repack = !o.no_repack;
   const auto model = engine::load_model(model_or_default(o.model), lo);
   const auto adapter = engine::load_lora_stack(o.lora, *model->model->spec());
   engine::Engine eng(model, cfg);
@@ -138,6 +140,7 @@ Registrar reg("chat", "Chat with a model interactively, using its chat template 
                 add_grammar_options(sub, o->grammar);
                 sub.add_option("-t,--threads", o->threads, "Threads (default: physical cores)")->check(CLI::Range(0, 1024));
                 add_device_options(sub, o->dev);
+                add_repack_option(sub, o->no_repack);
                 sub.add_option("--lora", o->lora,
                                "PEFT LoRA adapter directory, optionally :SCALE (a factor on its alpha/r); repeat to stack")
                     ->allow_extra_args(false);

@@ -85,6 +85,12 @@ CLI::Option* add_context_option(CLI::App& sub, int64_t& ctx, const std::string& 
       ->check(CLI::Range(int64_t(0), int64_t(1) << 24));
 }
 
+void add_repack_option(CLI::App& sub, bool& no_repack) {
+  sub.add_flag("--no-repack", no_repack,
+               "use Q2_K/Q4_K weights in place from the file instead of repacking them at load for the AVX-512 "
+               "kernels (same results and memory; repacking makes decode and small batches faster)");
+}
+
 std::string environment_footer(const std::vector<std::string>& variables) {
   std::string s = "Environment:\n";
   for (const auto& v : variables) {

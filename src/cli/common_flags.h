@@ -58,6 +58,10 @@ struct DeviceArgs {
 };
 void add_device_options(CLI::App& sub, DeviceArgs& args);
 
+// --no-repack (run, chat, serve, bench): use the Q2_K/Q4_K weights in place from the map instead of
+// repacking them at load for the AVX-512 kernels (model::ModelOptions::repack; same results).
+void add_repack_option(CLI::App& sub, bool& no_repack);
+
 // The footer of `moe SUBCOMMAND --help` listing the environment variables a command reads.
 std::string environment_footer(const std::vector<std::string>& variables);
 

@@ -39,6 +39,7 @@ struct RunOpts {
   int64_t seed = -1;
   int threads = 0;
   DeviceArgs dev;                       // --device, --gpu-memory
+  bool no_repack = false;
   std::string kv_type = "f16";
   int64_t ctx = 0;
   bool print_ids = false;
@@ -95,6 +96,7 @@ int run_run(const RunOpts& o) {
   lo.device = o.dev.device;
   lo.gpu_memory = o.dev.gpu_memory_bytes();
   lo.max_batch_tokens = std::min<int64_t>(n_prompt, 512);
+  lo.repack = !o.no_repack;
   const auto model = engine::load_model(std::move(file), tok, prompts, lo);
   req.adapter = engine::load_lora_stack(o.lora, *model->model->spec());
   const model::HParams& hp = model->model->hparams();
@@ -185,6 +187,7 @@ const Registrar reg("run", "Generate text from a prompt", [](CLI::App& sub) {
   add_grammar_options(sub, o->grammar);
   sub.add_option("-t,--threads", o->threads, "threads (0: physical cores)");
   add_device_options(sub, o->dev);
+  add_repack_option(sub, o->no_repack);
   sub.add_option("--kv-cache-dtype", o->kv_type, "KV cache element type: f16, bf16, q8_0, f32")->capture_default_str();
   add_context_option(sub, o->ctx, "context size in tokens (0: prompt + n, at most the model's)");
   sub.add_flag("--print-ids", o->print_ids, "print token ids instead of text (prompt ids, then generated ids)")

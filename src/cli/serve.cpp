@@ -59,6 +59,7 @@ struct ServeOpts {
   int max_queue = 256;
   int threads = 0;
   DeviceArgs dev;                       // --device, --gpu-memory
+  bool no_repack = false;
   std::string chat_template;
   std::string data_dir;
   int64_t max_upload_mib = 512;
@@ -193,6 +194,7 @@ int run_serve(const ServeOpts& o) {
   lo.n_threads = cfg.n_threads;
   lo.max_batch_tokens = cfg.max_num_batched_tokens;
   lo.chat_template_override = cfg.chat_template_override;
+  lo.repack = !o.no_repack;
   const auto loaded = engine::load_model(cfg.model_path, lo);
   engine::Engine engine(loaded, cfg);
   if (engine.stats().kv_blocks_total != pool.kv_blocks)
@@ -318,6 +320,7 @@ Registrar reg("serve", "Serve a model over an OpenAI-compatible HTTP API", [](CL
       ->capture_default_str();
   sub.add_option("-t,--threads", o->threads, "Compute threads (0: physical cores)")->check(CLI::Range(0, 1024));
   add_device_options(sub, o->dev);
+  add_repack_option(sub, o->no_repack);
   sub.add_option("--chat-template", o->chat_template,
                  "A built-in template name (chatml, mixtral, llama3, ...) or a Jinja template file");
   sub.add_option("--data-dir", o->data_dir,

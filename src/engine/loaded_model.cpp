@@ -12,6 +12,7 @@ std::shared_ptr<const LoadedModel> load_model(const std::string& path, const Loa
   mo.max_batch_tokens = options.max_batch_tokens;
   mo.device = options.device;
   mo.gpu_memory = options.gpu_memory;
+  mo.repack = options.repack;
   auto m = std::make_shared<LoadedModel>();
   m->path = path;
   m->model = model::Model::load(path, mo);
@@ -28,6 +29,7 @@ std::shared_ptr<const LoadedModel> load_model(gguf::File file, std::shared_ptr<c
   mo.max_batch_tokens = options.max_batch_tokens;
   mo.device = options.device;
   mo.gpu_memory = options.gpu_memory;
+  mo.repack = options.repack;
   auto m = std::make_shared<LoadedModel>();
   m->path = file.name();
   m->model = std::make_shared<model::Model>(std::move(file), mo);

@@ -29,6 +29,7 @@ struct LoadOptions {
   std::string chat_template_override;  // a built-in name, a file, or template text; empty: the model's own
   std::string device = "cpu";          // model::ModelOptions::device: cpu, vulkan, vulkan:N
   uint64_t gpu_memory = 0;             // model::ModelOptions::gpu_memory (0: the device's memory less a reserve)
+  bool repack = true;                  // model::ModelOptions::repack
 };
 
 // Opens and binds the GGUF model at `path`, reads its tokenizer and resolves its chat template. Throws

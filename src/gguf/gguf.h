@@ -119,6 +119,9 @@ class File {
   uint64_t file_size() const { return assembled_ ? source_bytes_ : bytes_.size(); }
   // True for a File made by assemble() (its tensors are not in one GGUF file).
   bool assembled() const { return assembled_; }
+  // True when the tensor bytes are this File's own private read-only map of a file (open()): pages of
+  // it may be dropped (madvise) and are read back from the file if touched again.
+  bool memory_mapped() const { return map_ != nullptr; }
   const std::string& name() const { return name_; }
 
   // Metadata in file order.

@@ -31,6 +31,14 @@ int64_t row_grain(int64_t cols, int64_t n_tok) {
   return std::max<int64_t>(1, 65536 / work);
 }
 
+// Row r of w as GGUF blocks: the row itself, or a repacked row converted back into `scratch`.
+const uint8_t* gguf_row(const TensorView& w, int64_t r, std::vector<uint8_t>& scratch) {
+  if (!w.repacked) return w.row(r);
+  scratch.resize(w.row_bytes);
+  quant::unrepack_row(w.type, w.row(r), scratch.data(), w.cols);
+  return scratch.data();
+}
+
 }  // namespace
 
 size_t max_activation_row_bytes(int64_t cols) {
@@ -99,8 +107,9 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
   if (p == Precision::Exact) {
     pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int thread) {
       float* row = deq_scratch + static_cast<size_t>(thread) * cols;
+      thread_local std::vector<uint8_t> blocks;  // a repacked row as GGUF blocks
       for (int64_t r = r0; r < r1; ++r) {
-        quant::dequantize_row(w.type, w.row(r), row, cols);
+        quant::dequantize_row(w.type, gguf_row(w, r, blocks), row, cols);
         for (int64_t t = 0; t < n_tok; ++t) y[t * rows + r] = static_cast<float>(dot_double(row, a.x + t * cols, cols));
       }
     });
@@ -123,8 +132,12 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
   // Bands of rows meet tiles of tokens (sizes below) so both operands stay in the core's L2.
   const int64_t band_rows = std::max<int64_t>(2, (int64_t{128} << 10) / static_cast<int64_t>(w.row_bytes));
   const int64_t tile_tok = std::max<int64_t>(8, (int64_t{256} << 10) / static_cast<int64_t>(a.q_row_bytes));
+  if (w.repacked && a.lanes_sub == 0)
+    fail("the ", type_name(w.type), " weights were repacked for the AVX-512 lane kernels, which ", isa_name(k.isa),
+         " does not run (load with repacking off)");
   if (a.lanes_sub != 0) {
-    if (k.lanes_rows == nullptr) fail("internal: lane-layout activations for ", type_name(w.type), " on ", isa_name(k.isa));
+    const quant::LanesRowsFn lanes_rows = w.repacked ? k.lanes_rows_repacked : k.lanes_rows;
+    if (lanes_rows == nullptr) fail("internal: lane-layout activations for ", type_name(w.type), " on ", isa_name(k.isa));
     // The lane path unpacks each row once per tile of tokens, so its tiles take most of the L2.
     const int64_t lane_tile = std::max<int64_t>(8, (int64_t{640} << 10) / static_cast<int64_t>(a.q_row_bytes));
     pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int) {
@@ -132,7 +145,7 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
         const int64_t b1 = std::min(r1, b0 + band_rows);
         for (int64_t t0 = 0; t0 < n_tok; t0 += lane_tile) {
           const int64_t nt = std::min(lane_tile, n_tok - t0);
-          k.lanes_rows(cols, w.row(b0), w.row_bytes, b1 - b0, a.q + static_cast<size_t>(t0) * a.q_row_bytes, a.q_row_bytes,
+          lanes_rows(cols, w.row(b0), w.row_bytes, b1 - b0, a.q + static_cast<size_t>(t0) * a.q_row_bytes, a.q_row_bytes,
                        nt, y + t0 * rows + b0, static_cast<size_t>(rows));
         }
       }
@@ -164,8 +177,9 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
 
 void matmul_reference(const TensorView& w, const float* x, int64_t n_tok, double* y) {
   std::vector<float> row(static_cast<size_t>(w.cols));
+  std::vector<uint8_t> blocks;
   for (int64_t r = 0; r < w.rows; ++r) {
-    quant::dequantize_row(w.type, w.row(r), row.data(), w.cols);
+    quant::dequantize_row(w.type, gguf_row(w, r, blocks), row.data(), w.cols);
     for (int64_t t = 0; t < n_tok; ++t) y[t * w.rows + r] = dot_double(row.data(), x + t * w.cols, w.cols);
   }
 }

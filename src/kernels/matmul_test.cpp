@@ -192,5 +192,43 @@ TEST(Matmul, ReusesActivationsOnlyForTheSameBlockType) {
   EXPECT_TRUE(activations_fit(a, GgmlType::Q8_0, Precision::Exact));
 }
 
+// Repacked weights (quant/lanes.h's repack_row, as model/repack.h makes them at load) give every
+// (row, token) the bits of the same matrix used in place, in both precisions, for one token, groups and
+// the many-token blocks, on 2 threads.
+TEST(Matmul, RepackedWeightsGiveTheSameBits) {
+  if (!quant::use_repacked(GgmlType::Q4_K)) GTEST_SKIP() << "repacked weights need the AVX-512 lane kernels";
+  std::mt19937 rng(std::random_device{}());
+  ThreadPool pool(2);
+  for (GgmlType type : {GgmlType::Q2_K, GgmlType::Q4_K})
+    for (int64_t cols : {int64_t{768}, int64_t{4096}}) {
+      const int64_t rows = 37;
+      Weights w = random_weights(type, rows, cols, rng);
+      std::vector<uint8_t> packed(w.bytes.size());
+      for (int64_t r = 0; r < rows; ++r)
+        quant::repack_row(type, w.view.row(r), packed.data() + static_cast<size_t>(r) * w.view.row_bytes, cols);
+      TensorView rv = w.view;
+      rv.data = packed.data();
+      rv.repacked = true;
+      for (int64_t n_tok : {int64_t{1}, int64_t{3}, int64_t{8}, int64_t{13}, int64_t{40}}) {
+        const std::vector<float> x = random_x(n_tok * cols, rng);
+        std::vector<uint8_t> buf(static_cast<size_t>(n_tok) * max_activation_row_bytes(cols));
+        std::vector<float> deq(static_cast<size_t>(pool.size() * cols));
+        for (Precision p : {Precision::Fast, Precision::Exact}) {
+          const Activations a = prepare_activations(x.data(), n_tok, cols, type, p, buf.data(), buf.size(), pool);
+          std::vector<float> want(static_cast<size_t>(n_tok * rows), -1.0f), got(want.size(), -2.0f);
+          matmul(w.view, a, want.data(), p, pool, deq.data());
+          matmul(rv, a, got.data(), p, pool, deq.data());
+          EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0)
+              << type_name(type) << " cols " << cols << " tokens " << n_tok << (p == Precision::Fast ? " fast" : " exact");
+        }
+      }
+      std::vector<double> ref(static_cast<size_t>(rows)), ref_packed(ref.size());
+      const std::vector<float> x = random_x(cols, rng);
+      matmul_reference(w.view, x.data(), 1, ref.data());
+      matmul_reference(rv, x.data(), 1, ref_packed.data());
+      EXPECT_EQ(ref, ref_packed) << type_name(type);
+    }
+}
+
 }  // namespace
 }  // namespace moe::kernels

@@ -8,6 +8,8 @@
 #include "model/cpu_backend.h"
 #include "model/lora.h"
 #include "model/vulkan_backend.h"
+
+#include "util/available_memory.h"
 #include "util/error.h"
 
 namespace moe::model {
@@ -20,7 +22,32 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
   return std::make_unique<Model>(hf::open_model_file(path), options);
 }
 
-Model::Model(gguf::File file, const ModelOptions& options) : Model(ModelSpec::from_file(std::move(file)), options) {}
+namespace {
+
+// The spec of a freshly opened file, its Q2_K/Q4_K matrices repacked when the options and the file
+// allow (model/repack.h: only a file this process mapped itself, whose pages the copies replace, and
+// only for the CPU backend).
+std::shared_ptr<const ModelSpec> bind(gguf::File file, const ModelOptions& options) {
+  const bool mapped = file.memory_mapped();
+  std::shared_ptr<const ModelSpec> spec = ModelSpec::from_file(std::move(file));
+  // The repacked order is the CPU kernels' alone: a model on a Vulkan device reads the GGUF bytes.
+  if (!options.repack || !mapped || options.precision != Precision::Fast || parse_device(options.device) != kCpuDevice)
+    return spec;
+  auto repacked = std::make_shared<ModelSpec>(*spec);
+  const int threads = options.pool ? options.pool->size() : options.n_threads > 0 ? options.n_threads : physical_core_count();
+  // At most 80 % of what the process may still take: beyond that the weights stay pageable.
+  uint64_t room = UINT64_MAX;
+  try {
+    room = read_available_memory().bytes / 5 * 4;
+  } catch (const Error&) {  // no MemAvailable (Linux before 3.14): no bound known
+  }
+  repacked->repack = repack_weights(repacked->weights, threads, /*drop_mapped=*/true, room);
+  return repacked;
+}
+
+}  // namespace
+
+Model::Model(gguf::File file, const ModelOptions& options) : Model(bind(std::move(file), options), options) {}
 
 Model::Model(std::shared_ptr<const ModelSpec> spec, const ModelOptions& options) : spec_(std::move(spec)) {
   if (!spec_) fail("internal: a model needs a spec");

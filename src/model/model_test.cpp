@@ -31,6 +31,7 @@
 #include "gguf/gguf.h"
 #include "kv/cache.h"
 #include "model/model.h"
+#include "quant/lanes.h"
 #include "quant/quant.h"
 #include "util/error.h"
 
@@ -409,6 +410,67 @@ TEST(ModelReference, BlockWeightTypes) {
     s.seed = 40 + static_cast<uint32_t>(t);
     check_against_reference(s, 6);
   }
+}
+
+// Repacking at load (model/repack.h) changes where the Q2_K/Q4_K bytes are and their order, never a
+// logit bit: batches and one token at a time, with rows of an odd number of Q4_K blocks (half tiles).
+TEST(Model, RepackedWeightsGiveTheSameLogits) {
+  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q2_K}) {
+    Spec s;
+    s.n_embd = 512;
+    s.n_ff = 768;
+    s.n_layer = 2;
+    s.n_vocab = 60;
+    s.wtype = t;
+    s.seed = 90 + static_cast<uint32_t>(t);
+    ModelFile f(s);
+    ModelOptions o;
+    o.n_threads = 2;
+    o.repack = false;
+    auto plain = Model::load(f.m.path, o);
+    o.repack = true;
+    auto packed = Model::load(f.m.path, o);
+    EXPECT_EQ(plain->repack_stats().matrices, 0);
+    EXPECT_EQ(plain->weights().layers[0].wq.residency, Residency::Mmap);
+    if (quant::use_repacked(t)) {
+      // wq, wk, wv, wo and 3 matrices per expert, in each layer, and the output head.
+      EXPECT_EQ(packed->repack_stats().matrices, s.n_layer * (4 + 3 * s.n_expert) + 1) << type_name(t);
+      const WeightView& wq = packed->weights().layers[0].wq;
+      EXPECT_EQ(wq.residency, Residency::HostBuffer);
+      EXPECT_TRUE(wq.repacked);
+      EXPECT_EQ(wq.row_bytes, plain->weights().layers[0].wq.row_bytes);
+      EXPECT_NE(std::memcmp(wq.data, plain->weights().layers[0].wq.data, wq.row_bytes), 0);
+    } else {
+      EXPECT_EQ(packed->repack_stats().matrices, 0) << "no AVX-512 lane kernels: nothing to repack for";
+    }
+    const auto tokens = random_tokens(11, s.n_vocab, 5);
+    EXPECT_EQ(run_batch(*packed, tokens, kv::KvType::F16), run_batch(*plain, tokens, kv::KvType::F16)) << type_name(t);
+    EXPECT_EQ(run_one_by_one(*packed, tokens, kv::KvType::F16), run_one_by_one(*plain, tokens, kv::KvType::F16))
+        << type_name(t);
+    packed->set_precision(Precision::Exact);  // the exact path reads repacked rows through unrepack_row
+    plain->set_precision(Precision::Exact);
+    EXPECT_EQ(run_batch(*packed, tokens), run_batch(*plain, tokens)) << type_name(t);
+  }
+}
+
+// Above the byte bound nothing is repacked (the weights must stay pageable), and views stay mapped.
+TEST(Model, RepackDeclinesAboveItsByteBound) {
+  Spec s;
+  s.n_embd = 256;
+  s.n_ff = 512;
+  s.n_layer = 1;
+  s.wtype = GgmlType::Q4_K;
+  s.seed = 17;
+  ModelFile f(s);
+  auto spec = std::make_shared<ModelSpec>(*ModelSpec::load(f.m.path));
+  const RepackStats none = repack_weights(spec->weights, 1, /*drop_mapped=*/false, /*max_bytes=*/1000);
+  EXPECT_EQ(none.matrices, 0);
+  EXPECT_EQ(spec->weights.layers[0].wq.residency, Residency::Mmap);
+  if (!quant::use_repacked(GgmlType::Q4_K)) return;
+  EXPECT_GT(none.declined_bytes, 1000u);
+  const RepackStats all = repack_weights(spec->weights, 2, /*drop_mapped=*/false, none.declined_bytes);
+  EXPECT_EQ(all.bytes, none.declined_bytes);
+  EXPECT_TRUE(spec->weights.layers[0].wq.repacked);
 }
 
 TEST(Model, StackedAndPerExpertFilesGiveTheSameLogits) {

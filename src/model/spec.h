@@ -9,6 +9,7 @@
 #include "gguf/gguf.h"
 #include "kv/cache.h"
 #include "model/hparams.h"
+#include "model/repack.h"
 #include "model/weights.h"
 
 namespace moe::model {
@@ -16,7 +17,9 @@ namespace moe::model {
 struct ModelSpec {
   std::shared_ptr<const gguf::File> file;  // the GGUF it was read from; owns the Mmap views' bytes
   HParams hp;
-  Weights weights;                         // views with Residency::Mmap, owner = file
+  Weights weights;                         // views with Residency::Mmap, owner = file (HostBuffer where
+                                           // Model's load repacked them: model/repack.h)
+  RepackStats repack;                      // what was repacked (zero: nothing)
 
   // Validates the file's hyperparameters and binds every tensor; throws moe::Error naming what is wrong.
   static std::shared_ptr<const ModelSpec> from_file(gguf::File file);

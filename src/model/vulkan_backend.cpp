@@ -72,6 +72,8 @@ vk::DeviceMatrix VulkanBackend::Impl::DevMatrix::mat() const {
 VulkanBackend::Impl::DevMatrix VulkanBackend::Impl::upload(const TensorView& v, const std::string& what) {
   if (!vk::matmul_supported(v.type))
     fail(what, " has type ", type_name(v.type), ", which the Vulkan shaders do not run");
+  if (v.repacked)  // a spec shared with a CPU model that repacked it (model/repack.h): not the GGUF bytes
+    fail(what, " is repacked for the CPU kernels; a Vulkan model needs a spec loaded without repacking");
   const uint64_t bytes = v.rows * v.row_bytes;
   if (bytes > ctx->info().max_storage_buffer_range)
     fail(what, " takes ", bytes, " bytes, more than one storage buffer binding of ", ctx->info().name, " spans (",

@@ -1,6 +1,7 @@
 // lanes.cpp: the portable half of the sub-block lane path (see lanes.h): which types have it, the
 // activation layout (a permutation of quantize_activations' Q8_K blocks), and the checked entry points of
-// the AVX-512 kernels in lanes_avx512.cpp (matmul takes the kernel from quant::kernels_for instead).
+// the AVX-512 kernels in lanes_avx512.cpp (matmul takes the kernel from quant::kernels_for instead), and
+// the repacked weight layout (repack_row / unrepack_row, scalar: run once per weight at load).
 #include "quant/lanes.h"
 
 #include <algorithm>
@@ -94,6 +95,158 @@ void lanes_rows(GgmlType weight_type, int64_t n, const void* w, size_t w_row_byt
   if (n_tok < 0 || n_rows < 0) fail("lanes_rows: negative count");
   if (n_tok == 0 || n_rows == 0) return;
   detail::lanes_rows_avx512(weight_type)(n, w, w_row_bytes, n_rows, x, x_stride, n_tok, y, y_stride);
+}
+
+// ---- repacked weights (layout in lanes.h) ----
+
+bool can_repack(GgmlType weight_type) { return weight_type == GgmlType::Q4_K || weight_type == GgmlType::Q2_K; }
+
+bool use_repacked(GgmlType weight_type) { return can_repack(weight_type) && use_lanes(weight_type); }
+
+namespace {
+
+constexpr size_t kQ2KTileLevels = 64, kQ2KTileHeader = 20;   // a Q2_K tile: 1 block's levels, scales
+
+void check_repack(const char* what, GgmlType type, int64_t n) {
+  if (!can_repack(type)) fail(what, ": ", type_name(type), " has no repacked layout");
+  if (n < 0 || n % kQKK != 0) fail(what, ": ", n, " values is not a whole number of 256-value super-blocks");
+}
+
+// Q4_K: level of value v (< 32) of sub-block j (< 8) of a block.
+int q4k_level(const BlockQ4_K& b, int j, int v) {
+  const uint8_t byte = b.qs[32 * (j / 2) + v];
+  return j % 2 == 0 ? byte & 0x0F : byte >> 4;
+}
+void set_q4k_level(BlockQ4_K& b, int j, int v, int level) {
+  uint8_t& byte = b.qs[32 * (j / 2) + v];
+  byte = j % 2 == 0 ? static_cast<uint8_t>((byte & 0xF0) | level) : static_cast<uint8_t>((byte & 0x0F) | (level << 4));
+}
+
+// Q2_K: sub-block s = 8n + 2j + h holds values 128n + 32j + 16h + l, bits 2j of qs[32n + 16h + l].
+int q2k_level(const BlockQ2_K& b, int s, int l) {
+  const int n = s / 8, j = (s % 8) / 2, h = s % 2;
+  return (b.qs[32 * n + 16 * h + l] >> (2 * j)) & 3;
+}
+void set_q2k_level(BlockQ2_K& b, int s, int l, int level) {
+  const int n = s / 8, j = (s % 8) / 2, h = s % 2;
+  uint8_t& byte = b.qs[32 * n + 16 * h + l];
+  byte = static_cast<uint8_t>((byte & ~(3 << (2 * j))) | (level << (2 * j)));
+}
+
+}  // namespace
+
+size_t repacked_row_bytes(GgmlType weight_type, int64_t n) {
+  check_repack("repacked_row_bytes", weight_type, n);
+  const auto nb = static_cast<size_t>(n / kQKK);
+  return nb * (weight_type == GgmlType::Q4_K ? sizeof(BlockQ4_K) : sizeof(BlockQ2_K));
+}
+
+namespace {
+
+// Q4_K: where tile p's levels and header start in a repacked row of nb blocks (lanes.h). A full tile
+// is 4 x 64 bytes of levels then a 32-byte header, the half tile (odd nb, the last) 4 x 32 and 16.
+size_t q4k_levels_at(int64_t p) { return static_cast<size_t>(p) * 288; }
+size_t q4k_header_at(int64_t nb, int64_t p) { return q4k_levels_at(p) + (2 * p + 1 < nb ? 256 : 128); }
+
+}  // namespace
+
+void repack_row(GgmlType weight_type, const void* src, void* dst, int64_t n) {
+  check_repack("repack_row", weight_type, n);
+  const int64_t nb = n / kQKK;
+  auto* out = static_cast<uint8_t*>(dst);
+  if (weight_type == GgmlType::Q4_K) {
+    const auto* w = static_cast<const BlockQ4_K*>(src);
+    for (int64_t p = 0; p < (nb + 1) / 2; ++p) {
+      const int halves = 2 * p + 1 < nb ? 2 : 1;  // blocks in this tile
+      const int width = 32 * halves;              // bytes of each register stored
+      uint8_t* q = out + q4k_levels_at(p);
+      for (int k = 0; k < 4; ++k)
+        for (int s = 0; s < 8 * halves; ++s)
+          for (int i = 0; i < 4; ++i) {
+            const BlockQ4_K& blk = w[2 * p + s / 8];
+            const int lo = q4k_level(blk, s % 8, 4 * k + i), hi = q4k_level(blk, s % 8, 16 + 4 * k + i);
+            q[width * k + 4 * s + i] = static_cast<uint8_t>(lo | (hi << 4));
+          }
+      uint8_t* h = out + q4k_header_at(nb, p);
+      for (int b = 0; b < halves; ++b) std::memcpy(h + 12 * b, w[2 * p + b].scales, 12);
+      for (int b = 0; b < halves; ++b) {
+        std::memcpy(h + 12 * halves + 2 * b, &w[2 * p + b].d, 2);
+        std::memcpy(h + 12 * halves + 2 * halves + 2 * b, &w[2 * p + b].dmin, 2);
+      }
+    }
+    return;
+  }
+  const auto* w = static_cast<const BlockQ2_K*>(src);
+  for (int64_t p = 0; p < nb; ++p) {
+    uint8_t* q = out + static_cast<size_t>(p) * (kQ2KTileLevels + kQ2KTileHeader);
+    for (int s = 0; s < 16; ++s)
+      for (int i = 0; i < 4; ++i) {
+        int byte = 0;
+        for (int r = 0; r < 4; ++r) byte |= q2k_level(w[p], s, 4 * r + i) << (2 * r);
+        q[4 * s + i] = static_cast<uint8_t>(byte);
+      }
+    uint8_t* h = q + kQ2KTileLevels;
+    std::memcpy(h, w[p].scales, 16);
+    std::memcpy(h + 16, &w[p].d, 2);
+    std::memcpy(h + 18, &w[p].dmin, 2);
+  }
+}
+
+void unrepack_row(GgmlType weight_type, const void* src, void* dst, int64_t n) {
+  check_repack("unrepack_row", weight_type, n);
+  const int64_t nb = n / kQKK;
+  const auto* in = static_cast<const uint8_t*>(src);
+  if (weight_type == GgmlType::Q4_K) {
+    auto* w = static_cast<BlockQ4_K*>(dst);
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t p = b / 2;
+      const int half = static_cast<int>(b % 2);  // lanes 0..7 or 8..15 of the tile
+      const int halves = 2 * p + 1 < nb ? 2 : 1;
+      const int width = 32 * halves;
+      const uint8_t* q = in + q4k_levels_at(p);
+      const uint8_t* h = in + q4k_header_at(nb, p);
+      BlockQ4_K& blk = w[b];
+      std::memcpy(blk.scales, h + 12 * half, 12);
+      std::memcpy(&blk.d, h + 12 * halves + 2 * half, 2);
+      std::memcpy(&blk.dmin, h + 12 * halves + 2 * halves + 2 * half, 2);
+      for (int j = 0; j < 8; ++j)
+        for (int k = 0; k < 4; ++k)
+          for (int i = 0; i < 4; ++i) {
+            const uint8_t byte = q[width * k + 4 * (8 * half + j) + i];
+            set_q4k_level(blk, j, 4 * k + i, byte & 0x0F);
+            set_q4k_level(blk, j, 16 + 4 * k + i, byte >> 4);
+          }
+    }
+    return;
+  }
+  auto* w = static_cast<BlockQ2_K*>(dst);
+  for (int64_t p = 0; p < nb; ++p) {
+    const uint8_t* q = in + static_cast<size_t>(p) * (kQ2KTileLevels + kQ2KTileHeader);
+    const uint8_t* h = q + kQ2KTileLevels;
+    std::memcpy(w[p].scales, h, 16);
+    std::memcpy(&w[p].d, h + 16, 2);
+    std::memcpy(&w[p].dmin, h + 18, 2);
+    for (int s = 0; s < 16; ++s)
+      for (int i = 0; i < 4; ++i)
+        for (int r = 0; r < 4; ++r) set_q2k_level(w[p], s, 4 * r + i, (q[4 * s + i] >> (2 * r)) & 3);
+  }
+}
+
+void vec_dot_lanes_repacked(GgmlType weight_type, int64_t n, const void* w, const void* x, size_t x_stride,
+                            int64_t n_tok, float* out, size_t out_stride) {
+  if (!use_repacked(weight_type)) fail("vec_dot_lanes_repacked: no repacked kernel for ", type_name(weight_type), " on this CPU");
+  check_lanes_row("vec_dot_lanes_repacked", lanes_sub_block(weight_type), n);
+  if (n_tok < 0) fail("vec_dot_lanes_repacked: negative token count ", n_tok);
+  detail::lanes_dot_repacked_avx512(weight_type)(n, w, x, x_stride, n_tok, out, out_stride);
+}
+
+void lanes_rows_repacked(GgmlType weight_type, int64_t n, const void* w, size_t w_row_bytes, int64_t n_rows,
+                         const void* x, size_t x_stride, int64_t n_tok, float* y, size_t y_stride) {
+  if (!use_repacked(weight_type)) fail("lanes_rows_repacked: no repacked kernel for ", type_name(weight_type), " on this CPU");
+  check_lanes_row("lanes_rows_repacked", lanes_sub_block(weight_type), n);
+  if (n_tok < 0 || n_rows < 0) fail("lanes_rows_repacked: negative count");
+  if (n_tok == 0 || n_rows == 0) return;
+  detail::lanes_rows_repacked_avx512(weight_type)(n, w, w_row_bytes, n_rows, x, x_stride, n_tok, y, y_stride);
 }
 
 }  // namespace moe::quant

@@ -57,6 +57,45 @@ void vec_dot_lanes(GgmlType weight_type, int64_t n, const void* w, const void* x
 void lanes_rows(GgmlType weight_type, int64_t n, const void* w, size_t w_row_bytes, int64_t n_rows, const void* x,
                 size_t x_stride, int64_t n_tok, float* y, size_t y_stride);
 
+// ---- repacked weights: the lane order stored, so the kernels need no permutes ----
+// The lane kernels above gather each round's bytes out of GGUF blocks with a permute per round (the
+// largest part of a one-token tile's instructions). A repacked row holds the same levels, scales and
+// super-block scales already in round order, made once at load (model/repack.h) into a buffer the
+// weights own. A round is then one 512-bit load feeding a dpbusd for every token of a group, after an
+// AND (and a shift) that needs no lane crossing:
+//  - Q4_K (tiles of 2 super-blocks, T = ceil(nb / 2), 288 bytes each): 256 bytes of levels, register k
+//    (k < 4) holding round k in its low nibbles and round k + 4 in its high nibbles (byte 4s + i =
+//    values 4k + i and 16 + 4k + i of lane s), then a 32-byte header: the two blocks' 12 packed scale
+//    bytes, d[2], dmin[2] (fp16). An odd last block is a half tile stored at half width (4 x 32 bytes
+//    of lanes 0..7, a 16-byte header), loaded with zeros above: its activations there are zero too, so
+//    the result is the unrepacked kernel's, which pairs the block with itself.
+//  - Q2_K (a tile is one super-block, 84 bytes): 64 bytes of levels, byte 4s + i holding the levels of
+//    values 4r + i of lane s in bits 2r..2r+1 (r < 4 rounds), then 20 bytes: scales[16], d, dmin.
+// Each tile's levels and header are contiguous and tiles follow each other, so a row is read as one
+// ascending stream (levels and headers in two regions of the row streamed at 0.6-0.8x the speed from
+// DRAM: the prefetchers follow one stream per page better than two interleaved ones).
+// The numbers computed are exactly the unrepacked lane kernels' (same integer sums, same float steps):
+// repacking changes speed, never a result bit. Q3_K and the other types are not repacked.
+
+// True for the types repack_row handles (Q2_K, Q4_K); use_repacked also needs the AVX-512 lane kernels.
+bool can_repack(GgmlType weight_type);
+bool use_repacked(GgmlType weight_type);
+
+// Bytes of one repacked row of n values (n a multiple of 256): the GGUF row's size, so a repacked copy
+// that replaces the mapped pages (model/repack.h) leaves the memory plan as it was.
+size_t repacked_row_bytes(GgmlType weight_type, int64_t n);
+
+// GGUF row (row_bytes(type, n)) -> repacked row (repacked_row_bytes), and back. Scalar; unrepack_row is
+// the definition the tests check the repacked kernels against, and the exact matmul path's first step.
+void repack_row(GgmlType weight_type, const void* src, void* dst, int64_t n);
+void unrepack_row(GgmlType weight_type, const void* src, void* dst, int64_t n);
+
+// vec_dot_lanes and lanes_rows for repacked rows: the same results, bit for bit.
+void vec_dot_lanes_repacked(GgmlType weight_type, int64_t n, const void* w, const void* x, size_t x_stride,
+                            int64_t n_tok, float* out, size_t out_stride);
+void lanes_rows_repacked(GgmlType weight_type, int64_t n, const void* w, size_t w_row_bytes, int64_t n_rows,
+                         const void* x, size_t x_stride, int64_t n_tok, float* y, size_t y_stride);
+
 namespace detail {
 template <int kSub>
 struct LaneTile {

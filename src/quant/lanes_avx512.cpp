@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -125,6 +126,69 @@ struct Q3K {
     }
     ws = _mm512_mul_ps(floats_i8(q3_K_scales(b.scales)), _mm512_set1_ps(half(b.d)));
     wm = _mm512_mul_ps(ws, _mm512_set1_ps(4.0f));
+  }
+};
+
+// ---- Repacked rows (lanes.h: repack_row): the rounds are stored in lane order, so a round is a load
+// and an AND (a shift too for the upper rounds); scales as above, from the tile headers. Same values in
+// the same registers as Q4K / Q2K build, so every result is the same bits.
+struct Q4KRepacked {
+  static constexpr int kSub = 32;
+  static int64_t tiles(int64_t nb) { return (nb + 1) / 2; }
+  static void unpack(const void* wv, int64_t nb, int64_t p, __m512i* wq, __m512& ws, __m512& wm) {
+    const auto* row = static_cast<const uint8_t*>(wv);
+    const bool full = 2 * p + 1 < nb;
+    const uint8_t* q = row + static_cast<size_t>(p) * 288;
+    const uint8_t* h = q + (full ? 256 : 128);
+    // Software prefetch of every line 4 tiles (1152 bytes) ahead: without it this short loop streamed a
+    // matrix from DRAM at 0.88-0.98x the permuting kernel's speed, with it 1.0-1.3x; in cache it costs
+    // (0.75x at 1-2 tokens), but model weights are streamed (BENCHMARKS.md).
+    MOE_UNROLL
+    for (int l = 0; l < 5; ++l) _mm_prefetch(reinterpret_cast<const char*>(q + 4 * 288 + 64 * l), _MM_HINT_T0);
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    MOE_UNROLL
+    for (int k = 0; k < 4; ++k) {
+      const __m512i v = full ? load512(q + 64 * k)
+                             : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * k)));
+      wq[k] = _mm512_and_si512(v, low4);
+      wq[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+    }
+    // Header: scales of a (and b), then d, dmin of each; a half tile pairs block a with itself.
+    const int halves = full ? 2 : 1;
+    uint16_t dd[2], dm[2];
+    std::memcpy(dd, h + 12 * halves, 2 * static_cast<size_t>(halves));
+    std::memcpy(dm, h + 14 * halves, 2 * static_cast<size_t>(halves));
+    if (!full) dd[1] = dd[0], dm[1] = dm[0];
+    const __m128i sa = k4_scales_mins(h), sb = full ? k4_scales_mins(h + 12) : sa;
+    const __m512 d = _mm512_insertf32x8(_mm512_set1_ps(half(dd[0])), _mm256_set1_ps(half(dd[1])), 1);
+    const __m512 dmin = _mm512_insertf32x8(_mm512_set1_ps(half(dm[0])), _mm256_set1_ps(half(dm[1])), 1);
+    ws = _mm512_mul_ps(floats_u8(_mm_unpacklo_epi64(sa, sb)), d);
+    wm = _mm512_mul_ps(floats_u8(_mm_unpackhi_epi64(sa, sb)), dmin);
+  }
+};
+
+struct Q2KRepacked {
+  static constexpr int kSub = 16;
+  static int64_t tiles(int64_t nb) { return nb; }
+  static void unpack(const void* wv, int64_t, int64_t p, __m512i* wq, __m512& ws, __m512& wm) {
+    const auto* row = static_cast<const uint8_t*>(wv);
+    const uint8_t* q = row + static_cast<size_t>(p) * 84;
+    _mm_prefetch(reinterpret_cast<const char*>(q + 8 * 84), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(q + 8 * 84 + 64), _MM_HINT_T0);
+    const __m512i v = load512(q);
+    const uint8_t* h = q + 64;
+    const __m512i low2 = _mm512_set1_epi8(3);
+    wq[0] = _mm512_and_si512(v, low2);
+    wq[1] = _mm512_and_si512(_mm512_srli_epi32(v, 2), low2);
+    wq[2] = _mm512_and_si512(_mm512_srli_epi32(v, 4), low2);
+    wq[3] = _mm512_and_si512(_mm512_srli_epi32(v, 6), low2);
+    uint16_t d, dmin;
+    std::memcpy(&d, h + 16, 2);
+    std::memcpy(&dmin, h + 18, 2);
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h));
+    const __m128i low4 = _mm_set1_epi8(0x0F);
+    ws = _mm512_mul_ps(floats_u8(_mm_and_si128(packed, low4)), _mm512_set1_ps(half(d)));
+    wm = _mm512_mul_ps(floats_u8(_mm_and_si128(_mm_srli_epi16(packed, 4), low4)), _mm512_set1_ps(half(dmin)));
   }
 };
 
@@ -326,6 +390,22 @@ DotTokensFn lanes_dot_avx512(GgmlType type) {
     case GgmlType::Q2_K: return &dot_grouped<Q2K>;
     case GgmlType::Q3_K: return &dot_grouped<Q3K>;
     case GgmlType::Q4_K: return &dot_grouped<Q4K>;
+    default: return nullptr;
+  }
+}
+
+LanesRowsFn lanes_rows_repacked_avx512(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q2_K: return &rows_kernel_n<Q2KRepacked>;
+    case GgmlType::Q4_K: return &rows_kernel_n<Q4KRepacked>;
+    default: return nullptr;
+  }
+}
+
+DotTokensFn lanes_dot_repacked_avx512(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q2_K: return &dot_grouped<Q2KRepacked>;
+    case GgmlType::Q4_K: return &dot_grouped<Q4KRepacked>;
     default: return nullptr;
   }
 }

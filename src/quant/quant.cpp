@@ -88,6 +88,7 @@ Kernels kernels_for(GgmlType weight_type, Isa isa) {
   if (k.isa >= Isa::AVX512) {
     k.dot_tokens = detail::dot_tokens_avx512(weight_type);
     if (lanes_sub_block(weight_type) != 0) k.lanes_rows = detail::lanes_rows_avx512(weight_type);
+    if (can_repack(weight_type)) k.lanes_rows_repacked = detail::lanes_rows_repacked_avx512(weight_type);
   }
   return k;
 }

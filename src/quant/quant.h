@@ -41,6 +41,7 @@ struct Kernels {
   DotFn dot = nullptr;                // one weight row . one activation row
   DotTokensFn dot_tokens = nullptr;   // one weight row . many rows; null: dot per token is the same
   LanesRowsFn lanes_rows = nullptr;   // the sub-block lane kernel (lanes.h), where use_lanes(weight_type)
+  LanesRowsFn lanes_rows_repacked = nullptr;  // the same over repacked rows, where use_repacked(weight_type)
 
   // The many-token product through dot_tokens where there is one, else dot per token (same numbers).
   void dot_many(int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_tok, float* out,

@@ -21,6 +21,7 @@
 #include "quant/lanes.h"
 #include "quant/quant.h"
 #include "util/cpu.h"
+#include "util/error.h"
 #include "util/fp16.h"
 
 namespace moe::quant {
@@ -591,6 +592,122 @@ TEST(QuantSimd, ActivationQuantizationEdgeCasesAreBitIdentical) {
     std::vector<float> tiny(static_cast<size_t>(bs), std::numeric_limits<float>::denorm_min());
     tiny[1] = -3 * std::numeric_limits<float>::denorm_min();
     expect_same_activations(act, tiny, "subnormals");
+  }
+}
+
+// ---- repacked weights (quant/lanes.h: repack_row) ----
+
+const GgmlType kRepackTypes[] = {GgmlType::Q2_K, GgmlType::Q4_K};
+
+std::vector<uint8_t> repacked(GgmlType type, const std::vector<uint8_t>& w, int64_t n) {
+  std::vector<uint8_t> out(repacked_row_bytes(type, n), 0xAB);
+  repack_row(type, w.data(), out.data(), n);
+  return out;
+}
+
+// unrepack_row is the definition the kernels are checked against, so it must give the GGUF row back.
+TEST(QuantRepack, UnrepackGivesTheGgufRowBack) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("MOE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (GgmlType type : kRepackTypes)
+    for (int64_t n : {256, 512, 768, 4096})
+      for (bool raw : {false, true}) {
+        const std::vector<uint8_t> w = random_weights(rng, type, n, raw);
+        const std::vector<uint8_t> r = repacked(type, w, n);
+        std::vector<uint8_t> back(w.size(), 0xCD);
+        unrepack_row(type, r.data(), back.data(), n);
+        EXPECT_EQ(back, w) << type_name(type) << " n=" << n;
+      }
+  EXPECT_EQ(repacked_row_bytes(GgmlType::Q4_K, 4096), bytes_of(GgmlType::Q4_K, 4096));
+  EXPECT_EQ(repacked_row_bytes(GgmlType::Q4_K, 768), bytes_of(GgmlType::Q4_K, 768));  // a half tile
+  EXPECT_EQ(repacked_row_bytes(GgmlType::Q2_K, 768), bytes_of(GgmlType::Q2_K, 768));
+  EXPECT_THROW(repacked_row_bytes(GgmlType::Q6_K, 256), Error);
+  EXPECT_THROW(repacked_row_bytes(GgmlType::Q4_K, 100), Error);
+}
+
+// The repacked kernels (one token, groups, the row-block micro-kernel) give the unrepacked lane kernels'
+// bits for every (row, token), and so stay within the lane kernels' tolerance of the scalar reference.
+TEST(QuantRepack, KernelsEqualTheUnrepackedLaneKernelsBitForBit) {
+  if (!use_repacked(GgmlType::Q4_K)) GTEST_SKIP() << "the repacked kernels need AVX-512 (this CPU or MOE_ISA has less)";
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("MOE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (GgmlType type : kRepackTypes)
+    for (int64_t n : {256, 768, 1024, 4096}) {
+      const int64_t n_tok = 19, n_rows = 5;
+      const int sub = lanes_sub_block(type);
+      const size_t stride = lanes_row_bytes(sub, n);
+      std::vector<std::vector<float>> f;
+      for (int64_t t = 0; t < n_tok; ++t) f.push_back(random_floats(rng, n));
+      const std::vector<uint8_t> xl = lane_rows(type, f, n, stride);
+      const size_t wrb = bytes_of(type, n), rrb = repacked_row_bytes(type, n);
+      std::vector<uint8_t> w, wr;
+      std::vector<std::vector<uint8_t>> rows;
+      for (int64_t r = 0; r < n_rows; ++r) {
+        rows.push_back(random_weights(rng, type, n, rng() % 2 == 0));
+        const std::vector<uint8_t> rp = repacked(type, rows.back(), n);
+        w.insert(w.end(), rows.back().begin(), rows.back().end());
+        wr.insert(wr.end(), rp.begin(), rp.end());
+      }
+      for (int64_t count : {int64_t{1}, int64_t{3}, int64_t{8}, int64_t{11}, n_tok}) {
+        const size_t ys = static_cast<size_t>(n_rows);
+        std::vector<float> want(ys * n_tok, -1.0f), got(ys * n_tok, -1.0f), grouped(n_tok, -1.0f);
+        lanes_rows(type, n, w.data(), wrb, n_rows, xl.data(), stride, count, want.data(), ys);
+        lanes_rows_repacked(type, n, wr.data(), rrb, n_rows, xl.data(), stride, count, got.data(), ys);
+        EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0)
+            << type_name(type) << " n=" << n << " tokens " << count;
+        vec_dot_lanes_repacked(type, n, wr.data() + rrb, xl.data(), stride, count, grouped.data(), 1);
+        for (int64_t t = 0; t < count; ++t) {
+          EXPECT_EQ(std::memcmp(&grouped[t], &want[t * ys + 1], sizeof(float)), 0) << type_name(type) << " token " << t;
+          const std::vector<uint8_t> q8 = activations(GgmlType::Q8_K, f[static_cast<size_t>(t)]);
+          const float ref = vec_dot_isa(Isa::Scalar, type, n, rows[1].data(), q8.data());
+          EXPECT_LE(std::fabs(static_cast<double>(grouped[t]) - ref), dot_tolerance(type, rows[1], q8, n, sub))
+              << type_name(type) << " n=" << n << " token " << t;
+        }
+        for (int64_t t = count; t < n_tok; ++t) EXPECT_EQ(grouped[t], -1.0f) << "token " << t << " beyond the count";
+      }
+    }
+}
+
+// The comparison above can fail: one level of the repacked row moved and the repacked kernel's result
+// leaves the tolerance band around the scalar result of the intact row.
+TEST(QuantRepack, ToleranceSeesOneWrongRepackedLevel) {
+  if (!use_repacked(GgmlType::Q4_K)) GTEST_SKIP() << "the repacked kernels need AVX-512";
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("MOE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (GgmlType type : kRepackTypes) {
+    const int64_t n = 4096;
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> wf(static_cast<size_t>(n));
+    for (float& v : wf) v = normal(rng);
+    std::vector<uint8_t> w(bytes_of(type, n));
+    quantize_row(type, wf.data(), w.data(), n);
+    const std::vector<float> xf(static_cast<size_t>(n), 1.0f);  // every activation level 127
+    const std::vector<uint8_t> q8 = activations(GgmlType::Q8_K, xf);
+    const int sub = lanes_sub_block(type);
+    const size_t stride = lanes_row_bytes(sub, n);
+    const std::vector<uint8_t> xl = lane_rows(type, {xf}, n, stride);
+    const float want = vec_dot_isa(Isa::Scalar, type, n, w.data(), q8.data());
+    const double tol = dot_tolerance(type, w, q8, n, sub);
+    std::vector<uint8_t> wr = repacked(type, w, n);
+    float intact = 0;
+    vec_dot_lanes_repacked(type, n, wr.data(), xl.data(), stride, 1, &intact, 1);
+    EXPECT_LE(std::fabs(static_cast<double>(intact) - want), tol) << type_name(type);
+    // Q4_K: the first level of lane 0's first round moves by 8 steps of its grid. Q2_K (whose derived
+    // band is wider against its coarser grid): lane 0's four first-round levels all go to 3 or all to 0,
+    // whichever moves their sum by at least 6 steps.
+    if (type == GgmlType::Q4_K) {
+      wr[0] ^= 0x08;
+    } else {
+      int sum = 0;
+      for (int i = 0; i < 4; ++i) sum += wr[static_cast<size_t>(i)] & 3;
+      for (int i = 0; i < 4; ++i) wr[static_cast<size_t>(i)] = static_cast<uint8_t>((wr[static_cast<size_t>(i)] & ~3) | (sum < 6 ? 3 : 0));
+    }
+    float got = 0;
+    vec_dot_lanes_repacked(type, n, wr.data(), xl.data(), stride, 1, &got, 1);
+    EXPECT_GT(std::fabs(static_cast<double>(got) - want), tol) << type_name(type);
   }
 }
 

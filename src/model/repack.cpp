@@ -1,0 +1,113 @@
+// repack.cpp: repack_weights (see repack.h). Views are handed to threads one at a time from a shared
+// counter (a view is one matrix: 0.3-33 MB for Mixtral); each matrix's own pages are dropped as soon as it
+// is copied, and the pages it shares with a neighbour once all are done (dropping those earlier would
+// only make the neighbour's copy read them back from the file).
+#include "model/repack.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "quant/lanes.h"
+#include "util/error.h"
+
+namespace moe::model {
+
+bool repacks(const WeightView& v) {
+  return v.data != nullptr && !v.repacked && v.residency != Residency::Device && v.count == 1 &&
+         quant::use_repacked(v.type) && v.cols % 256 == 0 &&
+         v.row_bytes == quant::repacked_row_bytes(v.type, v.cols);
+}
+
+namespace {
+
+// Drops the mapped pages of [data, data + bytes): those wholly inside it, or (outward) every page it
+// touches. Advice only: a failure costs memory, not correctness.
+void drop_pages(const uint8_t* data, size_t bytes, bool outward) {
+  if (bytes == 0) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto a = reinterpret_cast<uintptr_t>(data), b = a + bytes;
+  const uintptr_t begin = outward ? a / page * page : (a + page - 1) / page * page;
+  const uintptr_t end = outward ? (b + page - 1) / page * page : b / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+}  // namespace
+
+RepackStats repack_weights(Weights& w, int n_threads, bool drop_mapped, uint64_t max_bytes) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<WeightView*> todo;
+  for (LayerWeights& L : w.layers) {
+    for (WeightView* v : {&L.wq, &L.wk, &L.wv, &L.wo})
+      if (repacks(*v)) todo.push_back(v);
+    for (auto* experts : {&L.ffn_gate, &L.ffn_up, &L.ffn_down})
+      for (WeightView& v : *experts)
+        if (repacks(v)) todo.push_back(&v);
+  }
+  if (!w.output_tied && repacks(w.output)) todo.push_back(&w.output);
+  uint64_t total = 0;
+  for (const WeightView* v : todo) total += static_cast<uint64_t>(v->rows) * v->row_bytes;
+  if (total > max_bytes) {
+    RepackStats declined;
+    declined.declined_bytes = total;
+    return declined;
+  }
+
+  struct Source { const uint8_t* data; size_t bytes; };
+  std::vector<Source> sources(todo.size());
+  std::atomic<size_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto work = [&] {
+    for (size_t i = next++; i < todo.size(); i = next++) {
+      try {
+        WeightView& v = *todo[i];
+        const size_t bytes = static_cast<size_t>(v.rows) * v.row_bytes;
+        const size_t alloc = (bytes + 63) / 64 * 64;
+        auto* buf = static_cast<uint8_t*>(std::aligned_alloc(64, std::max<size_t>(alloc, 64)));
+        if (buf == nullptr) fail("cannot allocate ", bytes, " bytes to repack a ", type_name(v.type), " matrix");
+        std::shared_ptr<const void> owner(buf, [](const void* p) { std::free(const_cast<void*>(p)); });
+        for (int64_t r = 0; r < v.rows; ++r) quant::repack_row(v.type, v.row(r), buf + static_cast<size_t>(r) * v.row_bytes, v.cols);
+        sources[i] = {v.data, bytes};
+        // The whole pages inside the range now: the copy then replaces them as it is made, so the
+        // resident size never holds more than one matrix per thread twice.
+        if (drop_mapped) drop_pages(v.data, bytes, /*outward=*/false);
+        TensorView tv = v;
+        tv.data = buf;
+        tv.repacked = true;
+        tv.matrix_bytes = bytes;
+        v = WeightView(tv, Residency::HostBuffer, std::move(owner));
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+        next = todo.size();
+      }
+    }
+  };
+  const int threads = std::clamp<int>(n_threads, 1, static_cast<int>(std::max<size_t>(todo.size(), 1)));
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
+  if (error) std::rethrow_exception(error);
+
+  RepackStats st;
+  st.matrices = static_cast<int64_t>(todo.size());
+  for (const Source& s : sources) {
+    st.bytes += s.bytes;
+    // Then the pages the ranges share with their neighbours (read back from the file if still needed).
+    if (drop_mapped) drop_pages(s.data, s.bytes, /*outward=*/true);
+  }
+  st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return st;
+}
+
+}  // namespace moe::model
