@@ -81,10 +81,7 @@ std::unique_ptr<engine::Engine> make_engine(const BatchOpts& o, const std::strin
   cfg.enable_prefix_caching = o.enable_prefix_caching;
   cfg.max_queue = std::max(256, 2 * o.in_flight);
   cfg.chat_template_override = o.chat_template;  // a built-in name, a file or template text: the prompt builder resolves it
-  engine::LoadOptions lo;
-  lo.n_threads = o.threads;
-  lo.max_batch_tokens = cfg.max_num_batched_tokens;
-  lo.chat_template_override = cfg.chat_template_override;
+  engine::LoadOptions lo = engine::load_options(cfg);
   const auto loaded = engine::load_model(model_path, lo);
   std::vector<engine::LoraRegistry::Module> modules;
   for (const std::string& arg : o.lora_modules) {

@@ -25,8 +25,12 @@
 #include "gguf/gguf.h"
 #include "hf/hf.h"
 #include "model/hparams.h"
+#include "model/model.h"
+#include "model/vulkan_backend.h"
+#include "plan/device_plan.h"
 #include "plan/kv_pool.h"
 #include "plan/memory.h"
+#include "vulkan/context.h"
 #include "util/thread_pool.h"
 #include "kv/kv_types.h"
 #include "server/auth.h"
@@ -128,7 +132,23 @@ plan::PoolPlan size_kv_pool(const ServeOpts& o, const engine::EngineConfig& cfg,
   const gguf::File file = hf::open_model_file(cfg.model_path);
   const model::HParams hp = model::HParams::from_gguf(file);
   po.lora_bytes = lora_bytes(o, hp);
-  return plan::plan_kv_pool(hp, plan::layout_of_file(file), file.metadata(), po);
+  const plan::WeightsLayout layout = plan::layout_of_file(file);
+  plan::PoolPlan pool = plan::plan_kv_pool(hp, layout, file.metadata(), po);
+  // On a Vulkan device the pool is mirrored on the card: the device's budget bounds it too.
+  const int device = model::parse_device(cfg.device);
+  if (device != model::kCpuDevice) {
+    std::string why;
+    const std::vector<vk::DeviceInfo> devices = vk::list_devices(&why);
+    if (devices.empty()) fail("--device ", cfg.device, ": no Vulkan device (", why, ")");
+    const int index = device == model::kPreferredVulkanDevice ? vk::preferred_device(devices) : device;
+    if (index < 0 || index >= static_cast<int>(devices.size()))
+      fail("--device ", cfg.device, ": this machine has ", devices.size(), " Vulkan device(s) (`moe info --devices`)");
+    const uint64_t budget =
+        cfg.gpu_memory ? cfg.gpu_memory : model::VulkanBackend::default_budget(devices[static_cast<size_t>(index)]);
+    plan::fit_pool_to_device(pool, hp, layout, budget, cfg.max_num_batched_tokens,
+                             devices[static_cast<size_t>(index)].max_storage_buffer_range);
+  }
+  return pool;
 }
 
 // The pool plan as gauges on /metrics: the same numbers as the start-up lines.
@@ -190,10 +210,7 @@ int run_serve(const ServeOpts& o) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a client that hangs up must not kill the server; writes fail instead
 
-  engine::LoadOptions lo;
-  lo.n_threads = cfg.n_threads;
-  lo.max_batch_tokens = cfg.max_num_batched_tokens;
-  lo.chat_template_override = cfg.chat_template_override;
+  engine::LoadOptions lo = engine::load_options(cfg);
   lo.repack = !o.no_repack;
   const auto loaded = engine::load_model(cfg.model_path, lo);
   engine::Engine engine(loaded, cfg);
@@ -233,6 +250,13 @@ int run_serve(const ServeOpts& o) {
   std::string memory_lines, line;
   std::istringstream plan_text(plan::describe_pool(pool));
   while (std::getline(plan_text, line)) memory_lines += "moe serve: " + line + "\n";
+  if (auto* vk_backend = dynamic_cast<model::VulkanBackend*>(&loaded->model->backend())) {
+    const model::DevicePlacement& pl = vk_backend->placement();
+    memory_lines += cat("moe serve: device: ", cfg.device, " (", vk_backend->device().name, "): budget ",
+                        plan::format_bytes(pl.budget), ", experts on the card ", pl.experts_on_card, " of ",
+                        pl.experts_total, pl.experts_on_card < pl.experts_total ? " (the others run on the CPU)" : "",
+                        "\n");
+  }
   // The warning comes before the "listening on" line, which is what scripts wait for.
   const std::string open_warning =
       api_key.empty() && !is_loopback(o.host)

@@ -474,14 +474,18 @@ void Engine::Impl::loop() {
 Engine::Engine(std::shared_ptr<const LoadedModel> model, const EngineConfig& config)
     : impl_(std::make_unique<Impl>(std::move(model), config)) {}
 
-Engine::Engine(const EngineConfig& config) {
+LoadOptions load_options(const EngineConfig& config) {
   LoadOptions lo;
-  lo.n_threads = checked(config).n_threads;
+  lo.n_threads = config.n_threads;
   lo.max_batch_tokens = config.max_num_batched_tokens;
   lo.chat_template_override = config.chat_template_override;
   lo.device = config.device;
   lo.gpu_memory = config.gpu_memory;
-  impl_ = std::make_unique<Impl>(load_model(config.model_path, lo), config);
+  return lo;
+}
+
+Engine::Engine(const EngineConfig& config) {
+  impl_ = std::make_unique<Impl>(load_model(config.model_path, load_options(checked(config))), config);
 }
 
 Engine::~Engine() = default;

@@ -132,12 +132,17 @@ struct Stats {
   uint64_t lora_adapter_bytes = 0;
 };
 
+// The options load_model needs to build the model an engine of `config` runs (threads, batch size,
+// template, device and its memory budget): frontends that load the model themselves (to share it, or to
+// check adapters against it first) start from these, so no field of the config is dropped on the way.
+LoadOptions load_options(const EngineConfig& config);
+
 class Engine {
  public:
   // Runs on a loaded model, which other engines may share (each engine has its own KV cache). Throws
   // moe::Error for a bad configuration.
   Engine(std::shared_ptr<const LoadedModel> model, const EngineConfig& config);
-  // Loads config.model_path first (load_model with the config's threads, batch size and template).
+  // Loads config.model_path first (load_model with load_options(config)).
   explicit Engine(const EngineConfig& config);
   ~Engine();  // stops the loop (cancels what is left)
 

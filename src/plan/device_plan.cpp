@@ -1,6 +1,7 @@
 // device_plan.cpp: the Vulkan placement of a planned model (see device_plan.h).
 #include "plan/device_plan.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -62,6 +63,37 @@ model::DevicePlacement plan_device(const model::HParams& hp, const WeightsLayout
                                    int64_t batch_tokens, uint64_t kv_bytes) {
   return model::place_experts(placement_sizes_of(hp, weights), budget,
                               model::VulkanBackend::device_workspace_bytes(hp, batch_tokens), kv_bytes, {});
+}
+
+void fit_pool_to_device(PoolPlan& pool, const model::HParams& hp, const WeightsLayout& weights, uint64_t budget,
+                        int64_t batch_tokens, uint64_t max_binding_bytes) {
+  const model::PlacementSizes sizes = placement_sizes_of(hp, weights);
+  uint64_t experts = 0;
+  for (const auto& layer : sizes.expert_bytes)
+    for (uint64_t b : layer) experts += b;
+  const uint64_t workspace = model::VulkanBackend::device_workspace_bytes(hp, batch_tokens);
+  const uint64_t must = sizes.fixed_bytes + workspace;
+  const uint64_t one_seq = static_cast<uint64_t>(pool.seq_blocks) * pool.block_bytes;
+  if (budget < must || budget - must < one_seq)
+    fail("--device: the KV cache of one sequence of ", pool.max_model_len, " tokens (", format_bytes(one_seq),
+         ") does not fit the device budget of ", format_bytes(budget), " beside the weights that stay on the card and the "
+         "workspace (", format_bytes(must), "); give a smaller -c or a larger --gpu-memory");
+  if (max_binding_bytes && one_seq > max_binding_bytes)
+    fail("--device: the KV cache of one sequence of ", pool.max_model_len, " tokens (", format_bytes(one_seq),
+         ") is more than one storage-buffer binding of the device spans (", format_bytes(max_binding_bytes),
+         "); give a smaller -c");
+  const uint64_t after_all = budget - must > experts ? budget - must - experts : 0;
+  uint64_t room = std::max(after_all, one_seq);
+  const char* why = after_all < one_seq ? "device memory (--gpu-memory): one sequence beside the experts"
+                                        : "device memory (--gpu-memory)";
+  if (max_binding_bytes && room > max_binding_bytes) {
+    room = max_binding_bytes;
+    why = "one storage-buffer binding of the device";
+  }
+  if (pool.kv_bytes <= room) return;
+  pool.kv_blocks = static_cast<int64_t>(room / pool.block_bytes);
+  pool.kv_bytes = static_cast<uint64_t>(pool.kv_blocks) * pool.block_bytes;
+  pool.limited_by = why;
 }
 
 }  // namespace moe::plan

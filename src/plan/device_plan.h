@@ -6,6 +6,7 @@
 
 #include "model/hparams.h"
 #include "model/vulkan_backend.h"
+#include "plan/kv_pool.h"
 #include "plan/layout.h"
 
 namespace moe::plan {
@@ -18,5 +19,16 @@ model::PlacementSizes placement_sizes_of(const model::HParams& hp, const Weights
 // Throws moe::Error (the backend's) when the non-expert part does not fit.
 model::DevicePlacement plan_device(const model::HParams& hp, const WeightsLayout& weights, uint64_t budget,
                                    int64_t batch_tokens, uint64_t kv_bytes);
+
+// `moe serve --device vulkan`: the KV pool is mirrored on the card, so it must fit there beside the part
+// of the model that never leaves it (embeddings, attention, norms, router, head) and the workspace. The
+// experts come first — the KV mirror takes the room all experts would leave (each expert the mirror
+// displaces would run on the CPU) — but never less than one sequence of max_model_len tokens, and never
+// more than the host plan sized, nor than one storage-buffer binding spans (max_binding_bytes, the
+// device's maxStorageBufferRange; 0: no bound): the mirror is bound whole. Shrinks `pool` (kv_blocks,
+// kv_bytes, limited_by) when the device is the tighter bound; throws moe::Error naming --gpu-memory and
+// -c when not even one sequence fits.
+void fit_pool_to_device(PoolPlan& pool, const model::HParams& hp, const WeightsLayout& weights, uint64_t budget,
+                        int64_t batch_tokens, uint64_t max_binding_bytes = 0);
 
 }  // namespace moe::plan
