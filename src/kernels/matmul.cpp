@@ -38,6 +38,9 @@ const uint8_t* gguf_row(const TensorView& w, int64_t r, std::vector<uint8_t>& sc
   quant::unrepack_row(w.type, w.row(r), scratch.data(), w.cols);
   return scratch.data();
 }
+// Tokens per parallel chunk of activation quantization, on the same measure: a decode step's few rows
+// (one per chosen expert) are quantized on the calling thread instead of costing a synchronisation.
+int64_t token_grain(int64_t cols) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, cols)); }
 
 }  // namespace
 
@@ -77,7 +80,7 @@ Activations prepare_activations(const float* x, int64_t n_tok, int64_t cols, Ggm
     a.q = buf;
     a.q_row_bytes = rb;
     a.lanes_sub = sub;
-    pool.parallel_for(n_tok, 1, [&](int64_t b, int64_t e, int) {
+    pool.parallel_for(n_tok, token_grain(cols), [&](int64_t b, int64_t e, int) {
       for (int64_t t = b; t < e; ++t) quant::quantize_activations_lanes(sub, x + t * cols, buf + t * rb, cols);
     });
     return a;
@@ -92,38 +95,36 @@ Activations prepare_activations(const float* x, int64_t n_tok, int64_t cols, Ggm
   const size_t stride = *rb;
   quant::check_row("quantize_activations", act, cols);
   const quant::QuantizeFn quantize = quant::activation_quantizer(act, active_isa());
-  pool.parallel_for(n_tok, 1, [&](int64_t b, int64_t e, int) {
+  pool.parallel_for(n_tok, token_grain(cols), [&](int64_t b, int64_t e, int) {
     for (int64_t t = b; t < e; ++t) quantize(x + t * cols, buf + t * stride, cols);
   });
   return a;
 }
 
-void matmul(const TensorView& w, const Activations& a, float* y, Precision p, ThreadPool& pool, float* deq_scratch) {
+ThreadPool::Loop matmul_loop(const TensorView& w, const Activations& a, float* y, Precision p, float* deq_scratch) {
   if (w.cols != a.cols) fail("internal: matmul of a ", w.cols, "-column matrix with ", a.cols, "-value activations");
   const int64_t n_tok = a.n_tok, cols = w.cols, rows = w.rows;
-  if (n_tok == 0 || rows == 0) return;
+  if (n_tok == 0 || rows == 0) return {};
   const int64_t grain = row_grain(cols, n_tok);
 
   if (p == Precision::Exact) {
-    pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int thread) {
+    return {rows, grain, [=](int64_t r0, int64_t r1, int thread) {
       float* row = deq_scratch + static_cast<size_t>(thread) * cols;
       thread_local std::vector<uint8_t> blocks;  // a repacked row as GGUF blocks
       for (int64_t r = r0; r < r1; ++r) {
         quant::dequantize_row(w.type, gguf_row(w, r, blocks), row, cols);
         for (int64_t t = 0; t < n_tok; ++t) y[t * rows + r] = static_cast<float>(dot_double(row, a.x + t * cols, cols));
       }
-    });
-    return;
+    }};
   }
 
   const quant::Kernels k = quant::kernels_for(w.type, active_isa());  // throws for a type without a dot
   quant::check_row("matmul", w.type, cols);
   if (is_float_type(w.type)) {
-    pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int) {
+    return {rows, grain, [=](int64_t r0, int64_t r1, int) {
       for (int64_t r = r0; r < r1; ++r)
         for (int64_t t = 0; t < n_tok; ++t) y[t * rows + r] = k.dot(cols, w.row(r), a.x + t * cols);
-    });
-    return;
+    }};
   }
 
   if (!activations_fit(a, w.type, p))
@@ -140,7 +141,7 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
     if (lanes_rows == nullptr) fail("internal: lane-layout activations for ", type_name(w.type), " on ", isa_name(k.isa));
     // The lane path unpacks each row once per tile of tokens, so its tiles take most of the L2.
     const int64_t lane_tile = std::max<int64_t>(8, (int64_t{640} << 10) / static_cast<int64_t>(a.q_row_bytes));
-    pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int) {
+    return {rows, grain, [=](int64_t r0, int64_t r1, int) {
       for (int64_t b0 = r0; b0 < r1; b0 += band_rows) {
         const int64_t b1 = std::min(r1, b0 + band_rows);
         for (int64_t t0 = 0; t0 < n_tok; t0 += lane_tile) {
@@ -149,20 +150,18 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
                        nt, y + t0 * rows + b0, static_cast<size_t>(rows));
         }
       }
-    });
-    return;
+    }};
   }
   if (n_tok == 1) {
-    pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int) {
+    return {rows, grain, [=](int64_t r0, int64_t r1, int) {
       for (int64_t r = r0; r < r1; ++r) y[r] = k.dot(cols, w.row(r), a.q);
-    });
-    return;
+    }};
   }
   // Many tokens: each weight row meets a group of tokens at once (the many-token kernels unpack the row's
   // blocks once per group). A band of rows (~128 KiB of weights) is swept by the tokens a tile (~256 KiB
   // of activations) at a time, so weights are read from memory once and activations from L2/L3 once per
   // band rather than once per row.
-  pool.parallel_for(rows, grain, [&](int64_t r0, int64_t r1, int) {
+  return {rows, grain, [=](int64_t r0, int64_t r1, int) {
     for (int64_t b0 = r0; b0 < r1; b0 += band_rows) {
       const int64_t b1 = std::min(r1, b0 + band_rows);
       for (int64_t t0 = 0; t0 < n_tok; t0 += tile_tok) {
@@ -172,7 +171,12 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
           k.dot_many(cols, w.row(r), x, a.q_row_bytes, nt, y + t0 * rows + r, static_cast<size_t>(rows));
       }
     }
-  });
+  }};
+}
+
+void matmul(const TensorView& w, const Activations& a, float* y, Precision p, ThreadPool& pool, float* deq_scratch) {
+  const ThreadPool::Loop loop = matmul_loop(w, a, y, p, deq_scratch);
+  pool.parallel_for(loop.n, loop.grain, loop.fn);
 }
 
 void matmul_reference(const TensorView& w, const float* x, int64_t n_tok, double* y) {

@@ -54,6 +54,12 @@ bool activations_fit(const Activations& a, GgmlType weight_type, Precision p);
 // for Fast).
 void matmul(const TensorView& w, const Activations& a, float* y, Precision p, ThreadPool& pool, float* deq_scratch);
 
+// The loop over output rows that matmul hands to the pool, for ThreadPool::parallel_for_all to run
+// several matmuls in one parallel region (each row computed exactly as matmul computes it). The loop
+// holds copies of w and a; x, the quantized rows, y and the scratch must outlive its run. Checks and
+// throws as matmul does, when called.
+ThreadPool::Loop matmul_loop(const TensorView& w, const Activations& a, float* y, Precision p, float* deq_scratch);
+
 // The plain scalar definition (dequantize, accumulate in double), single-threaded: tests' reference.
 void matmul_reference(const TensorView& w, const float* x, int64_t n_tok, double* y);
 

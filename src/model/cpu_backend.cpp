@@ -24,7 +24,7 @@ using kernels::Activations;
 struct CpuBackend::Workspace {
   struct Layout {
     size_t x, xn, q, k, v, att, proj, router, topk_id, topk_w, order, order_w, offsets, cursor, gather, gate, up, down;
-    size_t act, deq, attn, rope;
+    size_t act, act2, deq, attn, rope;
     size_t act_bytes = 0, attn_bytes_per_thread = 0, deq_floats_per_thread = 0;
     size_t total = 0;
   };
@@ -67,6 +67,9 @@ struct CpuBackend::Workspace {
     L.down = take(checked_mul(b, E, "workspace"), 4, "expert down");
     L.act_bytes = checked_mul(b, kernels::max_activation_row_bytes(max_cols), "quantized activations");
     L.act = take(L.act_bytes, 1, "quantized activations");
+    // A second layout of the same input (Q4_K_M's Q6_K V beside Q4_K Q/K), so both exist at once and
+    // the projections run in one parallel region.
+    L.act2 = take(L.act_bytes, 1, "second quantized activations");
     L.deq_floats_per_thread = static_cast<size_t>(max_cols);
     L.deq = take(checked_mul(T, static_cast<uint64_t>(max_cols), "workspace"), 4, "dequantized rows");
     L.attn_bytes_per_thread = *align_up(kernels::attention_scratch_bytes(hp.head_dim), 64);
@@ -86,7 +89,7 @@ struct CpuBackend::Workspace {
     offsets = reinterpret_cast<int64_t*>(arena + L.offsets);
     cursor = reinterpret_cast<int64_t*>(arena + L.cursor);
     gather = f(L.gather); gate = f(L.gate); up = f(L.up); down = f(L.down);
-    act = arena + L.act; deq = f(L.deq); attn = arena + L.attn; rope = f(L.rope);
+    act = arena + L.act; act2 = arena + L.act2; deq = f(L.deq); attn = arena + L.attn; rope = f(L.rope);
   }
   ~Workspace() { std::free(arena); }
   float* f(size_t off) { return reinterpret_cast<float*>(arena + off); }
@@ -100,6 +103,7 @@ struct CpuBackend::Workspace {
   int64_t* cursor;                           // [n_expert] insertion points while grouping
   float *gather, *gate, *up, *down;          // [B][n_embd], [B][n_ff], [B][n_ff], [B][n_embd]
   uint8_t* act;                              // quantized activations
+  uint8_t* act2;                             // a second quantization of the same rows (another layout)
   float* deq;                                // [threads][max cols] dequantized weight rows (Exact)
   uint8_t* attn;                             // [threads] attention scratch
   float* rope;                               // [B][n_rot] cos/sin per token
@@ -172,6 +176,50 @@ void CpuBackend::matmul(const TensorView& w, Activations& a, float* y) {
   // weight types want different activation blocks (Q4_K_M files mix Q4_K and Q8_0, say).
   if (!kernels::activations_fit(a, w.type, precision_)) a = activations(a.x, a.n_tok, a.cols, w);
   kernels::matmul(w, a, y, precision_, *pool_, ws_->deq);
+}
+
+Activations CpuBackend::activations_in(uint8_t* buf, const float* x, int64_t n, int64_t cols, const TensorView& w) {
+  return kernels::prepare_activations(x, n, cols, w.type, precision_, buf, ws_->L.act_bytes, *pool_);
+}
+
+Activations CpuBackend::slice(const Activations& a, int64_t first, int64_t m) {
+  Activations s = a;
+  s.x = a.x + first * a.cols;
+  if (a.q) s.q = a.q + static_cast<size_t>(first) * a.q_row_bytes;
+  s.n_tok = m;
+  return s;
+}
+
+void CpuBackend::run_matmuls(const std::vector<MatmulJob>& jobs) {
+  std::vector<ThreadPool::Loop> loops;
+  loops.reserve(jobs.size());
+  for (const MatmulJob& j : jobs) loops.push_back(kernels::matmul_loop(*j.w, j.a, j.y, precision_, ws_->deq));
+  pool_->parallel_for_all(loops);
+}
+
+void CpuBackend::matmuls_same_input(const float* x, int64_t n, int64_t cols,
+                                    std::initializer_list<std::pair<const TensorView*, float*>> outs) {
+  // Quantize x once per activation layout the matrices need (two buffers), and run every product whose
+  // activations exist in one region; a third layout (not seen in practice) flushes the first two.
+  uint8_t* bufs[2] = {ws_->act, ws_->act2};
+  std::vector<Activations> made;
+  std::vector<MatmulJob> jobs;
+  for (const auto& [w, y] : outs) {
+    const Activations* fit = nullptr;
+    for (const Activations& a : made)
+      if (kernels::activations_fit(a, w->type, precision_)) fit = &a;
+    if (!fit) {
+      if (made.size() == 2) {
+        run_matmuls(jobs);
+        jobs.clear();
+        made.clear();
+      }
+      made.push_back(activations_in(bufs[made.size()], x, n, cols, *w));
+      fit = &made.back();
+    }
+    jobs.push_back({w, *fit, y});
+  }
+  run_matmuls(jobs);
 }
 
 void CpuBackend::forward(const Batch& b, kv::Cache& cache, ForwardResult& result, const ForwardOptions& options) {
@@ -248,10 +296,7 @@ void CpuBackend::attention_block(int64_t l, int64_t n, kv::Cache& cache) {
   const int64_t QD = nh * hd, KD = nkv * hd, rope_stride = std::max<int64_t>(hp_.n_rot, 2);
 
   for (int64_t t = 0; t < n; ++t) kernels::rmsnorm(W.x + t * E, L.attn_norm.f32(), hp_.rms_norm_eps, E, W.xn + t * E);
-  Activations a = activations(W.xn, n, E, L.wq);
-  matmul(L.wq, a, W.q);
-  matmul(L.wk, a, W.k);
-  matmul(L.wv, a, W.v);
+  matmuls_same_input(W.xn, n, E, {{&L.wq, W.q}, {&L.wk, W.k}, {&L.wv, W.v}});  // one parallel region
   if (!chunk_adapters_.empty()) {  // LoRA side paths, before RoPE (they change the projections themselves)
     lora_add(l, LoraWhich::Q, 0, W.xn, n, E, W.q, QD, nullptr);
     lora_add(l, LoraWhich::K, 0, W.xn, n, E, W.k, KD, nullptr);
@@ -352,30 +397,82 @@ void CpuBackend::ffn_block(int64_t l, int64_t n) {
 
   // Each expert once over its tokens: gather, gate and up, SwiGLU, down, weighted scatter-add. Experts
   // run in id order, so every token sums its experts' outputs in the same order whatever the batch.
+  // Consecutive experts whose tokens fit the buffers together (a wave: all of them in decode) share
+  // one parallel region for every gate and up product and one for every down product: each expert's
+  // rows are a slice of the wave's, computed exactly as alone, so results do not depend on the waves.
   std::fill(W.proj, W.proj + n * E, 0.0f);
-  for (int64_t e = 0; e < n_exp; ++e) {
-    const int64_t first = W.offsets[e], m = W.offsets[e + 1] - first;
-    if (m == 0) continue;
-    for (int64_t i = 0; i < m; ++i)
-      std::memcpy(W.gather + i * E, W.xn + W.order[first + i] * E, static_cast<size_t>(E) * sizeof(float));
-    Activations a = activations(W.gather, m, E, L.ffn_gate[e]);
-    matmul(L.ffn_gate[e], a, W.gate);
-    matmul(L.ffn_up[e], a, W.up);
-    const int32_t* toks = W.order + first;  // row i of this group is chunk token toks[i]
-    if (!chunk_adapters_.empty()) {
-      lora_add(l, LoraWhich::Gate, e, W.gather, m, E, W.gate, F, toks);
-      lora_add(l, LoraWhich::Up, e, W.gather, m, E, W.up, F, toks);
+  std::vector<MatmulJob> jobs;
+  for (int64_t e0 = 0; e0 < n_exp;) {
+    int64_t e1 = e0;
+    while (e1 < n_exp && W.offsets[e1 + 1] - W.offsets[e0] <= max_batch_) ++e1;
+    const int64_t base = W.offsets[e0], rows = W.offsets[e1] - base;
+    if (rows == 0) {
+      e0 = e1;
+      continue;
     }
-    kernels::silu_mul(W.gate, W.up, m * F);
-    Activations ad = activations(W.gate, m, F, L.ffn_down[e]);
-    matmul(L.ffn_down[e], ad, W.down);
-    if (!chunk_adapters_.empty()) lora_add(l, LoraWhich::Down, e, W.gate, m, F, W.down, E, toks);
-    for (int64_t i = 0; i < m; ++i) {
-      float* dst = W.proj + W.order[first + i] * E;
-      const float* src = W.down + i * E;
-      const float wgt = W.order_w[first + i];
-      for (int64_t c = 0; c < E; ++c) dst[c] += wgt * src[c];
+    for (int64_t i = 0; i < rows; ++i)
+      std::memcpy(W.gather + i * E, W.xn + W.order[base + i] * E, static_cast<size_t>(E) * sizeof(float));
+    // Row range of expert e inside the wave's buffers.
+    auto first = [&](int64_t e) { return W.offsets[e] - base; };
+    auto count = [&](int64_t e) { return W.offsets[e + 1] - W.offsets[e]; };
+    auto all_fit = [&](const Activations& a, const std::vector<WeightView>& mats) {
+      for (int64_t e = e0; e < e1; ++e)
+        if (count(e) > 0 && !kernels::activations_fit(a, mats[static_cast<size_t>(e)].type, precision_)) return false;
+      return true;
+    };
+
+    Activations a = activations(W.gather, rows, E, L.ffn_gate[static_cast<size_t>(e0)]);
+    if (all_fit(a, L.ffn_gate) && all_fit(a, L.ffn_up)) {
+      jobs.clear();
+      for (int64_t e = e0; e < e1; ++e) {
+        if (count(e) == 0) continue;
+        const Activations ae = slice(a, first(e), count(e));
+        jobs.push_back({&L.ffn_gate[static_cast<size_t>(e)], ae, W.gate + first(e) * F});
+        jobs.push_back({&L.ffn_up[static_cast<size_t>(e)], ae, W.up + first(e) * F});
+      }
+      run_matmuls(jobs);
+    } else {  // experts of different types: one region per expert
+      for (int64_t e = e0; e < e1; ++e)
+        if (count(e) > 0)
+          matmuls_same_input(W.gather + first(e) * E, count(e), E,
+                             {{&L.ffn_gate[static_cast<size_t>(e)], W.gate + first(e) * F},
+                              {&L.ffn_up[static_cast<size_t>(e)], W.up + first(e) * F}});
     }
+    if (!chunk_adapters_.empty())
+      for (int64_t e = e0; e < e1; ++e) {
+        if (count(e) == 0) continue;
+        const int32_t* toks = W.order + W.offsets[e];  // row i of this group is chunk token toks[i]
+        lora_add(l, LoraWhich::Gate, e, W.gather + first(e) * E, count(e), E, W.gate + first(e) * F, F, toks);
+        lora_add(l, LoraWhich::Up, e, W.gather + first(e) * E, count(e), E, W.up + first(e) * F, F, toks);
+      }
+    kernels::silu_mul(W.gate, W.up, rows * F);
+
+    Activations ad = activations(W.gate, rows, F, L.ffn_down[static_cast<size_t>(e0)]);
+    if (all_fit(ad, L.ffn_down)) {
+      jobs.clear();
+      for (int64_t e = e0; e < e1; ++e)
+        if (count(e) > 0) jobs.push_back({&L.ffn_down[static_cast<size_t>(e)], slice(ad, first(e), count(e)), W.down + first(e) * E});
+      run_matmuls(jobs);
+    } else {
+      for (int64_t e = e0; e < e1; ++e)
+        if (count(e) > 0) {
+          Activations ae = activations(W.gate + first(e) * F, count(e), F, L.ffn_down[static_cast<size_t>(e)]);
+          matmul(L.ffn_down[static_cast<size_t>(e)], ae, W.down + first(e) * E);
+        }
+    }
+    for (int64_t e = e0; e < e1; ++e) {
+      if (count(e) == 0) continue;
+      const int32_t* toks = W.order + W.offsets[e];
+      if (!chunk_adapters_.empty())
+        lora_add(l, LoraWhich::Down, e, W.gate + first(e) * F, count(e), F, W.down + first(e) * E, E, toks);
+      for (int64_t i = 0; i < count(e); ++i) {
+        float* dst = W.proj + toks[i] * E;
+        const float* src = W.down + (first(e) + i) * E;
+        const float wgt = W.order_w[W.offsets[e] + i];
+        for (int64_t c = 0; c < E; ++c) dst[c] += wgt * src[c];
+      }
+    }
+    e0 = e1;
   }
   for (int64_t t = 0; t < n; ++t) kernels::add(W.x + t * E, W.proj + t * E, E);
 }

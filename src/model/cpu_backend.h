@@ -19,6 +19,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -55,6 +56,20 @@ class CpuBackend final : public Backend {
   void ffn_block(int64_t layer, int64_t n);
   kernels::Activations activations(const float* x, int64_t n, int64_t cols, const TensorView& w);
   void matmul(const TensorView& w, kernels::Activations& a, float* y);
+  // Fewer synchronisations: several matmuls in one parallel region (ThreadPool::parallel_for_all).
+  struct MatmulJob {
+    const TensorView* w;
+    kernels::Activations a;
+    float* y;
+  };
+  void run_matmuls(const std::vector<MatmulJob>& jobs);
+  // y_i = W_i x for matrices over the same input x [n][cols]: one region when at most two activation
+  // layouts are needed (buffers act and act2).
+  void matmuls_same_input(const float* x, int64_t n, int64_t cols,
+                          std::initializer_list<std::pair<const TensorView*, float*>> outs);
+  kernels::Activations activations_in(uint8_t* buf, const float* x, int64_t n, int64_t cols, const TensorView& w);
+  // Rows [first, first + m) of a (floats and quantized rows).
+  static kernels::Activations slice(const kernels::Activations& a, int64_t first, int64_t m);
   // Adds the side path of every adapter of this chunk to projection `which` of layer l (expert e for the
   // FFN): x [m][in] in, y [m][out] updated; row i is token tok[i] of the chunk (tok null: row i is token i).
   enum class LoraWhich { Q, K, V, O, Gate, Up, Down };

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <set>
 #include <string>
+#include <tuple>
 #include <utility>
 
 namespace moe {
@@ -66,6 +67,7 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)>& f
     for (int64_t t = 0; t < n_tasks; ++t) fn(t, 0);
     return;
   }
+  regions_.fetch_add(1, std::memory_order_relaxed);
   fn_ = &fn;
   n_tasks_ = n_tasks;
   error_ = nullptr;
@@ -89,16 +91,36 @@ void ThreadPool::run(int64_t n_tasks, const std::function<void(int64_t, int)>& f
   if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
 }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn) {
-  if (n <= 0) return;
+std::pair<int64_t, int64_t> ThreadPool::chunking(int64_t n, int64_t grain) const {
   grain = std::max<int64_t>(1, grain);
   // A few chunks per thread, handed out dynamically: a thread that is slowed (another process on its
   // core, a busier memory channel) takes fewer, instead of everyone waiting for its one big chunk.
   int64_t chunks = std::min<int64_t>(n_threads_ == 1 ? 1 : 4 * int64_t{n_threads_}, (n + grain - 1) / grain);
   int64_t per = (n + chunks - 1) / chunks;
+  return {chunks, per};
+}
+
+void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn) {
+  if (n <= 0) return;
+  const auto [chunks, per] = chunking(n, grain);
   run(chunks, [&](int64_t c, int thread) {
     int64_t b = c * per, e = std::min(n, b + per);
     if (b < e) fn(b, e, thread);
+  });
+}
+
+void ThreadPool::parallel_for_all(const std::vector<Loop>& loops) {
+  // Task list: every loop's chunks one after the other; first[i] is loop i's first task.
+  std::vector<int64_t> first(loops.size() + 1, 0), per(loops.size(), 1);
+  for (size_t i = 0; i < loops.size(); ++i) {
+    int64_t chunks = 0;
+    if (loops[i].n > 0) std::tie(chunks, per[i]) = chunking(loops[i].n, loops[i].grain);
+    first[i + 1] = first[i] + chunks;
+  }
+  run(first.back(), [&](int64_t task, int thread) {
+    const size_t i = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), task) - first.begin()) - 1;
+    const int64_t b = (task - first[i]) * per[i], e = std::min(loops[i].n, b + per[i]);
+    if (b < e) loops[i].fn(b, e, thread);
   });
 }
 

@@ -10,6 +10,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace moe {
@@ -32,7 +33,25 @@ class ThreadPool {
   // dynamically, so a slowed thread takes fewer), and runs fn(begin, end, thread) on each.
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t begin, int64_t end, int thread)>& fn);
 
+  // One loop of parallel_for_all: [0, n) in chunks of at least `grain`, fn(begin, end, thread) on each.
+  struct Loop {
+    int64_t n = 0;
+    int64_t grain = 1;
+    std::function<void(int64_t begin, int64_t end, int thread)> fn;
+  };
+  // Runs several independent loops in ONE parallel region (one hand-out to the workers, one wait),
+  // each chunked exactly as parallel_for would chunk it alone, so every fn call sees the same ranges.
+  // A decode step is a chain of small matmuls; fusing the ones that share an input halves the
+  // synchronisations per layer.
+  void parallel_for_all(const std::vector<Loop>& loops);
+
+  // Parallel regions handed to the workers so far (run() calls that woke them; work small enough to
+  // run on the calling thread alone is not counted). Each is one synchronisation of all threads.
+  uint64_t regions() const { return regions_.load(std::memory_order_relaxed); }
+
  private:
+  // parallel_for's split of [0, n): `chunks` chunks of `per` items (the last may be shorter).
+  std::pair<int64_t, int64_t> chunking(int64_t n, int64_t grain) const;
   void worker_loop(int thread);
   void work(int thread);
 
@@ -43,6 +62,7 @@ class ThreadPool {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> active_{0};
   std::atomic<int64_t> next_task_{0};
+  std::atomic<uint64_t> regions_{0};
   int64_t n_tasks_ = 0;
   const std::function<void(int64_t, int)>* fn_ = nullptr;
   std::exception_ptr error_;

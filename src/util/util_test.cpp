@@ -3,7 +3,9 @@
 
 #include <atomic>
 #include <cmath>
+#include <mutex>
 #include <random>
+#include <set>
 #include <vector>
 
 #include "util/checked.h"
@@ -82,6 +84,36 @@ TEST(ThreadPool, CoversEveryTaskOnce) {
       pool.parallel_for(n, 3, [&](int64_t b, int64_t e, int) { for (int64_t i = b; i < e; ++i) cover[static_cast<size_t>(i)]++; });
       for (auto& c : cover) ASSERT_EQ(c.load(), 1);
     }
+  }
+}
+
+TEST(ThreadPool, ParallelForAllChunksEachLoopAsParallelForInOneRegion) {
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    const std::vector<std::pair<int64_t, int64_t>> shapes = {{1000, 7}, {0, 1}, {5, 100}, {64, 1}, {3, 1}};
+    // The ranges parallel_for hands out for each loop alone, and the regions it takes.
+    std::vector<std::set<std::pair<int64_t, int64_t>>> alone(shapes.size());
+    std::mutex mu;
+    const uint64_t r0 = pool.regions();
+    for (size_t i = 0; i < shapes.size(); ++i)
+      pool.parallel_for(shapes[i].first, shapes[i].second, [&](int64_t b, int64_t e, int) {
+        std::lock_guard<std::mutex> lock(mu);
+        alone[i].insert({b, e});
+      });
+    const uint64_t separate = pool.regions() - r0;
+    std::vector<std::set<std::pair<int64_t, int64_t>>> fused(shapes.size());
+    std::vector<ThreadPool::Loop> loops;
+    for (size_t i = 0; i < shapes.size(); ++i)
+      loops.push_back({shapes[i].first, shapes[i].second, [&, i](int64_t b, int64_t e, int th) {
+                         ASSERT_LT(th, threads);
+                         std::lock_guard<std::mutex> lock(mu);
+                         EXPECT_TRUE(fused[i].insert({b, e}).second) << "range handed out twice";
+                       }});
+    const uint64_t r1 = pool.regions();
+    pool.parallel_for_all(loops);
+    EXPECT_EQ(fused, alone) << threads << " threads";
+    EXPECT_EQ(pool.regions() - r1, threads == 1 ? 0u : 1u);
+    EXPECT_EQ(separate, threads == 1 ? 0u : 3u);  // {0, 1} is empty, {5, 100} one chunk: no workers woken
   }
 }
 
