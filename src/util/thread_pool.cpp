@@ -102,7 +102,9 @@ std::pair<int64_t, int64_t> ThreadPool::chunking(int64_t n, int64_t grain) const
 
 void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn) {
   if (n <= 0) return;
-  const auto [chunks, per] = chunking(n, grain);
+  // Not a structured binding: clang 14 (the fuzz build's) cannot capture one in a lambda.
+  const std::pair<int64_t, int64_t> split = chunking(n, grain);
+  const int64_t chunks = split.first, per = split.second;
   run(chunks, [&](int64_t c, int thread) {
     int64_t b = c * per, e = std::min(n, b + per);
     if (b < e) fn(b, e, thread);
