@@ -141,28 +141,16 @@ void check_host_readable(const Weights& w) {
 CpuBackend::CpuBackend(std::shared_ptr<const ModelSpec> spec, ThreadPool& pool, int64_t max_batch_tokens,
                        Precision precision)
     : spec_(std::move(spec)), hp_(spec_->hp), w_(spec_->weights), pool_(&pool), max_batch_(max_batch_tokens),
-      precision_(precision) {
+      precision_(precision), expert_counts_(hp_.n_layer, hp_.n_expert) {
   check_host_readable(w_);
   ws_ = std::make_unique<Workspace>(hp_, max_batch_, pool_->size());
-  n_counts_ = static_cast<size_t>(hp_.n_layer * std::max<int64_t>(hp_.n_expert, 1));
-  expert_counts_ = std::make_unique<std::atomic<int64_t>[]>(n_counts_);
-  reset_expert_token_counts();
 }
 
 CpuBackend::~CpuBackend() = default;
 
-std::vector<std::vector<int64_t>> CpuBackend::expert_token_counts() const {
-  const int64_t ne = std::max<int64_t>(hp_.n_expert, 1);
-  std::vector<std::vector<int64_t>> out(static_cast<size_t>(hp_.n_layer));
-  for (int64_t l = 0; l < hp_.n_layer; ++l)
-    for (int64_t e = 0; e < ne; ++e)
-      out[static_cast<size_t>(l)].push_back(expert_counts_[static_cast<size_t>(l * ne + e)].load(std::memory_order_relaxed));
-  return out;
-}
+std::vector<std::vector<int64_t>> CpuBackend::expert_token_counts() const { return expert_counts_.snapshot(); }
 
-void CpuBackend::reset_expert_token_counts() {
-  for (size_t i = 0; i < n_counts_; ++i) expert_counts_[i].store(0, std::memory_order_relaxed);
-}
+void CpuBackend::reset_expert_token_counts() { expert_counts_.reset(); }
 
 // ---------------------------------------------------------------------------------------------------
 // Forward
@@ -385,7 +373,7 @@ void CpuBackend::ffn_block(int64_t l, int64_t n) {
   for (int64_t i = 0; i < n * k; ++i) ++W.offsets[W.topk_id[i] + 1];
   for (int64_t e = 0; e < n_exp; ++e) W.offsets[e + 1] += W.offsets[e];
   for (int64_t e = 0; e < n_exp; ++e)
-    expert_counts_[static_cast<size_t>(l * n_exp + e)].fetch_add(W.offsets[e + 1] - W.offsets[e], std::memory_order_relaxed);
+    expert_counts_.add(l, e, W.offsets[e + 1] - W.offsets[e]);
   std::copy(W.offsets, W.offsets + n_exp, W.cursor);
   for (int64_t t = 0; t < n; ++t)
     for (int64_t j = 0; j < k; ++j) {

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "model/backend.h"
+#include "model/expert_counts.h"
 #include "model/lora.h"
 #include "model/spec.h"
 #include "util/thread_pool.h"
@@ -83,9 +84,7 @@ class CpuBackend final : public Backend {
   int64_t max_batch_ = 0;
   Precision precision_ = Precision::Fast;
   std::unique_ptr<Workspace> ws_;
-  // [n_layer * n_expert]; atomic so that another thread (metrics) may read them during a step.
-  std::unique_ptr<std::atomic<int64_t>[]> expert_counts_;
-  size_t n_counts_ = 0;
+  ExpertCounts expert_counts_;  // another thread (metrics) may read them during a step
   // Per-chunk bookkeeping, kept to reuse capacity.
   std::vector<const int32_t*> tables_;   // each token's sequence block table
   std::vector<int32_t> chunk_pos_;       // each token's position

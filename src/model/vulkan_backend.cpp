@@ -98,7 +98,7 @@ vk::Buffer VulkanBackend::Impl::upload_vector(const TensorView& v) {
 VulkanBackend::VulkanBackend(std::shared_ptr<const ModelSpec> spec, ThreadPool& pool, int64_t max_batch_tokens,
                              Precision precision, int device_index, uint64_t gpu_memory)
     : spec_(std::move(spec)), hp_(spec_->hp), w_(spec_->weights), pool_(&pool), max_batch_(max_batch_tokens),
-      precision_(precision), im_(std::make_unique<Impl>()) {
+      precision_(precision), im_(std::make_unique<Impl>()), expert_counts_(hp_.n_layer, hp_.n_expert) {
   std::string why;
   const std::vector<vk::DeviceInfo> devices = vk::list_devices(&why);
   if (devices.empty()) fail("no Vulkan device: ", why);
@@ -111,10 +111,6 @@ VulkanBackend::VulkanBackend(std::shared_ptr<const ModelSpec> spec, ThreadPool& 
   I.stream = std::make_unique<vk::Stream>(*I.ctx);
   const vk::DeviceInfo& info = I.ctx->info();
   budget_ = gpu_memory ? gpu_memory : default_budget(info);
-
-  n_counts_ = static_cast<size_t>(hp_.n_layer * std::max<int64_t>(hp_.n_expert, 1));
-  expert_counts_ = std::make_unique<std::atomic<int64_t>[]>(n_counts_);
-  reset_expert_token_counts();
 
   // Which experts fit (the KV mirror is added when the first cache arrives: bind_cache re-places then).
   I.ws = Impl::layout(hp_, max_batch_);
@@ -179,18 +175,9 @@ vk::Context& VulkanBackend::context() { return *im_->ctx; }
 
 uint64_t VulkanBackend::workspace_bytes() const { return im_->ws.total; }
 
-std::vector<std::vector<int64_t>> VulkanBackend::expert_token_counts() const {
-  const int64_t ne = std::max<int64_t>(hp_.n_expert, 1);
-  std::vector<std::vector<int64_t>> out(static_cast<size_t>(hp_.n_layer));
-  for (int64_t l = 0; l < hp_.n_layer; ++l)
-    for (int64_t e = 0; e < ne; ++e)
-      out[static_cast<size_t>(l)].push_back(expert_counts_[static_cast<size_t>(l * ne + e)].load(std::memory_order_relaxed));
-  return out;
-}
+std::vector<std::vector<int64_t>> VulkanBackend::expert_token_counts() const { return expert_counts_.snapshot(); }
 
-void VulkanBackend::reset_expert_token_counts() {
-  for (size_t i = 0; i < n_counts_; ++i) expert_counts_[i].store(0, std::memory_order_relaxed);
-}
+void VulkanBackend::reset_expert_token_counts() { expert_counts_.reset(); }
 
 // The device mirror of `cache`: made (and filled from the host blocks, which every step keeps current)
 // when a cache other than the last one arrives.
@@ -343,7 +330,7 @@ void VulkanBackend::run_chunk(const Batch& b, int64_t begin, int64_t end, kv::Ca
   for (int64_t l = 0; l < L; ++l)
     for (int64_t e = 0; e < ne; ++e) {
       const int64_t c = hp_.is_moe() ? static_cast<int64_t>(offs[l * (ne + 1) + e + 1]) - offs[l * (ne + 1) + e] : n;
-      expert_counts_[static_cast<size_t>(l * ne + e)].fetch_add(c, std::memory_order_relaxed);
+      expert_counts_.add(l, e, c);
     }
   if (options.routing && m > 0) {
     const auto* rid = static_cast<const int32_t*>(I.rb_route.mapped());

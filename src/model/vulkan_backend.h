@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "model/backend.h"
+#include "model/expert_counts.h"
 #include "model/spec.h"
 #include "util/thread_pool.h"
 #include "vulkan/context.h"
@@ -126,8 +127,7 @@ class VulkanBackend final : public Backend {
   uint64_t budget_ = 0;
   DevicePlacement placement_;
   std::unique_ptr<Impl> im_;
-  std::unique_ptr<std::atomic<int64_t>[]> expert_counts_;  // [n_layer * n_expert]
-  size_t n_counts_ = 0;
+  ExpertCounts expert_counts_;
 };
 
 }  // namespace moe::model
