@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "gguf/gguf.h"
+#include "greedy_golden.h"
 #include "testutil/fixtures.h"
 #include "util/error.h"
 
@@ -146,31 +147,7 @@ TEST(MoeLogits, EveryTypeFastAndExact) {
 
 TEST(MoeRun, GreedyMatchesLlamaCppTokenForToken) {
   MOE_REQUIRE_FIXTURE("golden/stories260K.greedy.jsonl");
-  std::istringstream lines(moe::testing::read_file(fixture("golden/stories260K.greedy.jsonl")));
-  std::string line;
-  int cases = 0;
-  while (std::getline(lines, line)) {
-    if (line.empty()) continue;
-    auto j = nlohmann::json::parse(line);
-    const std::string model = j["model"], prompt = j["prompt"];
-    SCOPED_TRACE(model + ": " + prompt);
-    auto join = [](const std::vector<int32_t>& ids) {
-      std::string s;
-      for (size_t i = 0; i < ids.size(); ++i) s += cat(i ? "," : "", ids[i]);
-      return s;
-    };
-    Result r = run_moe(cat("run '", fixture("models/" + model), "' -p '", prompt, "' -n ", j["n_predict"].get<int>(),
-                           " --temp 0 -t 1 --print-ids"));
-    ASSERT_EQ(r.status, 0) << r.err;
-    std::istringstream out(r.out);
-    std::string prompt_ids, greedy_ids;
-    std::getline(out, prompt_ids);
-    std::getline(out, greedy_ids);
-    EXPECT_EQ(prompt_ids, join(j["prompt_ids"].get<std::vector<int32_t>>()));
-    EXPECT_EQ(greedy_ids, join(j["greedy_ids"].get<std::vector<int32_t>>()));
-    ++cases;
-  }
-  EXPECT_EQ(cases, 8);
+  moe::testing::expect_greedy_ids_match_golden("");
 }
 
 TEST(MoeRun, DefaultModelWritesAStoryAndATimingLine) {
