@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/ops.h"
 #include "quant/blocks.h"
 #include "quant/lanes.h"
 #include "quant/quant.h"
@@ -171,6 +172,22 @@ ThreadPool::Loop matmul_loop(const TensorView& w, const Activations& a, float* y
           k.dot_many(cols, w.row(r), x, a.q_row_bytes, nt, y + t0 * rows + r, static_cast<size_t>(rows));
       }
     }
+  }};
+}
+
+ThreadPool::Loop gate_up_silu_loop(const TensorView& gate, const TensorView& up, const Activations& a, float* gate_y,
+                                   float* up_y, Precision p, float* deq_scratch) {
+  if (gate.rows != up.rows || gate.cols != up.cols)
+    fail("internal: fused gate/up of a ", gate.rows, "x", gate.cols, " and a ", up.rows, "x", up.cols, " matrix");
+  const ThreadPool::Loop g = matmul_loop(gate, a, gate_y, p, deq_scratch);
+  const ThreadPool::Loop u = matmul_loop(up, a, up_y, p, deq_scratch);
+  if (g.n == 0) return {};
+  // Same rows, columns and tokens, so both loops chunk [0, rows) alike; the fused loop keeps that grain.
+  const int64_t rows = gate.rows, n_tok = a.n_tok;
+  return {g.n, g.grain, [g, u, gate_y, up_y, rows, n_tok](int64_t r0, int64_t r1, int thread) {
+    g.fn(r0, r1, thread);
+    u.fn(r0, r1, thread);
+    for (int64_t t = 0; t < n_tok; ++t) silu_mul(gate_y + t * rows + r0, up_y + t * rows + r0, r1 - r0);
   }};
 }
 

@@ -5,7 +5,7 @@
 //  - Fast: the activations are quantized once per matmul to quant::activation_type(W) (8-bit blocks)
 //    and each dot product is quant::vec_dot (integer SIMD), as llama.cpp computes it. On AVX-512 the
 //    K-quants Q2_K/Q3_K/Q4_K use the sub-block lane kernels instead (quant/lanes.h: the same Q8_K
-//    levels in another order, a 2-row x 4-token micro-kernel for many tokens).
+//    levels in another order, a 4-row x 3-token micro-kernel for many tokens).
 //  - Exact: the activations stay float; each weight row is dequantized into per-thread scratch and the
 //    dot product is accumulated in double. This is the exact function of the dequantized weights up to
 //    one float rounding of the result, used to verify logits against a float64 reference.
@@ -59,6 +59,15 @@ void matmul(const TensorView& w, const Activations& a, float* y, Precision p, Th
 // holds copies of w and a; x, the quantized rows, y and the scratch must outlive its run. Checks and
 // throws as matmul does, when called.
 ThreadPool::Loop matmul_loop(const TensorView& w, const Activations& a, float* y, Precision p, float* deq_scratch);
+
+// SwiGLU's two products fused: one loop over the shared output rows that computes rows [r0, r1) of
+// gate and of up (each exactly as matmul_loop would, so the same bits) and then, while those rows are
+// still in the core's cache, gate_y[t][r] = silu(gate_y[t][r]) * up_y[t][r] for every token. An expert's
+// intermediate is thus finished by the thread that produced it, in the same parallel region, instead of
+// a second pass over n_tok x rows floats on one thread. gate and up need the same shape (rows, cols);
+// up_y keeps the raw up product. Results are silu_mul's of the unfused products, bit for bit.
+ThreadPool::Loop gate_up_silu_loop(const TensorView& gate, const TensorView& up, const Activations& a, float* gate_y,
+                                   float* up_y, Precision p, float* deq_scratch);
 
 // The plain scalar definition (dequantize, accumulate in double), single-threaded: tests' reference.
 void matmul_reference(const TensorView& w, const float* x, int64_t n_tok, double* y);

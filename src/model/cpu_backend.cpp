@@ -409,8 +409,21 @@ void CpuBackend::ffn_block(int64_t l, int64_t n) {
       return true;
     };
 
+    // SwiGLU is fused into the gate/up region (each thread finishes the rows it computed) unless LoRA
+    // adapters must first add their low-rank terms to the raw gate and up products.
+    bool swiglu_done = false;
     Activations a = activations(W.gather, rows, E, L.ffn_gate[static_cast<size_t>(e0)]);
-    if (all_fit(a, L.ffn_gate) && all_fit(a, L.ffn_up)) {
+    if (all_fit(a, L.ffn_gate) && all_fit(a, L.ffn_up) && chunk_adapters_.empty()) {
+      std::vector<ThreadPool::Loop> loops;
+      for (int64_t e = e0; e < e1; ++e) {
+        if (count(e) == 0) continue;
+        loops.push_back(kernels::gate_up_silu_loop(L.ffn_gate[static_cast<size_t>(e)], L.ffn_up[static_cast<size_t>(e)],
+                                                   slice(a, first(e), count(e)), W.gate + first(e) * F,
+                                                   W.up + first(e) * F, precision_, ws_->deq));
+      }
+      pool_->parallel_for_all(loops);
+      swiglu_done = true;
+    } else if (all_fit(a, L.ffn_gate) && all_fit(a, L.ffn_up)) {
       jobs.clear();
       for (int64_t e = e0; e < e1; ++e) {
         if (count(e) == 0) continue;
@@ -433,7 +446,7 @@ void CpuBackend::ffn_block(int64_t l, int64_t n) {
         lora_add(l, LoraWhich::Gate, e, W.gather + first(e) * E, count(e), E, W.gate + first(e) * F, F, toks);
         lora_add(l, LoraWhich::Up, e, W.gather + first(e) * E, count(e), E, W.up + first(e) * F, F, toks);
       }
-    kernels::silu_mul(W.gate, W.up, rows * F);
+    if (!swiglu_done) kernels::silu_mul(W.gate, W.up, rows * F);
 
     Activations ad = activations(W.gate, rows, F, L.ffn_down[static_cast<size_t>(e0)]);
     if (all_fit(ad, L.ffn_down)) {
