@@ -8,7 +8,7 @@
 //   acc += dy * (d*sc * isum - min_factor * bsum)          (per lane; 4 float instructions per tile).
 // The weights stay as GGUF stores them (no repacking, used in place from the mmap): the kernel gathers
 // each round's bytes with a permute, once per row and tile, and applies them to up to 8 tokens; for more
-// tokens each row is unpacked once into per-thread scratch and a 2-row x 4-token micro-kernel reuses
+// tokens each row is unpacked once into per-thread scratch and a 4-row x 3-token micro-kernel reuses
 // every load. The activations are written in the matching order when they are quantized (once per token
 // per matmul).
 //
@@ -53,7 +53,7 @@ void vec_dot_lanes(GgmlType weight_type, int64_t n, const void* w, const void* x
 
 // A block of a matmul: y[t * y_stride + i] = row i of w (n_rows rows, w_row_bytes apart) times token t's
 // lane-layout activations, for t < n_tok. The same numbers as vec_dot_lanes row by row, bit for bit;
-// for n_tok > 1 faster (each row unpacked once, a register-blocked 2-row x 4-token micro-kernel).
+// for n_tok > 1 faster (each row unpacked once, a register-blocked 4-row x 3-token micro-kernel).
 void lanes_rows(GgmlType weight_type, int64_t n, const void* w, size_t w_row_bytes, int64_t n_rows, const void* x,
                 size_t x_stride, int64_t n_tok, float* y, size_t y_stride);
 

@@ -2,7 +2,7 @@
 // quant/lanes.h). Per tile of one weight row: build the rounds (each 64 weight levels, 4 from each of
 // 16 sub-blocks) with permutes, and the 16 lane scales in float; then for each of up to 8 tokens run one
 // dpbusd per round into int32 lanes and fold the tile in with 4 float instructions (more tokens: the
-// rows are unpacked once into scratch for a 2-row x 4-token micro-kernel, further down). The per-token
+// rows are unpacked once into scratch for a 4-row x 3-token micro-kernel, further down). The per-token
 // instructions are the same for every group size, so a token's result never depends on its neighbours.
 //
 // Lane s of a tile is always sub-block s of the tile (values 16s.. for S = 16, 32s.. for S = 32); the
@@ -314,18 +314,48 @@ void micro(const Slot<K>* const* rows, int64_t tiles, const uint8_t* x, size_t s
     for (int t = 0; t < T; ++t) y[static_cast<size_t>(t) * y_stride + static_cast<size_t>(i)] = hsum(acc[i][t]);
 }
 
-constexpr int kMicroRows = 2, kMicroTokens = 4;
+// micro<K, R, t> for t = T, T - 1, ..., 1 (the last group of tokens may be short).
+template <typename K, int R, int T>
+void micro_tokens(int t, const Slot<K>* const* rows, int64_t tiles, const uint8_t* x, size_t stride, float* y,
+                  size_t y_stride) {
+  if constexpr (T > 1)
+    if (t < T) return micro_tokens<K, R, T - 1>(t, rows, tiles, x, stride, y, y_stride);
+  micro<K, R, T>(rows, tiles, x, stride, y, y_stride);
+}
 
-template <typename K, int R>
-void micro_any(int T, const Slot<K>* const* rows, int64_t tiles, const uint8_t* x, size_t stride, float* y,
-               size_t y_stride) {
-  switch (T) {
-    case 1: return micro<K, R, 1>(rows, tiles, x, stride, y, y_stride);
-    case 2: return micro<K, R, 2>(rows, tiles, x, stride, y, y_stride);
-    case 3: return micro<K, R, 3>(rows, tiles, x, stride, y, y_stride);
-    default: return micro<K, R, 4>(rows, tiles, x, stride, y, y_stride);
+// micro_tokens<K, r, T> for r = R, R - 1, ..., 1 (the last rows of a block may be fewer).
+template <typename K, int R, int T>
+void micro_rows(int r, int t, const Slot<K>* const* rows, int64_t tiles, const uint8_t* x, size_t stride, float* y,
+                size_t y_stride) {
+  if constexpr (R > 1)
+    if (r < R) return micro_rows<K, R - 1, T>(r, t, rows, tiles, x, stride, y, y_stride);
+  micro_tokens<K, R, T>(t, rows, tiles, x, stride, y, y_stride);
+}
+
+template <typename K, int R, int T>
+void rows_kernel_rt(const uint8_t* w, size_t w_row_bytes, int64_t n_rows, int64_t nb, const uint8_t* x, size_t stride,
+                    int64_t n_tok, float* y, size_t y_stride) {
+  const int64_t tiles = K::tiles(nb);
+  thread_local std::vector<Slot<K>> scratch;  // grows to R rows of the widest matrix, once per thread
+  if (scratch.size() < static_cast<size_t>(R * tiles)) scratch.resize(static_cast<size_t>(R * tiles));
+  const Slot<K>* rows[R];
+  for (int k = 0; k < R; ++k) rows[k] = scratch.data() + k * tiles;
+  for (int64_t i = 0; i < n_rows; i += R) {
+    const int nr = static_cast<int>(std::min<int64_t>(R, n_rows - i));
+    for (int k = 0; k < nr; ++k) unpack_row<K>(w + static_cast<size_t>(i + k) * w_row_bytes, nb, scratch.data() + k * tiles);
+    for (int64_t t0 = 0; t0 < n_tok; t0 += T) {
+      const int nt = static_cast<int>(std::min<int64_t>(T, n_tok - t0));
+      micro_rows<K, R, T>(nr, nt, rows, tiles, x + static_cast<size_t>(t0) * stride, stride,
+                          y + static_cast<size_t>(t0) * y_stride + static_cast<size_t>(i), y_stride);
+    }
   }
 }
+
+// The many-token block: 4 rows x 3 tokens. Per round it loads 3 activation and 4 weight registers for
+// 12 dpbusd (0.58 loads per product; 2 x 4 needed 0.75), and its 12 int32 sums, 12 float accumulators,
+// 3 activations and a weight register fit the 32 registers. Measured against 2 x 4, 3 x 4 and 2 x 6 on
+// one 4096 x 14336 matrix (moe_bench_kernels, 64 and 512 tokens): fastest in every round (BENCHMARKS.md).
+constexpr int kMicroRows = 4, kMicroTokens = 3;
 
 template <typename K>
 void rows_kernel(const uint8_t* w, size_t w_row_bytes, int64_t n_rows, int64_t nb, const uint8_t* x, size_t stride,
@@ -335,23 +365,7 @@ void rows_kernel(const uint8_t* w, size_t w_row_bytes, int64_t n_rows, int64_t n
     for (int64_t i = 0; i < n_rows; ++i) kernel(w + static_cast<size_t>(i) * w_row_bytes, nb, x, stride, y + i, y_stride);
     return;
   }
-  const int64_t tiles = K::tiles(nb);
-  thread_local std::vector<Slot<K>> scratch;  // grows to 2 rows of the widest matrix, once per thread
-  if (scratch.size() < static_cast<size_t>(kMicroRows * tiles)) scratch.resize(static_cast<size_t>(kMicroRows * tiles));
-  const Slot<K>* rows[kMicroRows] = {scratch.data(), scratch.data() + tiles};
-  for (int64_t i = 0; i < n_rows; i += kMicroRows) {
-    const int nr = static_cast<int>(std::min<int64_t>(kMicroRows, n_rows - i));
-    for (int k = 0; k < nr; ++k) unpack_row<K>(w + static_cast<size_t>(i + k) * w_row_bytes, nb, scratch.data() + k * tiles);
-    for (int64_t t0 = 0; t0 < n_tok; t0 += kMicroTokens) {
-      const int nt = static_cast<int>(std::min<int64_t>(kMicroTokens, n_tok - t0));
-      const uint8_t* xt = x + static_cast<size_t>(t0) * stride;
-      float* yt = y + static_cast<size_t>(t0) * y_stride + static_cast<size_t>(i);
-      if (nr == 2)
-        micro_any<K, 2>(nt, rows, tiles, xt, stride, yt, y_stride);
-      else
-        micro_any<K, 1>(nt, rows, tiles, xt, stride, yt, y_stride);
-    }
-  }
+  rows_kernel_rt<K, kMicroRows, kMicroTokens>(w, w_row_bytes, n_rows, nb, x, stride, n_tok, y, y_stride);
 }
 
 template <typename K>

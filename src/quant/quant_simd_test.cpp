@@ -460,7 +460,7 @@ TEST(QuantLanes, RowBlocksEqualSingleTokensBitForBit) {
   std::mt19937_64 rng(seed);
   for (GgmlType type : kLaneTypes)
     for (int64_t n : {768, 1024}) {
-      const int64_t n_tok = 11, n_rows = 5;
+      const int64_t n_tok = 11, n_rows = 7;  // the micro-kernel blocks: 4 + 3 rows, 3 + 3 + 3 + 2 tokens
       const size_t stride = lanes_row_bytes(lanes_sub_block(type), n);
       const std::vector<uint8_t> xl = random_lane_rows(rng, type, n, n_tok, stride);
       const size_t wrb = bytes_of(type, n);
@@ -469,8 +469,8 @@ TEST(QuantLanes, RowBlocksEqualSingleTokensBitForBit) {
         const std::vector<uint8_t> row = random_weights(rng, type, n, rng() % 2 == 0);
         w.insert(w.end(), row.begin(), row.end());
       }
-      for (int64_t rows : {int64_t{0}, int64_t{1}, int64_t{2}, n_rows})
-        for (int64_t count : {int64_t{0}, int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4}, int64_t{5}, n_tok}) {
+      for (int64_t rows : {int64_t{0}, int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4}, n_rows})
+        for (int64_t count : {int64_t{0}, int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4}, int64_t{5}, int64_t{9}, int64_t{10}, n_tok}) {
           const size_t y_stride = static_cast<size_t>(n_rows) + 2;
           std::vector<float> y(y_stride * static_cast<size_t>(n_tok), -1.0f);
           lanes_rows(type, n, w.data(), wrb, rows, xl.data(), stride, count, y.data(), y_stride);
