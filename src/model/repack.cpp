@@ -40,6 +40,21 @@ void drop_pages(const uint8_t* data, size_t bytes, bool outward) {
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
+// A buffer for `bytes` of repacked weights. Matrices of 2 MiB or more are 2 MiB aligned and marked for
+// transparent huge pages (MADV_HUGEPAGE; THP is commonly "madvise"-only): the kernels stream weights at
+// 13 GB/s per core, one 4 KiB page every ~300 ns, and each new page costs a TLB miss and a page walk,
+// which 2 MiB pages make 512 times rarer. Where THP is off the advice is ignored and nothing changes.
+void* alloc_weight_buffer(size_t bytes) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  if (bytes >= kHuge) {
+    const size_t alloc = (bytes + kHuge - 1) / kHuge * kHuge;
+    void* p = std::aligned_alloc(kHuge, alloc);
+    if (p != nullptr) ::madvise(p, alloc, MADV_HUGEPAGE);
+    return p;
+  }
+  return std::aligned_alloc(64, std::max<size_t>((bytes + 63) / 64 * 64, 64));
+}
+
 }  // namespace
 
 RepackStats repack_weights(Weights& w, int n_threads, bool drop_mapped, uint64_t max_bytes) {
@@ -71,8 +86,7 @@ RepackStats repack_weights(Weights& w, int n_threads, bool drop_mapped, uint64_t
       try {
         WeightView& v = *todo[i];
         const size_t bytes = static_cast<size_t>(v.rows) * v.row_bytes;
-        const size_t alloc = (bytes + 63) / 64 * 64;
-        auto* buf = static_cast<uint8_t*>(std::aligned_alloc(64, std::max<size_t>(alloc, 64)));
+        auto* buf = static_cast<uint8_t*>(alloc_weight_buffer(bytes));
         if (buf == nullptr) fail("cannot allocate ", bytes, " bytes to repack a ", type_name(v.type), " matrix");
         std::shared_ptr<const void> owner(buf, [](const void* p) { std::free(const_cast<void*>(p)); });
         for (int64_t r = 0; r < v.rows; ++r) quant::repack_row(v.type, v.row(r), buf + static_cast<size_t>(r) * v.row_bytes, v.cols);
