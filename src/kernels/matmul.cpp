@@ -60,8 +60,12 @@ size_t max_activation_row_bytes(int64_t cols) {
 bool activations_fit(const Activations& a, GgmlType weight_type, Precision p) {
   if (p == Precision::Exact || is_float_type(weight_type)) return true;  // floats are always there
   if (a.q == nullptr) return false;
-  if (quant::use_lanes(weight_type)) return a.lanes_sub == quant::lanes_sub_block(weight_type);
-  return a.lanes_sub == 0 && a.qtype == quant::activation_type(weight_type);
+  // A lane layout is its sub-block size and its levels (Q4_K's 32-value lanes hold Q8_K levels, Q8_0's
+  // Q8_0 levels: the same size, different numbers), and a row length the lanes take.
+  const GgmlType levels = quant::activation_type(weight_type);
+  if (quant::use_lanes(weight_type, a.cols))
+    return a.lanes_sub == quant::lanes_sub_block(weight_type) && a.qtype == levels;
+  return a.lanes_sub == 0 && a.qtype == levels;
 }
 
 Activations prepare_activations(const float* x, int64_t n_tok, int64_t cols, GgmlType weight_type, Precision p,
@@ -72,7 +76,7 @@ Activations prepare_activations(const float* x, int64_t n_tok, int64_t cols, Ggm
   a.cols = cols;
   if (p == Precision::Exact || is_float_type(weight_type)) return a;
   GgmlType act = quant::activation_type(weight_type);
-  if (quant::use_lanes(weight_type)) {
+  if (quant::use_lanes(weight_type, cols)) {
     const int sub = quant::lanes_sub_block(weight_type);
     const size_t rb = quant::lanes_row_bytes(sub, cols);
     if (static_cast<uint64_t>(n_tok) * rb > buf_bytes)
@@ -82,7 +86,7 @@ Activations prepare_activations(const float* x, int64_t n_tok, int64_t cols, Ggm
     a.q_row_bytes = rb;
     a.lanes_sub = sub;
     pool.parallel_for(n_tok, token_grain(cols), [&](int64_t b, int64_t e, int) {
-      for (int64_t t = b; t < e; ++t) quant::quantize_activations_lanes(sub, x + t * cols, buf + t * rb, cols);
+      for (int64_t t = b; t < e; ++t) quant::quantize_activations_lanes(sub, act, x + t * cols, buf + t * rb, cols);
     });
     return a;
   }

@@ -4,8 +4,9 @@
 // Two precisions:
 //  - Fast: the activations are quantized once per matmul to quant::activation_type(W) (8-bit blocks)
 //    and each dot product is quant::vec_dot (integer SIMD), as llama.cpp computes it. On AVX-512 the
-//    K-quants Q2_K/Q3_K/Q4_K use the sub-block lane kernels instead (quant/lanes.h: the same Q8_K
-//    levels in another order, a 4-row x 3-token micro-kernel for many tokens).
+//    K-quants Q2_K/Q3_K/Q4_K/Q6_K and Q8_0 (rows of a multiple of 256 values) use the sub-block lane
+//    kernels instead (quant/lanes.h: the same Q8_K or Q8_0 levels in another order, a 4-row x 3-token
+//    micro-kernel for many tokens).
 //  - Exact: the activations stay float; each weight row is dequantized into per-thread scratch and the
 //    dot product is accumulated in double. This is the exact function of the dequantized weights up to
 //    one float rounding of the result, used to verify logits against a float64 reference.
@@ -34,7 +35,7 @@ struct Activations {
   GgmlType qtype = GgmlType::F32;  // F32: not quantized
   const uint8_t* q = nullptr;      // [n_tok][q_row_bytes]
   size_t q_row_bytes = 0;
-  int lanes_sub = 0;  // 16 or 32: q holds quant/lanes.h rows (Q8_K levels in sub-block lane order)
+  int lanes_sub = 0;  // 16 or 32: q holds quant/lanes.h rows (qtype's levels in sub-block lane order)
 };
 
 // Bytes one token's quantized activation row of `cols` values can take, for any weight type (the

@@ -111,13 +111,14 @@ TEST_P(MatmulTypes, ExactAndFastAgainstFloat64) {
     }
     // On AVX-512 the lane-kernel types are the single-token lane kernel's bits, elsewhere vec_dot's.
     std::vector<uint8_t> lanes;
-    if (quant::use_lanes(type)) {
+    const bool use_lanes = quant::use_lanes(type, cols);
+    if (use_lanes) {
       lanes.resize(quant::lanes_row_bytes(quant::lanes_sub_block(type), cols));
-      quant::quantize_activations_lanes(quant::lanes_sub_block(type), x.data() + t * cols, lanes.data(), cols);
+      quant::quantize_activations_lanes(quant::lanes_sub_block(type), at, x.data() + t * cols, lanes.data(), cols);
     }
     for (int64_t r = 0; r < rows; ++r) {
       float single = 0;
-      if (quant::use_lanes(type))
+      if (use_lanes)
         quant::vec_dot_lanes(type, cols, w.view.row(r), lanes.data(), lanes.size(), 1, &single, 1);
       else
         single = quant::vec_dot(type, cols, w.view.row(r), xin);
@@ -128,6 +129,12 @@ TEST_P(MatmulTypes, ExactAndFastAgainstFloat64) {
         ref += static_cast<double>(wr[c]) * xd[c];
         mag += std::fabs(static_cast<double>(wr[c]) * xd[c]);
       }
+      // Q8_0's lane kernels form d (w + 128) x and 128 d x (quant/lanes.h): those terms' size counts too.
+      if (use_lanes && type == GgmlType::Q8_0)
+        for (int64_t c = 0; c < cols; ++c) {
+          const float d = fp16_to_fp32(reinterpret_cast<const quant::BlockQ8_0*>(w.view.row(r))[c / 32].d);
+          mag += 2 * 128 * std::fabs(static_cast<double>(d) * xd[c]);
+        }
       // float accumulation (blocks of integer dots scaled and summed in float): gamma_n sum |w x'|
       double tol = 2 * cols * eps * mag + 1e-30;
       if (at == GgmlType::Q8_1) {
@@ -194,6 +201,31 @@ TEST(Matmul, ReusesActivationsOnlyForTheSameBlockType) {
   EXPECT_TRUE(activations_fit(a, GgmlType::Q8_0, Precision::Exact));
 }
 
+// Q8_0 weights on the lane kernels read 32-value lanes of Q8_0 levels: the same layout size as Q4_K's
+// lanes (Q8_K levels), which must not be taken for them, nor the Q8_0 blocks Q4_0 reads; rows of a length
+// the lanes do not take (not a multiple of 256) stay on Q8_0 blocks, shared with Q4_0 and Q5_0.
+TEST(Matmul, Q8_0LaneActivationsFitOnlyQ8_0) {
+  ThreadPool pool(1);
+  std::vector<float> x(512, 0.5f);
+  std::vector<uint8_t> buf(max_activation_row_bytes(512)), buf2(max_activation_row_bytes(512));
+  const bool lanes = quant::use_lanes(GgmlType::Q8_0);
+  const Activations a8 = prepare_activations(x.data(), 1, 512, GgmlType::Q8_0, Precision::Fast, buf.data(), buf.size(), pool);
+  const Activations a4 = prepare_activations(x.data(), 1, 512, GgmlType::Q4_K, Precision::Fast, buf2.data(), buf2.size(), pool);
+  EXPECT_EQ(a8.lanes_sub, lanes ? 32 : 0);
+  EXPECT_EQ(a8.qtype, GgmlType::Q8_0);
+  EXPECT_TRUE(activations_fit(a8, GgmlType::Q8_0, Precision::Fast));
+  EXPECT_FALSE(activations_fit(a8, GgmlType::Q4_K, Precision::Fast));  // same lanes, Q8_0 levels
+  EXPECT_FALSE(activations_fit(a4, GgmlType::Q8_0, Precision::Fast));  // same lanes, Q8_K levels
+  EXPECT_EQ(activations_fit(a8, GgmlType::Q4_0, Precision::Fast), !lanes);  // Q4_0 reads Q8_0 blocks
+  const Activations a40 = prepare_activations(x.data(), 1, 512, GgmlType::Q4_0, Precision::Fast, buf2.data(), buf2.size(), pool);
+  EXPECT_EQ(activations_fit(a40, GgmlType::Q8_0, Precision::Fast), !lanes);
+  // 96 columns: no lanes, Q8_0 blocks for both types.
+  const Activations b8 = prepare_activations(x.data(), 1, 96, GgmlType::Q8_0, Precision::Fast, buf.data(), buf.size(), pool);
+  EXPECT_EQ(b8.lanes_sub, 0);
+  EXPECT_TRUE(activations_fit(b8, GgmlType::Q8_0, Precision::Fast));
+  EXPECT_TRUE(activations_fit(b8, GgmlType::Q4_0, Precision::Fast));
+}
+
 // Repacked weights (quant/lanes.h's repack_row, as model/repack.h makes them at load) give every
 // (row, token) the bits of the same matrix used in place, in both precisions, for one token, groups and
 // the many-token blocks, on 2 threads.
@@ -201,7 +233,7 @@ TEST(Matmul, RepackedWeightsGiveTheSameBits) {
   if (!quant::use_repacked(GgmlType::Q4_K)) GTEST_SKIP() << "repacked weights need the AVX-512 lane kernels";
   std::mt19937 rng(std::random_device{}());
   ThreadPool pool(2);
-  for (GgmlType type : {GgmlType::Q2_K, GgmlType::Q4_K})
+  for (GgmlType type : {GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q8_0})
     for (int64_t cols : {int64_t{768}, int64_t{4096}}) {
       const int64_t rows = 37;
       Weights w = random_weights(type, rows, cols, rng);

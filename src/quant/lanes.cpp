@@ -1,5 +1,5 @@
 // lanes.cpp: the portable half of the sub-block lane path (see lanes.h): which types have it, the
-// activation layout (a permutation of quantize_activations' Q8_K blocks), and the checked entry points of
+// activation layouts (permutations of quantize_activations' Q8_K or Q8_0 blocks), and the checked entry points of
 // the AVX-512 kernels in lanes_avx512.cpp (matmul takes the kernel from quant::kernels_for instead), and
 // the repacked weight layout (repack_row / unrepack_row, scalar: run once per weight at load).
 #include "quant/lanes.h"
@@ -12,6 +12,7 @@
 #include "quant/simd.h"
 #include "util/cpu.h"
 #include "util/error.h"
+#include "util/fp16.h"
 
 namespace moe::quant {
 
@@ -19,11 +20,14 @@ int lanes_sub_block(GgmlType weight_type) {
   switch (weight_type) {
     case GgmlType::Q4_K: return 32;
     case GgmlType::Q2_K: case GgmlType::Q3_K: return 16;
+    case GgmlType::Q8_0: return 32;  // Q8_0 levels in its lanes (lanes.h)
     default: return 0;
   }
 }
 
 bool use_lanes(GgmlType weight_type) { return lanes_sub_block(weight_type) != 0 && active_isa() >= Isa::AVX512; }
+
+bool use_lanes(GgmlType weight_type, int64_t cols) { return use_lanes(weight_type) && cols > 0 && cols % kQKK == 0; }
 
 namespace {
 
@@ -49,6 +53,19 @@ void write_tile(const BlockQ8_K* x, int blocks, detail::LaneTile<kSub>* tile) {
     int sum = 0;
     for (int g = 0; g < kSub / 16; ++g) sum += b.bsums[j * (kSub / 16) + g];
     tile->dy[s] = b.d;
+    tile->bs[s] = static_cast<float>(sum);
+  }
+}
+
+// One Q8_0-level tile from `blocks` (16, or 8 for a half tile) consecutive Q8_0 blocks: lane s is block
+// s, round r its values 4r..4r+3; the lanes of a missing second half stay zero.
+void write_tile_q8_0(const BlockQ8_0* x, int blocks, detail::LaneTile<32>* tile) {
+  std::memset(tile, 0, sizeof(*tile));
+  for (int s = 0; s < blocks; ++s) {
+    for (int r = 0; r < kQK / 4; ++r) std::memcpy(&tile->q[r][4 * s], &x[s].qs[4 * r], 4);
+    int sum = 0;
+    for (int v = 0; v < kQK; ++v) sum += x[s].qs[v];
+    tile->dy[s] = fp16_to_fp32(x[s].d);
     tile->bs[s] = static_cast<float>(sum);
   }
 }
@@ -80,6 +97,22 @@ void quantize_activations_lanes(int sub, const float* x, void* dst, int64_t n) {
   }
 }
 
+void quantize_activations_lanes(int sub, GgmlType levels, const float* x, void* dst, int64_t n) {
+  if (levels == GgmlType::Q8_K) return quantize_activations_lanes(sub, x, dst, n);
+  if (levels != GgmlType::Q8_0 || sub != 32)
+    fail("quantize_activations_lanes: no ", sub, "-value lane layout of ", type_name(levels), " levels");
+  check_lanes_row("quantize_activations_lanes", sub, n);
+  const QuantizeFn quantize_q8_0 = activation_quantizer(GgmlType::Q8_0, active_isa());
+  constexpr int64_t kTileValues = 16 * kQK;
+  BlockQ8_0 blocks[16];
+  auto* out = static_cast<detail::LaneTile<32>*>(dst);
+  for (int64_t v = 0; v < n; v += kTileValues, ++out) {
+    const int64_t count = std::min<int64_t>(kTileValues, n - v);  // 512, or 256 for a half tile
+    quantize_q8_0(x + v, blocks, count);
+    write_tile_q8_0(blocks, static_cast<int>(count / kQK), out);
+  }
+}
+
 void vec_dot_lanes(GgmlType weight_type, int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_tok,
                    float* out, size_t out_stride) {
   if (!use_lanes(weight_type)) fail("vec_dot_lanes: no lane kernel for ", type_name(weight_type), " on this CPU");
@@ -99,13 +132,16 @@ void lanes_rows(GgmlType weight_type, int64_t n, const void* w, size_t w_row_byt
 
 // ---- repacked weights (layout in lanes.h) ----
 
-bool can_repack(GgmlType weight_type) { return weight_type == GgmlType::Q4_K || weight_type == GgmlType::Q2_K; }
+bool can_repack(GgmlType weight_type) {
+  return weight_type == GgmlType::Q4_K || weight_type == GgmlType::Q2_K || weight_type == GgmlType::Q8_0;
+}
 
 bool use_repacked(GgmlType weight_type) { return can_repack(weight_type) && use_lanes(weight_type); }
 
 namespace {
 
 constexpr size_t kQ2KTileLevels = 64, kQ2KTileHeader = 20;   // a Q2_K tile: 1 block's levels, scales
+constexpr size_t kQ8TileBytes = 16 * sizeof(BlockQ8_0);        // a Q8_0 tile: 16 blocks' levels, then scales
 
 void check_repack(const char* what, GgmlType type, int64_t n) {
   if (!can_repack(type)) fail(what, ": ", type_name(type), " has no repacked layout");
@@ -138,6 +174,7 @@ void set_q2k_level(BlockQ2_K& b, int s, int l, int level) {
 size_t repacked_row_bytes(GgmlType weight_type, int64_t n) {
   check_repack("repacked_row_bytes", weight_type, n);
   const auto nb = static_cast<size_t>(n / kQKK);
+  if (weight_type == GgmlType::Q8_0) return nb * 8 * sizeof(BlockQ8_0);
   return nb * (weight_type == GgmlType::Q4_K ? sizeof(BlockQ4_K) : sizeof(BlockQ2_K));
 }
 
@@ -148,12 +185,42 @@ namespace {
 size_t q4k_levels_at(int64_t p) { return static_cast<size_t>(p) * 288; }
 size_t q4k_header_at(int64_t nb, int64_t p) { return q4k_levels_at(p) + (2 * p + 1 < nb ? 256 : 128); }
 
+// Q8_0 (lanes.h): tile p of a row of nb super-blocks holds blocks 16p.. (16, or 8 in a last half tile);
+// round r of lane s is byte width * r + 4s of the tile (width 64, or 32 for the half tile), stored w ^ 0x80,
+// and the blocks' scales follow the 8 rounds.
+void repack_q8_0(const BlockQ8_0* w, uint8_t* out, int64_t nb) {
+  for (int64_t p = 0; p < (nb + 1) / 2; ++p) {
+    const int blocks = 2 * p + 1 < nb ? 16 : 8;
+    const int width = 4 * blocks;
+    uint8_t* q = out + static_cast<size_t>(p) * kQ8TileBytes;
+    for (int s = 0; s < blocks; ++s) {
+      const BlockQ8_0& b = w[16 * p + s];
+      for (int v = 0; v < kQK; ++v)
+        q[width * (v / 4) + 4 * s + v % 4] = static_cast<uint8_t>(static_cast<uint8_t>(b.qs[v]) ^ 0x80);
+      std::memcpy(q + 8 * width + 2 * s, &b.d, 2);
+    }
+  }
+}
+void unrepack_q8_0(const uint8_t* in, BlockQ8_0* w, int64_t nb) {
+  for (int64_t p = 0; p < (nb + 1) / 2; ++p) {
+    const int blocks = 2 * p + 1 < nb ? 16 : 8;
+    const int width = 4 * blocks;
+    const uint8_t* q = in + static_cast<size_t>(p) * kQ8TileBytes;
+    for (int s = 0; s < blocks; ++s) {
+      BlockQ8_0& b = w[16 * p + s];
+      for (int v = 0; v < kQK; ++v) b.qs[v] = static_cast<int8_t>(q[width * (v / 4) + 4 * s + v % 4] ^ 0x80);
+      std::memcpy(&b.d, q + 8 * width + 2 * s, 2);
+    }
+  }
+}
+
 }  // namespace
 
 void repack_row(GgmlType weight_type, const void* src, void* dst, int64_t n) {
   check_repack("repack_row", weight_type, n);
   const int64_t nb = n / kQKK;
   auto* out = static_cast<uint8_t*>(dst);
+  if (weight_type == GgmlType::Q8_0) return repack_q8_0(static_cast<const BlockQ8_0*>(src), out, nb);
   if (weight_type == GgmlType::Q4_K) {
     const auto* w = static_cast<const BlockQ4_K*>(src);
     for (int64_t p = 0; p < (nb + 1) / 2; ++p) {
@@ -196,6 +263,7 @@ void unrepack_row(GgmlType weight_type, const void* src, void* dst, int64_t n) {
   check_repack("unrepack_row", weight_type, n);
   const int64_t nb = n / kQKK;
   const auto* in = static_cast<const uint8_t*>(src);
+  if (weight_type == GgmlType::Q8_0) return unrepack_q8_0(in, static_cast<BlockQ8_0*>(dst), nb);
   if (weight_type == GgmlType::Q4_K) {
     auto* w = static_cast<BlockQ4_K*>(dst);
     for (int64_t b = 0; b < nb; ++b) {

@@ -1,4 +1,5 @@
-// lanes.h: the "sub-block lane" layout and its AVX-512 kernels, matmul's path for Q2_K, Q3_K and Q4_K.
+// lanes.h: the "sub-block lane" layout and its AVX-512 kernels, matmul's path for Q2_K, Q3_K, Q4_K and
+// Q8_0 (rows of a whole number of 256 values).
 //
 // Why: the per-row K-quant kernels (quant.h's vec_dot) turn every 64 products into an int32 sum and then
 // apply that sub-block's 6-bit scale with a second VNNI instruction, so half the multiply throughput goes
@@ -22,6 +23,15 @@
 // only the float rounding differs (bounded in quant_simd_test.cpp's QuantLanes tests). Every path does
 // the same per-(row, token) arithmetic (1 token is the group kernel with one member), so results do not
 // depend on the batch (tested bit for bit).
+//
+// Q8_0 (S = 32, the sub-block is the 32-value block, so a tile is 16 blocks = 512 values, a half tile 8
+// blocks): the activations are Q8_0 levels instead, exactly quantize_activations(Q8_0)'s, in the same
+// LaneTile<32> (dy[s] = block s's fp16 scale as float, bs[s] = the sum of its levels); the two kinds of
+// 32-value lane rows have the same size but different levels, so a matmul keys its reuse of quantized
+// activations on both (kernels/matmul.cpp: activations_fit). dpbusd multiplies unsigned by signed bytes,
+// so the kernels take the weight level w + 128 (w ^ 0x80, in 0..255) and move the 128 into the min term:
+// ws = d_w, wm = 128 d_w, so ws * sum((w + 128) x) - wm * sum(x) = d_w * sum(w x) (Q3_K moves its 4 the
+// same way). Q8_0 rows of other lengths keep the per-row kernel (use_lanes(type, cols) says which).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -33,11 +43,15 @@ namespace moe::quant {
 // 32 for Q4_K, 16 for Q2_K and Q3_K, 0 for every other type (no lane kernel). Q6_K has none on purpose:
 // its lane unpack (two permutes and four shifts per round) made single-token decode, which must use
 // the same arithmetic, ~8 % slower on the 4-layer Mixtral Q4_K_M than the per-row kernel (BENCHMARKS.md).
+// Q8_0 has 32 too (its own levels: see the top of this file).
 int lanes_sub_block(GgmlType weight_type);
 
 // True when matmul should use the lane kernels for this weight type: a lane kernel exists and the active
 // ISA (util/cpu.h, MOE_ISA respected) is AVX-512.
 bool use_lanes(GgmlType weight_type);
+// The same for a matrix of `cols` columns: the lane layouts need a whole number of 256 values (every
+// K-quant row has it; a Q8_0 row of another length stays on the per-row kernel).
+bool use_lanes(GgmlType weight_type, int64_t cols);
 
 // Bytes of one token's activation row of n values (n a multiple of 256) in the layout for sub-block size
 // `sub` (16 or 32).
@@ -45,6 +59,9 @@ size_t lanes_row_bytes(int sub, int64_t n);
 
 // Quantizes x[0..n) to Q8_K levels and writes them in the lane layout for `sub` (dst: lanes_row_bytes).
 void quantize_activations_lanes(int sub, const float* x, void* dst, int64_t n);
+// The same with the levels of `levels`: Q8_K (any sub), or Q8_0 (sub 32: the Q8_0 weights' layout).
+// The layout a weight type reads is lanes_sub_block(type) with levels activation_type(type).
+void quantize_activations_lanes(int sub, GgmlType levels, const float* x, void* dst, int64_t n);
 
 // out[t * out_stride] = sum over n values of weight row w times token t's lane-layout activations
 // (x + t * x_stride), for t < n_tok. Requires use_lanes(weight_type).
@@ -71,13 +88,18 @@ void lanes_rows(GgmlType weight_type, int64_t n, const void* w, size_t w_row_byt
 //    the result is the unrepacked kernel's, which pairs the block with itself.
 //  - Q2_K (a tile is one super-block, 84 bytes): 64 bytes of levels, byte 4s + i holding the levels of
 //    values 4r + i of lane s in bits 2r..2r+1 (r < 4 rounds), then 20 bytes: scales[16], d, dmin.
+//  - Q8_0 (a tile is 16 blocks, 544 bytes): 8 x 64 bytes of levels, round r holding bytes 4r..4r+3 of
+//    block s at 4s..4s+3, each stored as w ^ 0x80 (the unsigned w + 128 the kernel multiplies), then
+//    the 16 blocks' fp16 scales d (32 bytes). A last half tile (n / 256 odd) is 8 blocks stored at half
+//    width: 8 x 32 bytes of levels, 16 bytes of scales; the kernel loads zeros above.
 // Each tile's levels and header are contiguous and tiles follow each other, so a row is read as one
 // ascending stream (levels and headers in two regions of the row streamed at 0.6-0.8x the speed from
 // DRAM: the prefetchers follow one stream per page better than two interleaved ones).
 // The numbers computed are exactly the unrepacked lane kernels' (same integer sums, same float steps):
 // repacking changes speed, never a result bit. Q3_K and the other types are not repacked.
 
-// True for the types repack_row handles (Q2_K, Q4_K); use_repacked also needs the AVX-512 lane kernels.
+// True for the types repack_row handles (Q2_K, Q4_K, Q8_0); use_repacked also needs the AVX-512 lane
+// kernels (and, for a matrix, use_lanes(type, cols): model/repack.cpp checks the row length).
 bool can_repack(GgmlType weight_type);
 bool use_repacked(GgmlType weight_type);
 
@@ -100,7 +122,7 @@ namespace detail {
 template <int kSub>
 struct LaneTile {
   int8_t q[kSub / 4][64];  // [round][lane * 4 + k]
-  float dy[16];            // Q8_K scale of each lane's super-block
+  float dy[16];            // Q8_K scale of each lane's super-block (Q8_0 levels: of the lane's block)
   float bs[16];            // sum of each lane's sub-block levels
 };
 static_assert(sizeof(LaneTile<32>) == 640 && sizeof(LaneTile<16>) == 384);

@@ -192,8 +192,90 @@ struct Q2KRepacked {
   }
 };
 
+// ---- Q8_0: S = 32, a tile is blocks 16p..16p + 15 of the row (8 in a last half tile), lane s = block
+// 16p + s, round r = its bytes 4r..4r + 3. The kernels multiply the unsigned w + 128 (w ^ 0x80) and take
+// 128 d_w * sum(x) back off through the min term (lanes.h): ws = d_w, wm = 128 d_w, both exact.
+// A lane sums 32 products (w + 128) x with |x| <= 127 (quantize_q8_0's levels), at most 32 * 255 * 127 in
+// magnitude: exact in int32 and in the float it is converted to (< 2^24).
+//
+// In place (GGUF blocks, 34 bytes apart): the 16 blocks' levels are an 8 x 8 dword transpose in each
+// 256-bit half (z[j] = block j's 32 bytes below, block 8 + j's above: round r of lane s is dword
+// 8 (s / 8) + r of z[s % 8]), 24 shuffles per tile; the scales come in with one gather.
+struct Q80 {
+  static constexpr int kSub = 32;
+  static __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+  static int64_t tiles(int64_t nb) { return (nb + 1) / 2; }
+  static void unpack(const void* wv, int64_t nb, int64_t p, __m512i* wq, __m512& ws, __m512& wm) {
+    const BlockQ8_0* b = static_cast<const BlockQ8_0*>(wv) + 16 * p;
+    const bool full = 2 * p + 1 < nb;
+    const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80));
+    __m512i z[8];
+    MOE_UNROLL
+    for (int j = 0; j < 8; ++j) {
+      const __m256i lo = _mm256_xor_si256(load256(b[j].qs), bias);
+      // half tile: lanes 8..15 zero, as the repacked row loads them
+      z[j] = full ? _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_xor_si256(load256(b[8 + j].qs), bias), 1)
+                  : _mm512_zextsi256_si512(lo);
+    }
+    // Within each 128-bit lane: dwords (r, r + 4) of four blocks, then the 128-bit lanes of two such
+    // registers interleaved (qword permute) give round r and r + 4 of all eight blocks of the half.
+    __m512i t[8], u[8];
+    MOE_UNROLL
+    for (int j = 0; j < 8; j += 2) {
+      t[j] = _mm512_unpacklo_epi32(z[j], z[j + 1]);
+      t[j + 1] = _mm512_unpackhi_epi32(z[j], z[j + 1]);
+    }
+    MOE_UNROLL
+    for (int g = 0; g < 8; g += 4) {
+      u[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);      // rounds 0, 4 of blocks g..g + 3
+      u[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);  // rounds 1, 5
+      u[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);  // rounds 2, 6
+      u[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);  // rounds 3, 7
+    }
+    const __m512i first = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+    const __m512i second = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    MOE_UNROLL
+    for (int r = 0; r < 4; ++r) {
+      wq[r] = _mm512_permutex2var_epi64(u[r], first, u[4 + r]);
+      wq[r + 4] = _mm512_permutex2var_epi64(u[r], second, u[4 + r]);
+    }
+    // The scales: the dword at the start of each block, its low half d (masked to the blocks there are).
+    static constexpr auto kBlockAt = per_lane([](int n, int m, int h) {
+      return static_cast<int>(sizeof(BlockQ8_0)) * (8 * n + 2 * m + h);  // lane s = 8n + 2m + h: block s
+    });
+    const __m512i at = lanes_of(kBlockAt);
+    const __m512i dwords = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), full ? 0xFFFF : 0x00FF, at, b, 1);
+    ws = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dwords));
+    wm = _mm512_mul_ps(ws, _mm512_set1_ps(128.0f));
+  }
+};
+
+// Repacked (lanes.h): the rounds are stored in lane order with the bias applied, so a round is one load.
+struct Q80Repacked {
+  static constexpr int kSub = 32;
+  static int64_t tiles(int64_t nb) { return (nb + 1) / 2; }
+  static void unpack(const void* wv, int64_t nb, int64_t p, __m512i* wq, __m512& ws, __m512& wm) {
+    constexpr size_t kTile = 16 * sizeof(BlockQ8_0);  // 544 bytes: 8 rounds of 64, 16 fp16 scales
+    const uint8_t* q = static_cast<const uint8_t*>(wv) + static_cast<size_t>(p) * kTile;
+    // Every line of the tile 4 tiles ahead, as Q4KRepacked does (a row is one ascending stream).
+    MOE_UNROLL
+    for (int l = 0; l < 9; ++l) _mm_prefetch(reinterpret_cast<const char*>(q + 4 * kTile + 64 * l), _MM_HINT_T0);
+    if (2 * p + 1 < nb) {
+      MOE_UNROLL
+      for (int r = 0; r < 8; ++r) wq[r] = load512(q + 64 * r);
+      ws = _mm512_cvtph_ps(Q80::load256(q + 512));
+    } else {  // half tile: 8 rounds of 32 bytes, 8 scales; zeros above
+      MOE_UNROLL
+      for (int r = 0; r < 8; ++r) wq[r] = _mm512_zextsi256_si512(Q80::load256(q + 32 * r));
+      ws = _mm512_cvtph_ps(_mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 256))));
+    }
+    wm = _mm512_mul_ps(ws, _mm512_set1_ps(128.0f));
+  }
+};
+
 // One weight row against NT tokens. The products of a tile's rounds accumulate in two int32 chains
-// (exact in any order: a lane sums at most 32 products of |level| <= 63 and |x| <= 128).
+// (exact in any order: a lane sums at most 32 products of |level| <= 255 (Q8_0's w + 128; 63 for the
+// K-quants) and |x| <= 128).
 template <typename K, int NT>
 void lanes_group(const void* w, int64_t nb, const uint8_t* x, size_t stride, float* out, size_t out_stride) {
   using Tile = LaneTile<K::kSub>;
@@ -395,6 +477,7 @@ LanesRowsFn lanes_rows_avx512(GgmlType type) {
     case GgmlType::Q2_K: return &rows_kernel_n<Q2K>;
     case GgmlType::Q3_K: return &rows_kernel_n<Q3K>;
     case GgmlType::Q4_K: return &rows_kernel_n<Q4K>;
+    case GgmlType::Q8_0: return &rows_kernel_n<Q80>;
     default: return nullptr;
   }
 }
@@ -404,6 +487,7 @@ DotTokensFn lanes_dot_avx512(GgmlType type) {
     case GgmlType::Q2_K: return &dot_grouped<Q2K>;
     case GgmlType::Q3_K: return &dot_grouped<Q3K>;
     case GgmlType::Q4_K: return &dot_grouped<Q4K>;
+    case GgmlType::Q8_0: return &dot_grouped<Q80>;
     default: return nullptr;
   }
 }
@@ -412,6 +496,7 @@ LanesRowsFn lanes_rows_repacked_avx512(GgmlType type) {
   switch (type) {
     case GgmlType::Q2_K: return &rows_kernel_n<Q2KRepacked>;
     case GgmlType::Q4_K: return &rows_kernel_n<Q4KRepacked>;
+    case GgmlType::Q8_0: return &rows_kernel_n<Q80Repacked>;
     default: return nullptr;
   }
 }
@@ -420,6 +505,7 @@ DotTokensFn lanes_dot_repacked_avx512(GgmlType type) {
   switch (type) {
     case GgmlType::Q2_K: return &dot_grouped<Q2KRepacked>;
     case GgmlType::Q4_K: return &dot_grouped<Q4KRepacked>;
+    case GgmlType::Q8_0: return &dot_grouped<Q80Repacked>;
     default: return nullptr;
   }
 }

@@ -197,7 +197,9 @@ std::vector<double> decode(GgmlType type, const std::vector<uint8_t>& w, int64_t
 //
 // lanes_sub: for the sub-block lane kernels (quant/lanes.h), which form one term per sub-block (its
 // scale, the min or offset folded in; 4 roundings) in each of 16 lanes and add the lanes at the end:
-// counting two terms per sub-block bounds both that path and the scalar one.
+// counting two terms per sub-block bounds both that path and the scalar one. Q8_0's lane kernels split
+// each weight d w into the level part d (w + 128) and the constant part z = -128 d (lanes.h), so there
+// z is -128 d although Q8_0 has no offset of its own.
 double dot_tolerance(GgmlType type, const std::vector<uint8_t>& w, const std::vector<uint8_t>& x, int64_t n,
                      int lanes_sub = 0) {
   const GgmlType act = activation_type(type);
@@ -211,6 +213,12 @@ double dot_tolerance(GgmlType type, const std::vector<uint8_t>& w, const std::ve
     for (size_t blk = 0; blk < w.size() / lay->block_bytes; ++blk)
       for (auto [off, len] : lay->levels) std::memset(&zeroed[blk * lay->block_bytes + off], 0, len);
     zv = decode(type, zeroed, n);
+    if (lanes_sub != 0 && type == GgmlType::Q8_0)
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t d;
+        std::memcpy(&d, w.data() + static_cast<size_t>(i / kQK) * sizeof(BlockQ8_0), 2);
+        zv[static_cast<size_t>(i)] = -128.0 * fp16_to_fp32(d);
+      }
     const bool has_min = lay->half_scales.size() == 2;
     terms = static_cast<double>(n / block_size(type)) * (has_min ? 2 : 1);
     if (lanes_sub != 0) terms = static_cast<double>(n / lanes_sub) * 2;
@@ -341,12 +349,14 @@ TEST(QuantSimd, ManyTokenDotsMatchScalar) {
 
 // ---- the sub-block lane path (quant/lanes.h) ----
 
-const GgmlType kLaneTypes[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K};
+const GgmlType kLaneTypes[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q8_0};
 
-// Token rows of n values in the lane layout for `type`, one per float row, at `stride` bytes apart.
+// Token rows of n values in the lane layout for `type` (its sub-block size, its activation levels), one
+// per float row, at `stride` bytes apart.
 std::vector<uint8_t> lane_rows(GgmlType type, const std::vector<std::vector<float>>& x, int64_t n, size_t stride) {
   std::vector<uint8_t> out(stride * x.size(), 0xAB);
-  for (size_t t = 0; t < x.size(); ++t) quantize_activations_lanes(lanes_sub_block(type), x[t].data(), out.data() + t * stride, n);
+  for (size_t t = 0; t < x.size(); ++t)
+    quantize_activations_lanes(lanes_sub_block(type), activation_type(type), x[t].data(), out.data() + t * stride, n);
   return out;
 }
 
@@ -395,6 +405,39 @@ TEST(QuantLanes, ActivationLayoutIsThePermutedQ8KBlocks) {
     }
 }
 
+// Q8_0 weights' lanes: tile p, lane s is Q8_0 block 16p + s of quantize_activations(Q8_0) (its levels
+// in rounds of 4, its scale, its level sum); a last half tile (n / 256 odd) has zero lanes 8..15.
+TEST(QuantLanes, Q8_0ActivationLayoutIsThePermutedQ8_0Blocks) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("MOE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (int64_t n : {256, 512, 768, 1280}) {
+    const std::vector<float> f = random_floats(rng, n);
+    std::vector<uint8_t> q8(bytes_of(GgmlType::Q8_0, n)), lanes(lanes_row_bytes(32, n), 0xAB);
+    quantize_activations(GgmlType::Q8_0, f.data(), q8.data(), n);
+    quantize_activations_lanes(32, GgmlType::Q8_0, f.data(), lanes.data(), n);
+    const auto* blocks = reinterpret_cast<const BlockQ8_0*>(q8.data());
+    const int64_t tiles = (n / kQKK + 1) / 2;
+    for (int64_t p = 0; p < tiles; ++p) {
+      const auto* tile = reinterpret_cast<const detail::LaneTile<32>*>(lanes.data()) + p;
+      for (int s = 0; s < 16; ++s) {
+        const int64_t b = 16 * p + s;
+        int sum = 0;
+        for (int v = 0; v < kQK; ++v) {
+          const int8_t want = b < n / kQK ? blocks[b].qs[v] : 0;
+          sum += want;
+          ASSERT_EQ(tile->q[v / 4][4 * s + v % 4], want) << "n " << n << " block " << b << " value " << v;
+        }
+        ASSERT_EQ(tile->dy[s], b < n / kQK ? fp16_to_fp32(blocks[b].d) : 0.0f) << "n " << n << " block " << b;
+        ASSERT_EQ(tile->bs[s], static_cast<float>(sum)) << "n " << n << " block " << b;
+      }
+    }
+  }
+  std::vector<uint8_t> out(lanes_row_bytes(16, 256));
+  const std::vector<float> f(256, 1.0f);
+  EXPECT_THROW(quantize_activations_lanes(16, GgmlType::Q8_0, f.data(), out.data(), 256), Error);  // no such layout
+}
+
 TEST(QuantLanes, DotProductsMatchScalarReference) {
   if (!use_lanes(GgmlType::Q4_K)) GTEST_SKIP() << "the lane kernels need AVX-512 (this CPU or MOE_ISA has less)";
   const uint64_t seed = fresh_seed();
@@ -406,7 +449,7 @@ TEST(QuantLanes, DotProductsMatchScalarReference) {
         for (bool raw : {false, true}) {
           const std::vector<uint8_t> w = random_weights(rng, type, n, raw);
           const std::vector<float> f = random_floats(rng, n);
-          const std::vector<uint8_t> q8 = activations(GgmlType::Q8_K, f);
+          const std::vector<uint8_t> q8 = activations(activation_type(type), f);
           const size_t stride = lanes_row_bytes(lanes_sub_block(type), n);
           const std::vector<uint8_t> xl = lane_rows(type, {f}, n, stride);
           const float want = vec_dot_isa(Isa::Scalar, type, n, w.data(), q8.data());
@@ -597,7 +640,7 @@ TEST(QuantSimd, ActivationQuantizationEdgeCasesAreBitIdentical) {
 
 // ---- repacked weights (quant/lanes.h: repack_row) ----
 
-const GgmlType kRepackTypes[] = {GgmlType::Q2_K, GgmlType::Q4_K};
+const GgmlType kRepackTypes[] = {GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q8_0};
 
 std::vector<uint8_t> repacked(GgmlType type, const std::vector<uint8_t>& w, int64_t n) {
   std::vector<uint8_t> out(repacked_row_bytes(type, n), 0xAB);
@@ -622,6 +665,9 @@ TEST(QuantRepack, UnrepackGivesTheGgufRowBack) {
   EXPECT_EQ(repacked_row_bytes(GgmlType::Q4_K, 4096), bytes_of(GgmlType::Q4_K, 4096));
   EXPECT_EQ(repacked_row_bytes(GgmlType::Q4_K, 768), bytes_of(GgmlType::Q4_K, 768));  // a half tile
   EXPECT_EQ(repacked_row_bytes(GgmlType::Q2_K, 768), bytes_of(GgmlType::Q2_K, 768));
+  EXPECT_EQ(repacked_row_bytes(GgmlType::Q8_0, 4096), bytes_of(GgmlType::Q8_0, 4096));
+  EXPECT_EQ(repacked_row_bytes(GgmlType::Q8_0, 768), bytes_of(GgmlType::Q8_0, 768));  // a half tile
+  EXPECT_THROW(repacked_row_bytes(GgmlType::Q8_0, 96), Error);  // Q8_0 rows of other lengths stay as they are
   EXPECT_THROW(repacked_row_bytes(GgmlType::Q6_K, 256), Error);
   EXPECT_THROW(repacked_row_bytes(GgmlType::Q4_K, 100), Error);
 }
@@ -660,7 +706,7 @@ TEST(QuantRepack, KernelsEqualTheUnrepackedLaneKernelsBitForBit) {
         vec_dot_lanes_repacked(type, n, wr.data() + rrb, xl.data(), stride, count, grouped.data(), 1);
         for (int64_t t = 0; t < count; ++t) {
           EXPECT_EQ(std::memcmp(&grouped[t], &want[t * ys + 1], sizeof(float)), 0) << type_name(type) << " token " << t;
-          const std::vector<uint8_t> q8 = activations(GgmlType::Q8_K, f[static_cast<size_t>(t)]);
+          const std::vector<uint8_t> q8 = activations(activation_type(type), f[static_cast<size_t>(t)]);
           const float ref = vec_dot_isa(Isa::Scalar, type, n, rows[1].data(), q8.data());
           EXPECT_LE(std::fabs(static_cast<double>(grouped[t]) - ref), dot_tolerance(type, rows[1], q8, n, sub))
               << type_name(type) << " n=" << n << " token " << t;
@@ -685,7 +731,7 @@ TEST(QuantRepack, ToleranceSeesOneWrongRepackedLevel) {
     std::vector<uint8_t> w(bytes_of(type, n));
     quantize_row(type, wf.data(), w.data(), n);
     const std::vector<float> xf(static_cast<size_t>(n), 1.0f);  // every activation level 127
-    const std::vector<uint8_t> q8 = activations(GgmlType::Q8_K, xf);
+    const std::vector<uint8_t> q8 = activations(activation_type(type), xf);
     const int sub = lanes_sub_block(type);
     const size_t stride = lanes_row_bytes(sub, n);
     const std::vector<uint8_t> xl = lane_rows(type, {xf}, n, stride);
@@ -698,8 +744,13 @@ TEST(QuantRepack, ToleranceSeesOneWrongRepackedLevel) {
     // Q4_K: the first level of lane 0's first round moves by 8 steps of its grid. Q2_K (whose derived
     // band is wider against its coarser grid): lane 0's four first-round levels all go to 3 or all to 0,
     // whichever moves their sum by at least 6 steps.
+    // Q8_0: lane 0's first level goes to the stored 0 or 255, whichever is farther (>= 128 steps): its
+    // band is wider (the 128 offset's terms, 256 |d| per value against the level's |w|, are in it), by
+    // 266 eps 4096 (256 |d| + |w|) |x| against 128 |d| |x| for the move, a factor ~3.5 apart.
     if (type == GgmlType::Q4_K) {
       wr[0] ^= 0x08;
+    } else if (type == GgmlType::Q8_0) {
+      wr[0] = wr[0] < 128 ? 255 : 0;
     } else {
       int sum = 0;
       for (int i = 0; i < 4; ++i) sum += wr[static_cast<size_t>(i)] & 3;
