@@ -197,7 +197,10 @@ std::vector<double> decode(GgmlType type, const std::vector<uint8_t>& w, int64_t
 //
 // lanes_sub: for the sub-block lane kernels (quant/lanes.h), which form one term per sub-block (its
 // scale, the min or offset folded in; 4 roundings) in each of 16 lanes and add the lanes at the end:
-// counting two terms per sub-block bounds both that path and the scalar one.
+// counting two terms per sub-block bounds both that path and the scalar one. Their partial products
+// are the split above: Q6_K's lane kernel scales the unsigned level q (0..63) by d * sc, the level part
+// w - z plus 32 d sc per value, and subtracts 32 d sc times the lane's activation sum, the constant
+// part z = -32 d sc; both within M.
 double dot_tolerance(GgmlType type, const std::vector<uint8_t>& w, const std::vector<uint8_t>& x, int64_t n,
                      int lanes_sub = 0) {
   const GgmlType act = activation_type(type);
@@ -341,7 +344,7 @@ TEST(QuantSimd, ManyTokenDotsMatchScalar) {
 
 // ---- the sub-block lane path (quant/lanes.h) ----
 
-const GgmlType kLaneTypes[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K};
+const GgmlType kLaneTypes[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q6_K};
 
 // Token rows of n values in the lane layout for `type`, one per float row, at `stride` bytes apart.
 std::vector<uint8_t> lane_rows(GgmlType type, const std::vector<std::vector<float>>& x, int64_t n, size_t stride) {
@@ -597,7 +600,7 @@ TEST(QuantSimd, ActivationQuantizationEdgeCasesAreBitIdentical) {
 
 // ---- repacked weights (quant/lanes.h: repack_row) ----
 
-const GgmlType kRepackTypes[] = {GgmlType::Q2_K, GgmlType::Q4_K};
+const GgmlType kRepackTypes[] = {GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q6_K};
 
 std::vector<uint8_t> repacked(GgmlType type, const std::vector<uint8_t>& w, int64_t n) {
   std::vector<uint8_t> out(repacked_row_bytes(type, n), 0xAB);
@@ -622,7 +625,8 @@ TEST(QuantRepack, UnrepackGivesTheGgufRowBack) {
   EXPECT_EQ(repacked_row_bytes(GgmlType::Q4_K, 4096), bytes_of(GgmlType::Q4_K, 4096));
   EXPECT_EQ(repacked_row_bytes(GgmlType::Q4_K, 768), bytes_of(GgmlType::Q4_K, 768));  // a half tile
   EXPECT_EQ(repacked_row_bytes(GgmlType::Q2_K, 768), bytes_of(GgmlType::Q2_K, 768));
-  EXPECT_THROW(repacked_row_bytes(GgmlType::Q6_K, 256), Error);
+  EXPECT_EQ(repacked_row_bytes(GgmlType::Q6_K, 768), bytes_of(GgmlType::Q6_K, 768));
+  EXPECT_THROW(repacked_row_bytes(GgmlType::Q5_K, 256), Error);
   EXPECT_THROW(repacked_row_bytes(GgmlType::Q4_K, 100), Error);
 }
 
@@ -697,9 +701,21 @@ TEST(QuantRepack, ToleranceSeesOneWrongRepackedLevel) {
     EXPECT_LE(std::fabs(static_cast<double>(intact) - want), tol) << type_name(type);
     // Q4_K: the first level of lane 0's first round moves by 8 steps of its grid. Q2_K (whose derived
     // band is wider against its coarser grid): lane 0's four first-round levels all go to 3 or all to 0,
-    // whichever moves their sum by at least 6 steps.
+    // whichever moves their sum by at least 6 steps. Q6_K (the band counts 2 terms per 16 values, ~1.0
+    // here against a step of d * sc ~ 0.07): the same four levels all go to 63 or all to 0 (low nibbles
+    // in register 0's bytes 0..3, top pairs in bits 0-1 of register 2's), moving their sum by >= 126 steps.
     if (type == GgmlType::Q4_K) {
       wr[0] ^= 0x08;
+    } else if (type == GgmlType::Q6_K) {
+      int sum = 0;
+      for (int i = 0; i < 4; ++i) sum += (wr[static_cast<size_t>(i)] & 0x0F) | ((wr[128 + static_cast<size_t>(i)] & 3) << 4);
+      const int to = sum < 126 ? 63 : 0;
+      for (int i = 0; i < 4; ++i) {
+        uint8_t& lo = wr[static_cast<size_t>(i)];
+        uint8_t& hi = wr[128 + static_cast<size_t>(i)];
+        lo = static_cast<uint8_t>((lo & 0xF0) | (to & 0x0F));
+        hi = static_cast<uint8_t>((hi & ~3) | (to >> 4));
+      }
     } else {
       int sum = 0;
       for (int i = 0; i < 4; ++i) sum += wr[static_cast<size_t>(i)] & 3;
