@@ -412,10 +412,10 @@ TEST(ModelReference, BlockWeightTypes) {
   }
 }
 
-// Repacking at load (model/repack.h) changes where the Q2_K/Q4_K/Q8_0 bytes are and their order, never a
+// Repacking at load (model/repack.h) changes where the Q2_K/Q4_K/Q6_K/Q8_0 bytes are and their order, never a
 // logit bit: batches and one token at a time, with rows of an odd number of 256-value blocks (half tiles).
 TEST(Model, RepackedWeightsGiveTheSameLogits) {
-  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q2_K, GgmlType::Q8_0}) {
+  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q2_K, GgmlType::Q6_K, GgmlType::Q8_0}) {
     Spec s;
     s.n_embd = 512;
     s.n_ff = 768;

@@ -2,7 +2,7 @@
 // (quant/lanes.h, repack_row), held in host buffers the weights own.
 //
 // Why here: the GGUF bytes stay the file's format on disk and in every other backend; only the CPU
-// matmuls of Q2_K, Q4_K and Q8_0 gain from the stored lane order (a round is a load and an AND instead of a
+// matmuls of Q2_K, Q4_K, Q6_K and Q8_0 gain from the stored lane order (a round is a load and an AND instead of a
 // permute per 64 weights: decode and small batches, where each row's unpacking is shared by few tokens,
 // run 1.1-1.3x faster per kernel call; BENCHMARKS.md). The results are bit-identical either way.
 //

@@ -1,9 +1,9 @@
 // dot_avx512.cpp: AVX-512 (F+BW+VL+DQ+VNNI) dot products against 8-bit activations of the block formats
-// matmul runs row by row on AVX-512 (the legacy formats, Q5_K, Q6_K; Q2_K, Q3_K and Q4_K run on the lane
-// kernels, lanes_avx512.cpp), one row or many tokens at a time; the float dot products and activation
-// quantizers are quant/vec_kernels.h's, instantiated here for 16 lanes. Compiled with the AVX-512 flags
-// and only called when the CPU has them (quant.cpp dispatches through util/cpu.h); nothing here runs at
-// static init.
+// matmul runs row by row on AVX-512 (the legacy formats, Q5_K; Q2_K, Q3_K, Q4_K and Q6_K run on the lane
+// kernels, lanes_avx512.cpp, and Q6_K's kernels here serve one-row callers), one row or many tokens at a
+// time; the float dot products and activation quantizers are quant/vec_kernels.h's, instantiated here
+// for 16 lanes. Compiled with the AVX-512 flags and only called when the CPU has them (quant.cpp
+// dispatches through util/cpu.h); nothing here runs at static init.
 //
 // Decode is bound by memory bandwidth, so each kernel is shaped to spend few instructions per weight byte:
 // - VNNI _mm512_dpbusd_epi32 multiplies UNSIGNED weight bytes by SIGNED activation bytes and adds groups
@@ -235,8 +235,9 @@ inline __m512i madd_wide(__m256i a, __m256i b) { return _mm512_zextsi256_si512(_
 // token, and per token perform the same operations in the same order whatever NT is (the integer sums
 // are exact in any order; the float steps are the same fmadds on the same values). The single-token
 // kernel of Q5_K and Q6_K is the group of one (dot_one below), so every result is bit-identical to
-// vec_dot of that token alone: batching cannot change an answer. Q2_K, Q3_K and Q4_K run on the
-// sub-block lane kernels (lanes_avx512.cpp), and the legacy formats loop over their one-row kernels.
+// vec_dot of that token alone: batching cannot change an answer. In matmul, Q2_K, Q3_K, Q4_K and Q6_K
+// run on the sub-block lane kernels (lanes_avx512.cpp), and the legacy formats loop over their one-row
+// kernels.
 
 // The token and chunk loops must be unrolled so that acc[t] and the unpacked chunks live in registers.
 #define MOE_UNROLL _Pragma("GCC unroll 16")

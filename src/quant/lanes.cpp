@@ -21,6 +21,7 @@ int lanes_sub_block(GgmlType weight_type) {
     case GgmlType::Q4_K: return 32;
     case GgmlType::Q2_K: case GgmlType::Q3_K: return 16;
     case GgmlType::Q8_0: return 32;  // Q8_0 levels in its lanes (lanes.h)
+    case GgmlType::Q6_K: return 16;
     default: return 0;
   }
 }
@@ -133,7 +134,8 @@ void lanes_rows(GgmlType weight_type, int64_t n, const void* w, size_t w_row_byt
 // ---- repacked weights (layout in lanes.h) ----
 
 bool can_repack(GgmlType weight_type) {
-  return weight_type == GgmlType::Q4_K || weight_type == GgmlType::Q2_K || weight_type == GgmlType::Q8_0;
+  return weight_type == GgmlType::Q4_K || weight_type == GgmlType::Q2_K || weight_type == GgmlType::Q6_K ||
+         weight_type == GgmlType::Q8_0;
 }
 
 bool use_repacked(GgmlType weight_type) { return can_repack(weight_type) && use_lanes(weight_type); }
@@ -142,6 +144,8 @@ namespace {
 
 constexpr size_t kQ2KTileLevels = 64, kQ2KTileHeader = 20;   // a Q2_K tile: 1 block's levels, scales
 constexpr size_t kQ8TileBytes = 16 * sizeof(BlockQ8_0);        // a Q8_0 tile: 16 blocks' levels, then scales
+// A Q6_K tile (lanes.h): two registers of low nibbles, one of high bit pairs, then scales[16] and d.
+constexpr size_t kQ6KNibbles = 128, kQ6KHighBits = 64, kQ6KTile = sizeof(BlockQ6_K);
 
 void check_repack(const char* what, GgmlType type, int64_t n) {
   if (!can_repack(type)) fail(what, ": ", type_name(type), " has no repacked layout");
@@ -169,12 +173,30 @@ void set_q2k_level(BlockQ2_K& b, int s, int l, int level) {
   byte = static_cast<uint8_t>((byte & ~(3 << (2 * j))) | (level << (2 * j)));
 }
 
+// Q6_K: the 6-bit level (0..63, before the - 32) of value v (< 256) of a block: value 128n + 32k + l
+// has its low nibble in ql[64n + 32 (k % 2) + l] (the high nibble for k >= 2) and its top two bits at
+// bit 2k of qh[32n + l] (quant/dequant_ref.cpp).
+int q6k_level(const BlockQ6_K& b, int v) {
+  const int n = v / 128, k = (v % 128) / 32, l = v % 32;
+  const int low = (b.ql[64 * n + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0F;
+  return low | (((b.qh[32 * n + l] >> (2 * k)) & 3) << 4);
+}
+void set_q6k_level(BlockQ6_K& b, int v, int level) {
+  const int n = v / 128, k = (v % 128) / 32, l = v % 32;
+  uint8_t& lo = b.ql[64 * n + 32 * (k % 2) + l];
+  const int ls = 4 * (k / 2);
+  lo = static_cast<uint8_t>((lo & ~(0x0F << ls)) | ((level & 0x0F) << ls));
+  uint8_t& hi = b.qh[32 * n + l];
+  hi = static_cast<uint8_t>((hi & ~(3 << (2 * k))) | ((level >> 4) << (2 * k)));
+}
+
 }  // namespace
 
 size_t repacked_row_bytes(GgmlType weight_type, int64_t n) {
   check_repack("repacked_row_bytes", weight_type, n);
   const auto nb = static_cast<size_t>(n / kQKK);
   if (weight_type == GgmlType::Q8_0) return nb * 8 * sizeof(BlockQ8_0);
+  if (weight_type == GgmlType::Q6_K) return nb * sizeof(BlockQ6_K);
   return nb * (weight_type == GgmlType::Q4_K ? sizeof(BlockQ4_K) : sizeof(BlockQ2_K));
 }
 
@@ -243,6 +265,26 @@ void repack_row(GgmlType weight_type, const void* src, void* dst, int64_t n) {
     }
     return;
   }
+  if (weight_type == GgmlType::Q6_K) {
+    // Lane s, round r, byte i is value 16s + 4r + i: its low nibble goes to register r % 2, in the low
+    // nibble for r < 2 and the high one for r >= 2; its top two bits to bits 2r of the third register.
+    const auto* w = static_cast<const BlockQ6_K*>(src);
+    for (int64_t p = 0; p < nb; ++p) {
+      uint8_t* q = out + static_cast<size_t>(p) * kQ6KTile;
+      for (int s = 0; s < 16; ++s)
+        for (int i = 0; i < 4; ++i) {
+          int lev[4];
+          for (int r = 0; r < 4; ++r) lev[r] = q6k_level(w[p], 16 * s + 4 * r + i);
+          for (int j = 0; j < 2; ++j) q[64 * j + 4 * s + i] = static_cast<uint8_t>((lev[j] & 0x0F) | ((lev[j + 2] & 0x0F) << 4));
+          int high = 0;
+          for (int r = 0; r < 4; ++r) high |= (lev[r] >> 4) << (2 * r);
+          q[kQ6KNibbles + 4 * s + i] = static_cast<uint8_t>(high);
+        }
+      std::memcpy(q + kQ6KNibbles + kQ6KHighBits, w[p].scales, 16);
+      std::memcpy(q + kQ6KNibbles + kQ6KHighBits + 16, &w[p].d, 2);
+    }
+    return;
+  }
   const auto* w = static_cast<const BlockQ2_K*>(src);
   for (int64_t p = 0; p < nb; ++p) {
     uint8_t* q = out + static_cast<size_t>(p) * (kQ2KTileLevels + kQ2KTileHeader);
@@ -284,6 +326,23 @@ void unrepack_row(GgmlType weight_type, const void* src, void* dst, int64_t n) {
             set_q4k_level(blk, j, 4 * k + i, byte & 0x0F);
             set_q4k_level(blk, j, 16 + 4 * k + i, byte >> 4);
           }
+    }
+    return;
+  }
+  if (weight_type == GgmlType::Q6_K) {
+    auto* w = static_cast<BlockQ6_K*>(dst);
+    for (int64_t p = 0; p < nb; ++p) {
+      const uint8_t* q = in + static_cast<size_t>(p) * kQ6KTile;
+      std::memcpy(w[p].scales, q + kQ6KNibbles + kQ6KHighBits, 16);
+      std::memcpy(&w[p].d, q + kQ6KNibbles + kQ6KHighBits + 16, 2);
+      for (int s = 0; s < 16; ++s)
+        for (int i = 0; i < 4; ++i) {
+          const int high = q[kQ6KNibbles + 4 * s + i];
+          for (int r = 0; r < 4; ++r) {
+            const int nibble = (q[64 * (r % 2) + 4 * s + i] >> (4 * (r / 2))) & 0x0F;
+            set_q6k_level(w[p], 16 * s + 4 * r + i, nibble | (((high >> (2 * r)) & 3) << 4));
+          }
+        }
     }
     return;
   }

@@ -1,5 +1,5 @@
 // lanes.h: the "sub-block lane" layout and its AVX-512 kernels, matmul's path for Q2_K, Q3_K, Q4_K and
-// Q8_0 (rows of a whole number of 256 values).
+// Q6_K, Q8_0 (rows of a whole number of 256 values).
 //
 // Why: the per-row K-quant kernels (quant.h's vec_dot) turn every 64 products into an int32 sum and then
 // apply that sub-block's 6-bit scale with a second VNNI instruction, so half the multiply throughput goes
@@ -13,8 +13,8 @@
 // every load. The activations are written in the matching order when they are quantized (once per token
 // per matmul).
 //
-// Tiles: sub-block size S = 32 (Q4_K: a tile is 2 super-blocks = 16 sub-blocks) or S = 16 (Q2_K, Q3_K:
-// a tile is 1 super-block). A tile of activations is LaneTile<S>: q[r][4s + k] = the Q8_K level of
+// Tiles: sub-block size S = 32 (Q4_K: a tile is 2 super-blocks = 16 sub-blocks) or S = 16 (Q2_K, Q3_K,
+// Q6_K: a tile is 1 super-block). A tile of activations is LaneTile<S>: q[r][4s + k] = the Q8_K level of
 // value 4r + k of the tile's sub-block s (r < S / 4 rounds), dy[s] = that super-block's Q8_K scale,
 // bs[s] = the sum of the sub-block's levels (exact, as float). A Q4_K row with an odd number of
 // super-blocks ends in a half tile whose lanes 8..15 are zero.
@@ -40,9 +40,12 @@
 
 namespace moe::quant {
 
-// 32 for Q4_K, 16 for Q2_K and Q3_K, 0 for every other type (no lane kernel). Q6_K has none on purpose:
-// its lane unpack (two permutes and four shifts per round) made single-token decode, which must use
-// the same arithmetic, ~8 % slower on the 4-layer Mixtral Q4_K_M than the per-row kernel (BENCHMARKS.md).
+// 32 for Q4_K, 16 for Q2_K, Q3_K and Q6_K, 0 for every other type (no lane kernel). Q6_K was left out
+// once: its in-place lane unpack (two permutes and four shifts per round) made single-token decode,
+// which must use the same arithmetic, ~8 % slower on the 4-layer Mixtral Q4_K_M than the per-row
+// kernel. Its rows are now repacked at load (below), which needs no permutes; the in-place kernel
+// remains for rows that are not (--no-repack), with the same results (BENCHMARKS.md, "Q6_K on the
+// repacked lane path").
 // Q8_0 has 32 too (its own levels: see the top of this file).
 int lanes_sub_block(GgmlType weight_type);
 
@@ -92,14 +95,19 @@ void lanes_rows(GgmlType weight_type, int64_t n, const void* w, size_t w_row_byt
 //    block s at 4s..4s+3, each stored as w ^ 0x80 (the unsigned w + 128 the kernel multiplies), then
 //    the 16 blocks' fp16 scales d (32 bytes). A last half tile (n / 256 odd) is 8 blocks stored at half
 //    width: 8 x 32 bytes of levels, 16 bytes of scales; the kernel loads zeros above.
+//  - Q6_K (a tile is one super-block, 210 bytes): two registers of low nibbles, register j (j < 2)
+//    holding round j in its low nibbles and round j + 2 in its high nibbles (byte 4s + i = values
+//    4j + i and 8 + 4j + i of lane s), a register of the levels' top two bits (byte 4s + i: those of
+//    value 4r + i in bits 2r..2r+1, as Q2_K), then 18 bytes: scales[16] (int8), d. The levels are the
+//    unsigned 6-bit q (the - 32 is in the kernels' min term).
 // Each tile's levels and header are contiguous and tiles follow each other, so a row is read as one
 // ascending stream (levels and headers in two regions of the row streamed at 0.6-0.8x the speed from
 // DRAM: the prefetchers follow one stream per page better than two interleaved ones).
 // The numbers computed are exactly the unrepacked lane kernels' (same integer sums, same float steps):
 // repacking changes speed, never a result bit. Q3_K and the other types are not repacked.
 
-// True for the types repack_row handles (Q2_K, Q4_K, Q8_0); use_repacked also needs the AVX-512 lane
-// kernels (and, for a matrix, use_lanes(type, cols): model/repack.cpp checks the row length).
+// True for the types repack_row handles (Q2_K, Q4_K, Q6_K, Q8_0); use_repacked also needs the AVX-512
+// lane kernels (and, for a matrix, use_lanes(type, cols): model/repack.cpp checks the row length).
 bool can_repack(GgmlType weight_type);
 bool use_repacked(GgmlType weight_type);
 

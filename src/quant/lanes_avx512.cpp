@@ -273,6 +273,82 @@ struct Q80Repacked {
   }
 };
 
+// ---- Q6_K: S = 16, one super-block per tile, lane s = 8n + 2m + h covers values 128n + 32m + 16h + l'
+// (l' < 16). Value 128n + 32m + l has its low nibble in ql[64n + 32 (m % 2) + l] (the high nibble for
+// m >= 2) and its top two bits at bit 2m of qh[32n + l]; with l = 16h + 4r + i, round r of lane s takes
+// ql dword 16n + 8 (m % 2) + 4h + r shifted by 4 (m / 2) and qh dword 8n + 4h + r shifted by 2m.
+// Level - 32 is taken as the unsigned 6-bit level with 32 * ws in the min term (as Q3K does with 4);
+// scales are signed. The in-place kernel runs only where the rows are not repacked (--no-repack, a
+// model too large to copy): it gives the same bits as Q6KRepacked, so one token and every batch do the
+// same arithmetic either way.
+struct Q6K {
+  static constexpr int kSub = 16;
+  static int64_t tiles(int64_t nb) { return nb; }
+  static void unpack(const void* wv, int64_t, int64_t p, __m512i* wq, __m512& ws, __m512& wm) {
+    const BlockQ6_K& b = static_cast<const BlockQ6_K*>(wv)[p];
+    static constexpr auto kLBase = per_lane([](int n, int m, int h) { return 16 * n + 8 * (m % 2) + 4 * h; });
+    static constexpr auto kLShift = per_lane([](int, int m, int) { return 4 * (m / 2); });
+    static constexpr auto kHBase = per_lane([](int n, int, int h) { return 8 * n + 4 * h; });
+    static constexpr auto kHShift = per_lane([](int, int m, int) { return 2 * m; });
+    const __m512i ql0 = load512(b.ql), ql1 = load512(b.ql + 64), qh = load512(b.qh);
+    const __m512i lbase = lanes_of(kLBase), lshift = lanes_of(kLShift), hbase = lanes_of(kHBase), hshift = lanes_of(kHShift);
+    MOE_UNROLL
+    for (int r = 0; r < 4; ++r) {
+      const __m512i rr = _mm512_set1_epi32(r);
+      const __m512i lo = _mm512_and_si512(
+          _mm512_srlv_epi32(_mm512_permutex2var_epi32(ql0, _mm512_add_epi32(lbase, rr), ql1), lshift),
+          _mm512_set1_epi8(0x0F));
+      const __m512i hi = _mm512_and_si512(
+          _mm512_srlv_epi32(_mm512_permutexvar_epi32(_mm512_add_epi32(hbase, rr), qh), hshift), _mm512_set1_epi8(3));
+      wq[r] = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 4));
+    }
+    ws = _mm512_mul_ps(floats_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.scales))), _mm512_set1_ps(half(b.d)));
+    wm = _mm512_mul_ps(ws, _mm512_set1_ps(32.0f));
+  }
+};
+
+// Repacked Q6_K (lanes.h): a tile is 210 bytes, register 0 = rounds 0 | 2 << 4 of the low nibbles,
+// register 1 = rounds 1 | 3 << 4, register 2 = the top bit pairs of round r in bits 2r, then scales[16]
+// and d. The pairs of rounds 0 and 2 are (H & 0x33) (bits 0-1 and 4-5), those of rounds 1 and 3 the same
+// after a shift by 2; each round is then one bit select (vpternlogd, C ? A : B with C = 0x0F per byte):
+// bits 0-3 from its nibbles, bits 4-7 from its pairs moved to bits 4-5 (bits 6-7 there are the mask's
+// zeros). The 16-bit shifts carry bits across bytes only into bits the AND or the select drops.
+struct Q6KRepacked {
+  static constexpr int kSub = 16;
+  // Tiles prefetched ahead (420 bytes). Streamed from DRAM on one thread (thread CPU time, 4096-value
+  // rows, medians of 6 runs): with 2, one token takes 0.99x the per-row kernel's time, 4 and 8 tokens
+  // 0.87x and 0.82x no prefetch's (2 tokens 1.07x); with 4, one token takes 1.21x (BENCHMARKS.md).
+  static constexpr int kAhead = 2;
+  static constexpr int kSelect = 0xE4;  // ternary-logic truth table of (C ? A : B)
+  static int64_t tiles(int64_t nb) { return nb; }
+  static void unpack(const void* wv, int64_t, int64_t p, __m512i* wq, __m512& ws, __m512& wm) {
+    const uint8_t* q = static_cast<const uint8_t*>(wv) + static_cast<size_t>(p) * sizeof(BlockQ6_K);
+    // Every line of the tile kAhead tiles ahead: each tile's four prefetches start at its own first
+    // byte and a tile is 210 bytes, so together they cover every line of the row.
+    if constexpr (kAhead > 0) {
+      MOE_UNROLL
+      for (int l = 0; l < 4; ++l)
+        _mm_prefetch(reinterpret_cast<const char*>(q + kAhead * sizeof(BlockQ6_K) + 64 * l), _MM_HINT_T0);
+    }
+    decode(q, wq, ws, wm);
+  }
+  static void decode(const uint8_t* q, __m512i* wq, __m512& ws, __m512& wm) {
+    const __m512i l0 = load512(q), l1 = load512(q + 64), hb = load512(q + 128);
+    const __m512i low4 = _mm512_set1_epi8(0x0F), pairs = _mm512_set1_epi8(0x33);
+    const __m512i h02 = _mm512_and_si512(hb, pairs);                        // round 0 bits 0-1, round 2 bits 4-5
+    const __m512i h13 = _mm512_and_si512(_mm512_srli_epi16(hb, 2), pairs);  // round 1 bits 0-1, round 3 bits 4-5
+    wq[0] = _mm512_ternarylogic_epi32(l0, _mm512_slli_epi16(h02, 4), low4, kSelect);
+    wq[1] = _mm512_ternarylogic_epi32(l1, _mm512_slli_epi16(h13, 4), low4, kSelect);
+    wq[2] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(l0, 4), h02, low4, kSelect);
+    wq[3] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(l1, 4), h13, low4, kSelect);
+    const uint8_t* h = q + 192;
+    uint16_t d;
+    std::memcpy(&d, h + 16, 2);
+    ws = _mm512_mul_ps(floats_i8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h))), _mm512_set1_ps(half(d)));
+    wm = _mm512_mul_ps(ws, _mm512_set1_ps(32.0f));
+  }
+};
+
 // One weight row against NT tokens. The products of a tile's rounds accumulate in two int32 chains
 // (exact in any order: a lane sums at most 32 products of |level| <= 255 (Q8_0's w + 128; 63 for the
 // K-quants) and |x| <= 128).
@@ -478,6 +554,7 @@ LanesRowsFn lanes_rows_avx512(GgmlType type) {
     case GgmlType::Q3_K: return &rows_kernel_n<Q3K>;
     case GgmlType::Q4_K: return &rows_kernel_n<Q4K>;
     case GgmlType::Q8_0: return &rows_kernel_n<Q80>;
+    case GgmlType::Q6_K: return &rows_kernel_n<Q6K>;
     default: return nullptr;
   }
 }
@@ -488,6 +565,7 @@ DotTokensFn lanes_dot_avx512(GgmlType type) {
     case GgmlType::Q3_K: return &dot_grouped<Q3K>;
     case GgmlType::Q4_K: return &dot_grouped<Q4K>;
     case GgmlType::Q8_0: return &dot_grouped<Q80>;
+    case GgmlType::Q6_K: return &dot_grouped<Q6K>;
     default: return nullptr;
   }
 }
@@ -497,6 +575,7 @@ LanesRowsFn lanes_rows_repacked_avx512(GgmlType type) {
     case GgmlType::Q2_K: return &rows_kernel_n<Q2KRepacked>;
     case GgmlType::Q4_K: return &rows_kernel_n<Q4KRepacked>;
     case GgmlType::Q8_0: return &rows_kernel_n<Q80Repacked>;
+    case GgmlType::Q6_K: return &rows_kernel_n<Q6KRepacked>;
     default: return nullptr;
   }
 }
@@ -506,6 +585,7 @@ DotTokensFn lanes_dot_repacked_avx512(GgmlType type) {
     case GgmlType::Q2_K: return &dot_grouped<Q2KRepacked>;
     case GgmlType::Q4_K: return &dot_grouped<Q4KRepacked>;
     case GgmlType::Q8_0: return &dot_grouped<Q80Repacked>;
+    case GgmlType::Q6_K: return &dot_grouped<Q6KRepacked>;
     default: return nullptr;
   }
 }

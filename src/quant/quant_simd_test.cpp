@@ -200,6 +200,9 @@ std::vector<double> decode(GgmlType type, const std::vector<uint8_t>& w, int64_t
 // counting two terms per sub-block bounds both that path and the scalar one. Q8_0's lane kernels split
 // each weight d w into the level part d (w + 128) and the constant part z = -128 d (lanes.h), so there
 // z is -128 d although Q8_0 has no offset of its own.
+// Q6_K's lane kernel scales the unsigned level q (0..63) by d * sc, the level part w - z plus 32 d sc
+// per value, and subtracts 32 d sc times the lane's activation sum, the constant part z = -32 d sc;
+// both within M.
 double dot_tolerance(GgmlType type, const std::vector<uint8_t>& w, const std::vector<uint8_t>& x, int64_t n,
                      int lanes_sub = 0) {
   const GgmlType act = activation_type(type);
@@ -349,7 +352,7 @@ TEST(QuantSimd, ManyTokenDotsMatchScalar) {
 
 // ---- the sub-block lane path (quant/lanes.h) ----
 
-const GgmlType kLaneTypes[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q8_0};
+const GgmlType kLaneTypes[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0};
 
 // Token rows of n values in the lane layout for `type` (its sub-block size, its activation levels), one
 // per float row, at `stride` bytes apart.
@@ -640,7 +643,7 @@ TEST(QuantSimd, ActivationQuantizationEdgeCasesAreBitIdentical) {
 
 // ---- repacked weights (quant/lanes.h: repack_row) ----
 
-const GgmlType kRepackTypes[] = {GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q8_0};
+const GgmlType kRepackTypes[] = {GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0};
 
 std::vector<uint8_t> repacked(GgmlType type, const std::vector<uint8_t>& w, int64_t n) {
   std::vector<uint8_t> out(repacked_row_bytes(type, n), 0xAB);
@@ -668,7 +671,8 @@ TEST(QuantRepack, UnrepackGivesTheGgufRowBack) {
   EXPECT_EQ(repacked_row_bytes(GgmlType::Q8_0, 4096), bytes_of(GgmlType::Q8_0, 4096));
   EXPECT_EQ(repacked_row_bytes(GgmlType::Q8_0, 768), bytes_of(GgmlType::Q8_0, 768));  // a half tile
   EXPECT_THROW(repacked_row_bytes(GgmlType::Q8_0, 96), Error);  // Q8_0 rows of other lengths stay as they are
-  EXPECT_THROW(repacked_row_bytes(GgmlType::Q6_K, 256), Error);
+  EXPECT_EQ(repacked_row_bytes(GgmlType::Q6_K, 768), bytes_of(GgmlType::Q6_K, 768));
+  EXPECT_THROW(repacked_row_bytes(GgmlType::Q5_K, 256), Error);
   EXPECT_THROW(repacked_row_bytes(GgmlType::Q4_K, 100), Error);
 }
 
@@ -747,10 +751,23 @@ TEST(QuantRepack, ToleranceSeesOneWrongRepackedLevel) {
     // Q8_0: lane 0's first level goes to the stored 0 or 255, whichever is farther (>= 128 steps): its
     // band is wider (the 128 offset's terms, 256 |d| per value against the level's |w|, are in it), by
     // 266 eps 4096 (256 |d| + |w|) |x| against 128 |d| |x| for the move, a factor ~3.5 apart.
+    // Q6_K (the band counts 2 terms per 16 values, ~1.0
+    // here against a step of d * sc ~ 0.07): the same four levels all go to 63 or all to 0 (low nibbles
+    // in register 0's bytes 0..3, top pairs in bits 0-1 of register 2's), moving their sum by >= 126 steps.
     if (type == GgmlType::Q4_K) {
       wr[0] ^= 0x08;
     } else if (type == GgmlType::Q8_0) {
       wr[0] = wr[0] < 128 ? 255 : 0;
+    } else if (type == GgmlType::Q6_K) {
+      int sum = 0;
+      for (int i = 0; i < 4; ++i) sum += (wr[static_cast<size_t>(i)] & 0x0F) | ((wr[128 + static_cast<size_t>(i)] & 3) << 4);
+      const int to = sum < 126 ? 63 : 0;
+      for (int i = 0; i < 4; ++i) {
+        uint8_t& lo = wr[static_cast<size_t>(i)];
+        uint8_t& hi = wr[128 + static_cast<size_t>(i)];
+        lo = static_cast<uint8_t>((lo & 0xF0) | (to & 0x0F));
+        hi = static_cast<uint8_t>((hi & ~3) | (to >> 4));
+      }
     } else {
       int sum = 0;
       for (int i = 0; i < 4; ++i) sum += wr[static_cast<size_t>(i)] & 3;
