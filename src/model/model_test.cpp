@@ -412,10 +412,10 @@ TEST(ModelReference, BlockWeightTypes) {
   }
 }
 
-// Repacking at load (model/repack.h) changes where the Q2_K/Q4_K bytes are and their order, never a
-// logit bit: batches and one token at a time, with rows of an odd number of Q4_K blocks (half tiles).
+// Repacking at load (model/repack.h) changes where the Q2_K/Q3_K/Q4_K bytes are and their order, never
+// a logit bit: batches and one token at a time, with rows of an odd number of Q4_K blocks (half tiles).
 TEST(Model, RepackedWeightsGiveTheSameLogits) {
-  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q2_K}) {
+  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q2_K, GgmlType::Q3_K}) {
     Spec s;
     s.n_embd = 512;
     s.n_ff = 768;
