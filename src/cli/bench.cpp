@@ -550,7 +550,7 @@ int run_bench(const BenchOpts& o) {
   }
   const model::RepackStats& rp = m->repack_stats();
   if (rp.matrices > 0)
-    std::printf("repacked:  %lld Q2_K/Q4_K matrices (%s) at load in %.1f s (--no-repack: used in place)\n",
+    std::printf("repacked:  %lld Q2_K/Q3_K/Q4_K matrices (%s) at load in %.1f s (--no-repack: used in place)\n",
                 (long long)rp.matrices, gb(static_cast<double>(rp.bytes)).c_str(), rp.seconds);
   std::printf("active weight bytes per token: %s (other %s + experts %s of %s)\n", gb(active.total).c_str(),
               gb(static_cast<double>(active.other + active.embedding_row)).c_str(), gb(active.experts_used).c_str(),

@@ -71,13 +71,18 @@ void lanes_rows(GgmlType weight_type, int64_t n, const void* w, size_t w_row_byt
 //    the result is the unrepacked kernel's, which pairs the block with itself.
 //  - Q2_K (a tile is one super-block, 84 bytes): 64 bytes of levels, byte 4s + i holding the levels of
 //    values 4r + i of lane s in bits 2r..2r+1 (r < 4 rounds), then 20 bytes: scales[16], d, dmin.
+//  - Q3_K (a tile is one super-block, 110 bytes): 64 bytes of the low two bits as Q2_K's, then 32 bytes
+//    of third bits, round r's 64 at byte 64 + 8r (bit k % 8 of byte k / 8 for byte lane k = 4s + i: one
+//    64-bit mask, so the round is its low bits OR 4 where the mask is set), then 14 bytes: the 12
+//    packed scale bytes and d, as in the block.
 // Each tile's levels and header are contiguous and tiles follow each other, so a row is read as one
 // ascending stream (levels and headers in two regions of the row streamed at 0.6-0.8x the speed from
 // DRAM: the prefetchers follow one stream per page better than two interleaved ones).
 // The numbers computed are exactly the unrepacked lane kernels' (same integer sums, same float steps):
-// repacking changes speed, never a result bit. Q3_K and the other types are not repacked.
+// repacking changes speed, never a result bit. The other types are not repacked.
 
-// True for the types repack_row handles (Q2_K, Q4_K); use_repacked also needs the AVX-512 lane kernels.
+// True for the types repack_row handles (Q2_K, Q3_K, Q4_K); use_repacked also needs the AVX-512 lane
+// kernels.
 bool can_repack(GgmlType weight_type);
 bool use_repacked(GgmlType weight_type);
 
