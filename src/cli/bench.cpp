@@ -154,14 +154,30 @@ struct ComputeFigure {
   double tokens_per_s = 0;
 };
 
+// True when load repacked the model's matrices of this type (model/repack.h): the probe then times the
+// repacked kernels, which the forward pass runs.
+bool repacked_type(const model::Weights& w, GgmlType type) {
+  auto is = [&](const model::WeightView& v) { return v.type == type && v.repacked; };
+  if (is(w.output)) return true;
+  for (const model::LayerWeights& L : w.layers) {
+    for (const model::WeightView* v : {&L.wq, &L.wk, &L.wv, &L.wo})
+      if (is(*v)) return true;
+    for (const auto* experts : {&L.ffn_gate, &L.ffn_up, &L.ffn_down})
+      for (const model::WeightView& v : *experts)
+        if (is(v)) return true;
+  }
+  return false;
+}
+
 ComputeFigure measure_compute(ThreadPool& pool, const model::Model& m) {
   ComputeFigure f;
   f.weights = active_weights_by_type(m);
   double seconds = 0;
   for (const auto& [type, n] : f.weights) {
     const int64_t cols = m.hparams().n_embd;  // every matrix's input width but the down projections'
-    f.one.push_back(kernels::measure_kernel_rate(pool, type, 1, cols));
-    f.sixteen.push_back(kernels::measure_kernel_rate(pool, type, 16, cols));
+    const bool repacked = repacked_type(m.weights(), type);
+    f.one.push_back(kernels::measure_kernel_rate(pool, type, 1, cols, 64, 0.2, repacked));
+    f.sixteen.push_back(kernels::measure_kernel_rate(pool, type, 16, cols, 64, 0.2, repacked));
     seconds += n / 256.0 * f.one.back().seconds_per_256;
   }
   f.tokens_per_s = seconds > 0 ? 1.0 / seconds : 0;
@@ -550,7 +566,7 @@ int run_bench(const BenchOpts& o) {
   }
   const model::RepackStats& rp = m->repack_stats();
   if (rp.matrices > 0)
-    std::printf("repacked:  %lld Q2_K/Q4_K/Q6_K matrices (%s) at load in %.1f s (--no-repack: used in place)\n",
+    std::printf("repacked:  %lld Q2_K/Q3_K/Q4_K/Q6_K/Q8_0 matrices (%s) at load in %.1f s (--no-repack: used in place)\n",
                 (long long)rp.matrices, gb(static_cast<double>(rp.bytes)).c_str(), rp.seconds);
   std::printf("active weight bytes per token: %s (other %s + experts %s of %s)\n", gb(active.total).c_str(),
               gb(static_cast<double>(active.other + active.embedding_row)).c_str(), gb(active.experts_used).c_str(),

@@ -87,7 +87,7 @@ CLI::Option* add_context_option(CLI::App& sub, int64_t& ctx, const std::string& 
 
 void add_repack_option(CLI::App& sub, bool& no_repack) {
   sub.add_flag("--no-repack", no_repack,
-               "use Q2_K/Q4_K/Q6_K/Q8_0 weights in place from the file instead of repacking them at load for the AVX-512 "
+               "use Q2_K/Q3_K/Q4_K/Q6_K/Q8_0 weights in place from the file instead of repacking them at load for the AVX-512 "
                "kernels (same results and memory; repacking makes decode and small batches faster)");
 }
 

@@ -58,7 +58,7 @@ struct DeviceArgs {
 };
 void add_device_options(CLI::App& sub, DeviceArgs& args);
 
-// --no-repack (run, chat, serve, bench): use the Q2_K/Q4_K/Q6_K weights in place from the map instead of
+// --no-repack (run, chat, serve, bench): use the Q2_K/Q3_K/Q4_K/Q6_K/Q8_0 weights in place from the map instead of
 // repacking them at load for the AVX-512 kernels (model::ModelOptions::repack; same results).
 void add_repack_option(CLI::App& sub, bool& no_repack);
 

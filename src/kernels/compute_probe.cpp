@@ -8,13 +8,14 @@
 #include <vector>
 
 #include "kernels/matmul.h"
+#include "quant/lanes.h"
 #include "quant/quant.h"
 #include "util/error.h"
 
 namespace moe::kernels {
 
 KernelRate measure_kernel_rate(ThreadPool& pool, GgmlType type, int64_t n_tok, int64_t cols, int64_t rows_per_thread,
-                               double min_seconds) {
+                               double min_seconds, bool repacked) {
   if (n_tok < 1 || n_tok > 512) fail("compute probe: ", n_tok, " tokens is outside [1, 512]");
   if (rows_per_thread < 1 || rows_per_thread > 4096)
     fail("compute probe: ", rows_per_thread, " rows per thread is outside [1, 4096]");
@@ -32,6 +33,13 @@ KernelRate measure_kernel_rate(ThreadPool& pool, GgmlType type, int64_t n_tok, i
   }
   std::vector<float> x(static_cast<size_t>(n_tok * cols));
   for (float& v : x) v = normal(rng);
+  if (repacked) {
+    if (!quant::use_repacked(type)) fail("compute probe: no repacked kernels for ", type_name(type), " on this CPU");
+    std::vector<uint8_t> packed(weights.size());
+    for (int64_t r = 0; r < rows; ++r)
+      quant::repack_row(type, weights.data() + static_cast<size_t>(r) * row_b, packed.data() + static_cast<size_t>(r) * row_b, cols);
+    weights.swap(packed);
+  }
 
   // Each of the pool's threads multiplies its own slice of rows with matmul on a one-thread pool (which
   // runs inline on that thread) and times itself in thread CPU time, so time taken by other processes
@@ -47,6 +55,7 @@ KernelRate measure_kernel_rate(ThreadPool& pool, GgmlType type, int64_t n_tok, i
     w.rows = rows_per_thread;
     w.row_bytes = row_b;
     w.matrix_bytes = row_b * static_cast<size_t>(rows_per_thread);
+    w.repacked = repacked;
     std::vector<float> y(static_cast<size_t>(n_tok * rows_per_thread));
     std::vector<uint8_t> qbuf(static_cast<size_t>(n_tok) * max_activation_row_bytes(cols));
     // Per call as a forward pass does it: quantize the activations, then the matmul.

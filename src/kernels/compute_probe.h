@@ -26,7 +26,9 @@ struct KernelRate {
 // from random floats, activations random) with n_tok tokens for at least min_seconds of its CPU time
 // (after one untimed call), in five windows, keeping its fastest; the threads' rates add up. Throws moe::Error for a type matmul cannot multiply or bad sizes
 // (cols not whole blocks, n_tok outside [1, 512], rows_per_thread outside [1, 4096]).
+// `repacked`: the rows repacked as load repacks them (quant::repack_row, model/repack.h), so the figure
+// is the kernels a repacked model runs (Error if quant::use_repacked(type) is false).
 KernelRate measure_kernel_rate(ThreadPool& pool, GgmlType type, int64_t n_tok, int64_t cols = 4096,
-                               int64_t rows_per_thread = 64, double min_seconds = 0.2);
+                               int64_t rows_per_thread = 64, double min_seconds = 0.2, bool repacked = false);
 
 }  // namespace moe::kernels

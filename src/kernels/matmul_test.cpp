@@ -233,7 +233,7 @@ TEST(Matmul, RepackedWeightsGiveTheSameBits) {
   if (!quant::use_repacked(GgmlType::Q4_K)) GTEST_SKIP() << "repacked weights need the AVX-512 lane kernels";
   std::mt19937 rng(std::random_device{}());
   ThreadPool pool(2);
-  for (GgmlType type : {GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0})
+  for (GgmlType type : {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0})
     for (int64_t cols : {int64_t{768}, int64_t{4096}}) {
       const int64_t rows = 37;
       Weights w = random_weights(type, rows, cols, rng);

@@ -19,7 +19,7 @@ struct TensorView {
   int64_t count = 1;        // ne2: stacked matrices (experts), 1 otherwise
   size_t row_bytes = 0;     // bytes of one row
   size_t matrix_bytes = 0;  // rows * row_bytes
-  bool repacked = false;    // rows in quant/lanes.h's repacked order (quant::repack_row; Q2_K/Q4_K/Q6_K/Q8_0, same
+  bool repacked = false;    // rows in quant/lanes.h's repacked order (quant::repack_row; Q2_K/Q3_K/Q4_K/Q6_K/Q8_0, same
                             // row_bytes): only matmul reads them, through the repacked lane kernels
 
   const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }

@@ -24,7 +24,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
 
 namespace {
 
-// The spec of a freshly opened file, its Q2_K/Q4_K/Q6_K/Q8_0 matrices repacked when the options and the file
+// The spec of a freshly opened file, its Q2_K/Q3_K/Q4_K/Q6_K/Q8_0 matrices repacked when the options and the file
 // allow (model/repack.h: only a file this process mapped itself, whose pages the copies replace, and
 // only for the CPU backend).
 std::shared_ptr<const ModelSpec> bind(gguf::File file, const ModelOptions& options) {

@@ -36,7 +36,7 @@ struct ModelOptions {
   // Vulkan: the bytes of device memory the weights, KV mirror and workspace may take (0: the device's
   // free memory less a reserve). Experts that do not fit stay on the CPU (split placement).
   uint64_t gpu_memory = 0;
-  // Repack Q2_K/Q4_K/Q6_K/Q8_0 matrices at load for the AVX-512 lane kernels (model/repack.h): same results, same
+  // Repack Q2_K/Q3_K/Q4_K/Q6_K/Q8_0 matrices at load for the AVX-512 lane kernels (model/repack.h): same results, same
   // resident bytes, faster decode and small batches. Applies to a memory-mapped GGUF loaded in Fast
   // precision on a CPU with those kernels; off: the weights are used in place from the map.
   bool repack = true;

@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -46,6 +47,7 @@ struct Spec {
   int64_t n_expert = 4, n_used = 2, n_rot = 0;  // n_rot 0: head_dim
   bool stacked = true, tied = false;
   GgmlType wtype = GgmlType::F32;  // type of the big matrices (norms stay F32)
+  std::optional<GgmlType> down_type;  // ffn_down's type where it differs (llama.cpp's Q2_K mix: Q3_K)
   float rope_base = 10000.0f;
   uint32_t seed = 1;
 };
@@ -120,7 +122,7 @@ TinyModel make_model(const Spec& s) {
     add(p + "ffn_gate_inp.weight", {s.n_embd, s.n_expert}, GgmlType::F32, ws * 3, 0.0f);
     add(p + "ffn_gate_exps.weight", {s.n_embd, s.n_ff, s.n_expert}, s.wtype, ws, 0.0f);
     add(p + "ffn_up_exps.weight", {s.n_embd, s.n_ff, s.n_expert}, s.wtype, ws, 0.0f);
-    add(p + "ffn_down_exps.weight", {s.n_ff, s.n_embd, s.n_expert}, s.wtype, fs, 0.0f);
+    add(p + "ffn_down_exps.weight", {s.n_ff, s.n_embd, s.n_expert}, s.down_type.value_or(s.wtype), fs, 0.0f);
     if (!s.stacked) {
       // The same values as one tensor per expert (the December 2023 layout).
       for (const char* which : {"gate", "up", "down"}) {
@@ -412,10 +414,10 @@ TEST(ModelReference, BlockWeightTypes) {
   }
 }
 
-// Repacking at load (model/repack.h) changes where the Q2_K/Q4_K/Q6_K/Q8_0 bytes are and their order, never a
+// Repacking at load (model/repack.h) changes where the Q2_K/Q3_K/Q4_K/Q6_K/Q8_0 bytes are and their order, never a
 // logit bit: batches and one token at a time, with rows of an odd number of 256-value blocks (half tiles).
 TEST(Model, RepackedWeightsGiveTheSameLogits) {
-  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q2_K, GgmlType::Q6_K, GgmlType::Q8_0}) {
+  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q6_K, GgmlType::Q8_0}) {
     Spec s;
     s.n_embd = 512;
     s.n_ff = 768;
@@ -471,6 +473,40 @@ TEST(Model, RepackDeclinesAboveItsByteBound) {
   const RepackStats all = repack_weights(spec->weights, 2, /*drop_mapped=*/false, none.declined_bytes);
   EXPECT_EQ(all.bytes, none.declined_bytes);
   EXPECT_TRUE(spec->weights.layers[0].wq.repacked);
+}
+
+// Q2_K with Q3_K experts' down matrices (the Q2_K mix's shape) over the bound: the Q2_K matrices are
+// repacked, the Q3_K ones stay mapped and are declined; with room for both, both are repacked.
+TEST(Model, RepackKeepsWholeTypesWithinItsByteBound) {
+  if (!quant::use_repacked(GgmlType::Q3_K)) GTEST_SKIP() << "repacking needs the AVX-512 lane kernels";
+  Spec s;
+  s.n_embd = 256;
+  s.n_ff = 512;
+  s.n_layer = 1;
+  s.wtype = GgmlType::Q2_K;
+  s.down_type = GgmlType::Q3_K;
+  s.seed = 19;
+  ModelFile f(s);
+  const auto loaded = ModelSpec::load(f.m.path);
+  uint64_t q2 = 0, q3 = 0;
+  const LayerWeights& L0 = loaded->weights.layers[0];
+  for (const WeightView* v : {&L0.wq, &L0.wk, &L0.wv, &L0.wo, &loaded->weights.output}) q2 += v->rows * v->row_bytes;
+  for (const auto* experts : {&L0.ffn_gate, &L0.ffn_up, &L0.ffn_down})
+    for (const WeightView& v : *experts) (v.type == GgmlType::Q3_K ? q3 : q2) += v.rows * v.row_bytes;
+  ASSERT_GT(q3, 0u);
+  auto spec = std::make_shared<ModelSpec>(*loaded);
+  const RepackStats some = repack_weights(spec->weights, 2, /*drop_mapped=*/false, q2 + q3 - 1);
+  EXPECT_EQ(some.bytes, q2);
+  EXPECT_EQ(some.declined_bytes, q3);
+  EXPECT_TRUE(spec->weights.layers[0].wq.repacked);
+  EXPECT_TRUE(spec->weights.layers[0].ffn_gate[0].repacked);
+  EXPECT_FALSE(spec->weights.layers[0].ffn_down[0].repacked);
+  EXPECT_EQ(spec->weights.layers[0].ffn_down[0].residency, Residency::Mmap);
+  auto spec2 = std::make_shared<ModelSpec>(*loaded);
+  const RepackStats all = repack_weights(spec2->weights, 2, /*drop_mapped=*/false, q2 + q3);
+  EXPECT_EQ(all.bytes, q2 + q3);
+  EXPECT_EQ(all.declined_bytes, 0u);
+  EXPECT_TRUE(spec2->weights.layers[0].ffn_down[0].repacked);
 }
 
 TEST(Model, StackedAndPerExpertFilesGiveTheSameLogits) {

@@ -55,6 +55,32 @@ void* alloc_weight_buffer(size_t bytes) {
   return std::aligned_alloc(64, std::max<size_t>((bytes + 63) / 64 * 64, 64));
 }
 
+uint64_t view_bytes(const WeightView& v) { return static_cast<uint64_t>(v.rows) * v.row_bytes; }
+
+// Over max_bytes, whole types are kept in the order they gained repacked kernels (Q4_K, Q2_K, then Q3_K;
+// any other after them) while all their matrices fit what is left, and the rest dropped from `todo`: so
+// a model that Q3_K pushes over the bound (llama.cpp's Q2_K mix of Mixtral 8x7B: 10.0 GB of Q2_K, 6.5 GB
+// of Q3_K) still repacks what it did before Q3_K was repackable, never less. Returns the bytes dropped.
+uint64_t keep_types_within(std::vector<WeightView*>& todo, uint64_t max_bytes) {
+  uint64_t total = 0;
+  for (const WeightView* v : todo) total += view_bytes(*v);
+  if (total <= max_bytes) return 0;
+  std::vector<GgmlType> order = {GgmlType::Q4_K, GgmlType::Q2_K, GgmlType::Q3_K}, kept;
+  for (const WeightView* v : todo)
+    if (std::find(order.begin(), order.end(), v->type) == order.end()) order.push_back(v->type);
+  uint64_t left = max_bytes, kept_bytes = 0;
+  for (GgmlType t : order) {
+    uint64_t bytes = 0;
+    for (const WeightView* v : todo) bytes += v->type == t ? view_bytes(*v) : 0;
+    if (bytes > left) continue;
+    left -= bytes;
+    kept_bytes += bytes;
+    kept.push_back(t);
+  }
+  std::erase_if(todo, [&](const WeightView* v) { return std::find(kept.begin(), kept.end(), v->type) == kept.end(); });
+  return total - kept_bytes;
+}
+
 }  // namespace
 
 RepackStats repack_weights(Weights& w, int n_threads, bool drop_mapped, uint64_t max_bytes) {
@@ -68,12 +94,11 @@ RepackStats repack_weights(Weights& w, int n_threads, bool drop_mapped, uint64_t
         if (repacks(v)) todo.push_back(&v);
   }
   if (!w.output_tied && repacks(w.output)) todo.push_back(&w.output);
-  uint64_t total = 0;
-  for (const WeightView* v : todo) total += static_cast<uint64_t>(v->rows) * v->row_bytes;
-  if (total > max_bytes) {
-    RepackStats declined;
-    declined.declined_bytes = total;
-    return declined;
+  const uint64_t declined = keep_types_within(todo, max_bytes);
+  if (todo.empty()) {
+    RepackStats none;
+    none.declined_bytes = declined;
+    return none;
   }
 
   struct Source { const uint8_t* data; size_t bytes; };
@@ -115,6 +140,7 @@ RepackStats repack_weights(Weights& w, int n_threads, bool drop_mapped, uint64_t
 
   RepackStats st;
   st.matrices = static_cast<int64_t>(todo.size());
+  st.declined_bytes = declined;
   for (const Source& s : sources) {
     st.bytes += s.bytes;
     // Then the pages the ranges share with their neighbours (read back from the file if still needed).

@@ -134,8 +134,8 @@ void lanes_rows(GgmlType weight_type, int64_t n, const void* w, size_t w_row_byt
 // ---- repacked weights (layout in lanes.h) ----
 
 bool can_repack(GgmlType weight_type) {
-  return weight_type == GgmlType::Q4_K || weight_type == GgmlType::Q2_K || weight_type == GgmlType::Q6_K ||
-         weight_type == GgmlType::Q8_0;
+  return weight_type == GgmlType::Q4_K || weight_type == GgmlType::Q2_K || weight_type == GgmlType::Q3_K ||
+         weight_type == GgmlType::Q6_K || weight_type == GgmlType::Q8_0;
 }
 
 bool use_repacked(GgmlType weight_type) { return can_repack(weight_type) && use_lanes(weight_type); }
@@ -190,6 +190,60 @@ void set_q6k_level(BlockQ6_K& b, int v, int level) {
   hi = static_cast<uint8_t>((hi & ~(3 << (2 * k))) | ((level >> 4) << (2 * k)));
 }
 
+// ---- Q3_K (layout in lanes.h): a tile is one block, 110 bytes: the low two bits as a Q2_K tile's
+// levels (byte 4s + i, bits 2r..2r+1 = value 4r + i of lane s), then round r's 64 third bits at
+// 64 + 8r (bit k % 8 of byte k / 8 = byte lane k = 4s + i of the round's register), then the block's 12
+// scale bytes and d, unchanged.
+constexpr size_t kQ3KTile = 110, kQ3KHigh = 64, kQ3KHeader = 96;
+static_assert(kQ3KTile == sizeof(BlockQ3_K) && kQ3KHeader + 12 + 2 == kQ3KTile);  // the GGUF row's size
+
+// Value v (< 256) of a Q3_K block: its low two bits sit where Q2_K's do (qs[32 (v / 128) + v % 32],
+// bits 2 ((v % 128) / 32)), its third bit is bit v / 32 of hmask[v % 32] (quant/dequant_ref.cpp).
+int q3k_low(const BlockQ3_K& b, int v) { return (b.qs[32 * (v / 128) + v % 32] >> (2 * ((v % 128) / 32))) & 3; }
+int q3k_high(const BlockQ3_K& b, int v) { return (b.hmask[v % 32] >> (v / 32)) & 1; }
+
+void repack_q3k(const BlockQ3_K* w, uint8_t* out, int64_t nb) {
+  for (int64_t p = 0; p < nb; ++p) {
+    const BlockQ3_K& b = w[p];
+    uint8_t* q = out + static_cast<size_t>(p) * kQ3KTile;
+    std::memset(q + kQ3KHigh, 0, kQ3KHeader - kQ3KHigh);
+    for (int s = 0; s < 16; ++s)
+      for (int i = 0; i < 4; ++i) {
+        const int k = 4 * s + i;  // byte lane of every round's register
+        int byte = 0;
+        for (int r = 0; r < 4; ++r) {
+          const int v = 16 * s + 4 * r + i;
+          byte |= q3k_low(b, v) << (2 * r);
+          q[kQ3KHigh + 8 * r + k / 8] = static_cast<uint8_t>(q[kQ3KHigh + 8 * r + k / 8] | q3k_high(b, v) << (k % 8));
+        }
+        q[k] = static_cast<uint8_t>(byte);
+      }
+    std::memcpy(q + kQ3KHeader, b.scales, 12);
+    std::memcpy(q + kQ3KHeader + 12, &b.d, 2);
+  }
+}
+
+void unrepack_q3k(const uint8_t* in, BlockQ3_K* w, int64_t nb) {
+  for (int64_t p = 0; p < nb; ++p) {
+    BlockQ3_K& b = w[p];
+    const uint8_t* q = in + static_cast<size_t>(p) * kQ3KTile;
+    std::memset(b.qs, 0, sizeof(b.qs));
+    std::memset(b.hmask, 0, sizeof(b.hmask));
+    for (int s = 0; s < 16; ++s)
+      for (int i = 0; i < 4; ++i)
+        for (int r = 0; r < 4; ++r) {
+          const int k = 4 * s + i, v = 16 * s + 4 * r + i;
+          const int low = (q[k] >> (2 * r)) & 3, high = (q[kQ3KHigh + 8 * r + k / 8] >> (k % 8)) & 1;
+          uint8_t& qs = b.qs[32 * (v / 128) + v % 32];
+          qs = static_cast<uint8_t>(qs | low << (2 * ((v % 128) / 32)));
+          uint8_t& hm = b.hmask[v % 32];
+          hm = static_cast<uint8_t>(hm | high << (v / 32));
+        }
+    std::memcpy(b.scales, q + kQ3KHeader, 12);
+    std::memcpy(&b.d, q + kQ3KHeader + 12, 2);
+  }
+}
+
 }  // namespace
 
 size_t repacked_row_bytes(GgmlType weight_type, int64_t n) {
@@ -197,6 +251,7 @@ size_t repacked_row_bytes(GgmlType weight_type, int64_t n) {
   const auto nb = static_cast<size_t>(n / kQKK);
   if (weight_type == GgmlType::Q8_0) return nb * 8 * sizeof(BlockQ8_0);
   if (weight_type == GgmlType::Q6_K) return nb * sizeof(BlockQ6_K);
+  if (weight_type == GgmlType::Q3_K) return nb * sizeof(BlockQ3_K);  // a 110-byte tile per block
   return nb * (weight_type == GgmlType::Q4_K ? sizeof(BlockQ4_K) : sizeof(BlockQ2_K));
 }
 
@@ -243,6 +298,7 @@ void repack_row(GgmlType weight_type, const void* src, void* dst, int64_t n) {
   const int64_t nb = n / kQKK;
   auto* out = static_cast<uint8_t*>(dst);
   if (weight_type == GgmlType::Q8_0) return repack_q8_0(static_cast<const BlockQ8_0*>(src), out, nb);
+  if (weight_type == GgmlType::Q3_K) return repack_q3k(static_cast<const BlockQ3_K*>(src), out, nb);
   if (weight_type == GgmlType::Q4_K) {
     const auto* w = static_cast<const BlockQ4_K*>(src);
     for (int64_t p = 0; p < (nb + 1) / 2; ++p) {
@@ -306,6 +362,7 @@ void unrepack_row(GgmlType weight_type, const void* src, void* dst, int64_t n) {
   const int64_t nb = n / kQKK;
   const auto* in = static_cast<const uint8_t*>(src);
   if (weight_type == GgmlType::Q8_0) return unrepack_q8_0(in, static_cast<BlockQ8_0*>(dst), nb);
+  if (weight_type == GgmlType::Q3_K) return unrepack_q3k(in, static_cast<BlockQ3_K*>(dst), nb);
   if (weight_type == GgmlType::Q4_K) {
     auto* w = static_cast<BlockQ4_K*>(dst);
     for (int64_t b = 0; b < nb; ++b) {

@@ -100,14 +100,18 @@ void lanes_rows(GgmlType weight_type, int64_t n, const void* w, size_t w_row_byt
 //    4j + i and 8 + 4j + i of lane s), a register of the levels' top two bits (byte 4s + i: those of
 //    value 4r + i in bits 2r..2r+1, as Q2_K), then 18 bytes: scales[16] (int8), d. The levels are the
 //    unsigned 6-bit q (the - 32 is in the kernels' min term).
+//  - Q3_K (a tile is one super-block, 110 bytes): 64 bytes of the low two bits as Q2_K's, then 32 bytes
+//    of third bits, round r's 64 at byte 64 + 8r (bit k % 8 of byte k / 8 for byte lane k = 4s + i: one
+//    64-bit mask, so the round is its low bits OR 4 where the mask is set), then 14 bytes: the 12
+//    packed scale bytes and d, as in the block.
 // Each tile's levels and header are contiguous and tiles follow each other, so a row is read as one
 // ascending stream (levels and headers in two regions of the row streamed at 0.6-0.8x the speed from
 // DRAM: the prefetchers follow one stream per page better than two interleaved ones).
 // The numbers computed are exactly the unrepacked lane kernels' (same integer sums, same float steps):
-// repacking changes speed, never a result bit. Q3_K and the other types are not repacked.
+// repacking changes speed, never a result bit. The other types are not repacked.
 
-// True for the types repack_row handles (Q2_K, Q4_K, Q6_K, Q8_0); use_repacked also needs the AVX-512
-// lane kernels (and, for a matrix, use_lanes(type, cols): model/repack.cpp checks the row length).
+// True for the types repack_row handles (Q2_K, Q3_K, Q4_K, Q6_K, Q8_0); use_repacked also needs the
+// AVX-512 lane kernels (and, for a matrix, use_lanes(type, cols): model/repack.cpp checks the row length).
 bool can_repack(GgmlType weight_type);
 bool use_repacked(GgmlType weight_type);
 

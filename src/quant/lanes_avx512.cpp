@@ -349,6 +349,39 @@ struct Q6KRepacked {
   }
 };
 
+// ---- Q3_K repacked (lanes.h, repack_row): the low two bits as Q2KRepacked's, and each round's 64 third
+// bits as one 64-bit mask (bit k = byte lane k), so round r is ((v >> 2r) & 3) | (4 in the bytes the
+// mask selects): a shift, a zero-masked byte move (AVX-512BW) and one ternary-logic instruction, with
+// no lane crossing. Levels low2 + 4 hbit, scales and wm = 4 ws exactly as Q3K builds them, so every
+// result is the same bits.
+struct Q3KRepacked {
+  static constexpr int kSub = 16;
+  static int64_t tiles(int64_t nb) { return nb; }
+  static __mmask64 third_bits(const uint8_t* q, int r) {
+    uint64_t m;
+    std::memcpy(&m, q + 64 + 8 * r, 8);
+    return _cvtu64_mask64(m);
+  }
+  static void unpack(const void* wv, int64_t, int64_t p, __m512i* wq, __m512& ws, __m512& wm) {
+    const auto* row = static_cast<const uint8_t*>(wv);
+    const uint8_t* q = row + static_cast<size_t>(p) * 110;
+    // 8 tiles ahead as Q2KRepacked; two lines a tile cover every line of the 110-byte tiles streamed.
+    _mm_prefetch(reinterpret_cast<const char*>(q + 8 * 110), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(q + 8 * 110 + 64), _MM_HINT_T0);
+    const __m512i v = load512(q);
+    const __m512i low2 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+    const __m512i shifted[4] = {v, _mm512_srli_epi32(v, 2), _mm512_srli_epi32(v, 4), _mm512_srli_epi32(v, 6)};
+    MOE_UNROLL
+    for (int r = 0; r < 4; ++r)  // 0xEA: (shifted & low2) | third bit
+      wq[r] = _mm512_ternarylogic_epi32(shifted[r], low2, _mm512_maskz_mov_epi8(third_bits(q, r), four), 0xEA);
+    const uint8_t* h = q + 96;  // 12 scale bytes, d
+    uint16_t d;
+    std::memcpy(&d, h + 12, 2);
+    ws = _mm512_mul_ps(floats_i8(q3_K_scales(h)), _mm512_set1_ps(half(d)));
+    wm = _mm512_mul_ps(ws, _mm512_set1_ps(4.0f));
+  }
+};
+
 // One weight row against NT tokens. The products of a tile's rounds accumulate in two int32 chains
 // (exact in any order: a lane sums at most 32 products of |level| <= 255 (Q8_0's w + 128; 63 for the
 // K-quants) and |x| <= 128).
@@ -573,6 +606,7 @@ DotTokensFn lanes_dot_avx512(GgmlType type) {
 LanesRowsFn lanes_rows_repacked_avx512(GgmlType type) {
   switch (type) {
     case GgmlType::Q2_K: return &rows_kernel_n<Q2KRepacked>;
+    case GgmlType::Q3_K: return &rows_kernel_n<Q3KRepacked>;
     case GgmlType::Q4_K: return &rows_kernel_n<Q4KRepacked>;
     case GgmlType::Q8_0: return &rows_kernel_n<Q80Repacked>;
     case GgmlType::Q6_K: return &rows_kernel_n<Q6KRepacked>;
@@ -583,6 +617,7 @@ LanesRowsFn lanes_rows_repacked_avx512(GgmlType type) {
 DotTokensFn lanes_dot_repacked_avx512(GgmlType type) {
   switch (type) {
     case GgmlType::Q2_K: return &dot_grouped<Q2KRepacked>;
+    case GgmlType::Q3_K: return &dot_grouped<Q3KRepacked>;
     case GgmlType::Q4_K: return &dot_grouped<Q4KRepacked>;
     case GgmlType::Q8_0: return &dot_grouped<Q80Repacked>;
     case GgmlType::Q6_K: return &dot_grouped<Q6KRepacked>;

@@ -20,6 +20,7 @@
 #include "quant/blocks.h"
 #include "quant/lanes.h"
 #include "quant/quant.h"
+#include "quant/ref.h"
 #include "util/cpu.h"
 #include "util/error.h"
 #include "util/fp16.h"
@@ -643,7 +644,7 @@ TEST(QuantSimd, ActivationQuantizationEdgeCasesAreBitIdentical) {
 
 // ---- repacked weights (quant/lanes.h: repack_row) ----
 
-const GgmlType kRepackTypes[] = {GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0};
+const GgmlType kRepackTypes[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0};
 
 std::vector<uint8_t> repacked(GgmlType type, const std::vector<uint8_t>& w, int64_t n) {
   std::vector<uint8_t> out(repacked_row_bytes(type, n), 0xAB);
@@ -673,6 +674,7 @@ TEST(QuantRepack, UnrepackGivesTheGgufRowBack) {
   EXPECT_THROW(repacked_row_bytes(GgmlType::Q8_0, 96), Error);  // Q8_0 rows of other lengths stay as they are
   EXPECT_EQ(repacked_row_bytes(GgmlType::Q6_K, 768), bytes_of(GgmlType::Q6_K, 768));
   EXPECT_THROW(repacked_row_bytes(GgmlType::Q5_K, 256), Error);
+  EXPECT_EQ(repacked_row_bytes(GgmlType::Q3_K, 768), bytes_of(GgmlType::Q3_K, 768));
   EXPECT_THROW(repacked_row_bytes(GgmlType::Q4_K, 100), Error);
 }
 
@@ -754,6 +756,9 @@ TEST(QuantRepack, ToleranceSeesOneWrongRepackedLevel) {
     // Q6_K (the band counts 2 terms per 16 values, ~1.0
     // here against a step of d * sc ~ 0.07): the same four levels all go to 63 or all to 0 (low nibbles
     // in register 0's bytes 0..3, top pairs in bits 0-1 of register 2's), moving their sum by >= 126 steps.
+    // Q3_K: the third bits of round 0 of the lane with the largest |scale| (round r's bits are the
+    // 64-bit mask at byte 64 + 8r, bit 4s + i for value 4r + i of lane s) all set, or all cleared when
+    // more than two are set: at least 8 steps of that lane's grid.
     if (type == GgmlType::Q4_K) {
       wr[0] ^= 0x08;
     } else if (type == GgmlType::Q8_0) {
@@ -768,6 +773,17 @@ TEST(QuantRepack, ToleranceSeesOneWrongRepackedLevel) {
         lo = static_cast<uint8_t>((lo & 0xF0) | (to & 0x0F));
         hi = static_cast<uint8_t>((hi & ~3) | (to >> 4));
       }
+    } else if (type == GgmlType::Q3_K) {
+      int scales[16];
+      ref::unpack_q3_K_scales(w.data() + offsetof(BlockQ3_K, scales), scales);
+      int lane = 0;
+      for (int s = 1; s < 16; ++s)
+        if (std::abs(scales[s]) > std::abs(scales[lane])) lane = s;
+      uint8_t& bits = wr[static_cast<size_t>(64 + lane / 2)];
+      const int shift = 4 * (lane % 2);
+      int set = 0;
+      for (int i = 0; i < 4; ++i) set += (bits >> (shift + i)) & 1;
+      bits = static_cast<uint8_t>(set <= 2 ? bits | 0x0F << shift : bits & ~(0x0F << shift));
     } else {
       int sum = 0;
       for (int i = 0; i < 4; ++i) sum += wr[static_cast<size_t>(i)] & 3;

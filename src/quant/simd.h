@@ -23,7 +23,7 @@ QuantizeFn quantizer_avx512(GgmlType act_type);
 // The sub-block lane kernels (quant/lanes.h): x in the lane layout for lanes_sub_block(type).
 DotTokensFn lanes_dot_avx512(GgmlType weight_type);
 LanesRowsFn lanes_rows_avx512(GgmlType weight_type);
-// The same kernels over repacked rows (lanes.h's repack_row layout; Q2_K, Q4_K and Q6_K).
+// The same kernels over repacked rows (lanes.h's repack_row layout; Q2_K, Q3_K, Q4_K, Q6_K and Q8_0).
 DotTokensFn lanes_dot_repacked_avx512(GgmlType weight_type);
 LanesRowsFn lanes_rows_repacked_avx512(GgmlType weight_type);
 
