@@ -30,12 +30,12 @@ TEST(ComputeProbe, MeasuresAPlausibleRate) {
 // Repacked rows (as load repacks them) time the repacked kernels; a type without them is refused.
 TEST(ComputeProbe, TimesRepackedKernels) {
   ThreadPool pool(2);
-  EXPECT_THROW(measure_kernel_rate(pool, GgmlType::Q6_K, 1, 512, 4, 0.002, /*repacked=*/true), Error);
+  EXPECT_THROW(measure_kernel_rate(pool, GgmlType::Q5_K, 1, 512, 4, 0.002, /*repacked=*/true), Error);
   if (!quant::use_repacked(GgmlType::Q3_K)) {
     EXPECT_THROW(measure_kernel_rate(pool, GgmlType::Q3_K, 1, 512, 4, 0.002, true), Error);
     return;
   }
-  for (GgmlType type : {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K}) {
+  for (GgmlType type : {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0}) {
     const KernelRate r = measure_kernel_rate(pool, type, 1, 512, 4, 0.002, true);
     ASSERT_TRUE(std::isfinite(r.seconds_per_256)) << type_name(type);
     EXPECT_GT(r.seconds_per_256, 0.0) << type_name(type);

@@ -40,19 +40,19 @@ void drop_pages(const uint8_t* data, size_t bytes, bool outward) {
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
-// A buffer for `bytes` of repacked weights. Matrices of 2 MiB or more are 2 MiB aligned and marked for
-// transparent huge pages (MADV_HUGEPAGE; THP is commonly "madvise"-only): the kernels stream weights at
-// 13 GB/s per core, one 4 KiB page every ~300 ns, and each new page costs a TLB miss and a page walk,
-// which 2 MiB pages make 512 times rarer. Where THP is off the advice is ignored and nothing changes.
+// A buffer for `bytes` of repacked weights, freed with std::free. Matrices of 2 MiB or more start on a
+// 2 MiB boundary and the whole 2 MiB pages inside them are marked for transparent huge pages
+// (MADV_HUGEPAGE; THP is commonly "madvise"-only): the kernels stream weights at ~13 GB/s per core, a
+// 4 KiB page every ~300 ns, each new page a TLB miss and a page walk, which 2 MiB pages make 512 times
+// rarer. Only pages the repacking fills are advised (the tail stays in 4 KiB pages), so the resident
+// size stays the matrix's bytes, as the memory plan counts it. Where THP is off nothing changes.
 void* alloc_weight_buffer(size_t bytes) {
   constexpr size_t kHuge = size_t{2} << 20;
-  if (bytes >= kHuge) {
-    const size_t alloc = (bytes + kHuge - 1) / kHuge * kHuge;
-    void* p = std::aligned_alloc(kHuge, alloc);
-    if (p != nullptr) ::madvise(p, alloc, MADV_HUGEPAGE);
-    return p;
-  }
-  return std::aligned_alloc(64, std::max<size_t>((bytes + 63) / 64 * 64, 64));
+  const size_t size = std::max<size_t>((bytes + 63) / 64 * 64, 64);
+  void* p = nullptr;
+  if (::posix_memalign(&p, bytes >= kHuge ? kHuge : 64, size) != 0) return nullptr;
+  if (bytes >= kHuge) ::madvise(p, bytes / kHuge * kHuge, MADV_HUGEPAGE);
+  return p;
 }
 
 uint64_t view_bytes(const WeightView& v) { return static_cast<uint64_t>(v.rows) * v.row_bytes; }
