@@ -140,11 +140,13 @@ struct Q4KRepacked {
     const bool full = 2 * p + 1 < nb;
     const uint8_t* q = row + static_cast<size_t>(p) * 288;
     const uint8_t* h = q + (full ? 256 : 128);
-    // Software prefetch of every line 4 tiles (1152 bytes) ahead: without it this short loop streamed a
+    // Software prefetch of every line 8 tiles (2304 bytes) ahead: without it this short loop streamed a
     // matrix from DRAM at 0.88-0.98x the permuting kernel's speed, with it 1.0-1.3x; in cache it costs
-    // (0.75x at 1-2 tokens), but model weights are streamed (BENCHMARKS.md).
+    // (0.75x at 1-2 tokens), but model weights are streamed (BENCHMARKS.md). 8 tiles rather than 4: at
+    // ~35 GB/s a thread must keep ~2 KB in flight to cover DRAM latency; decode was 1.12x faster with 8
+    // (4 interleaved rounds on the 4-layer Mixtral Q4_K_M; 10, 12, 16 and 24 no better than 8).
     MOE_UNROLL
-    for (int l = 0; l < 5; ++l) _mm_prefetch(reinterpret_cast<const char*>(q + 4 * 288 + 64 * l), _MM_HINT_T0);
+    for (int l = 0; l < 5; ++l) _mm_prefetch(reinterpret_cast<const char*>(q + 8 * 288 + 64 * l), _MM_HINT_T0);
     const __m512i low4 = _mm512_set1_epi8(0x0F);
     MOE_UNROLL
     for (int k = 0; k < 4; ++k) {
