@@ -88,10 +88,19 @@ test('the chat page: key, streamed reply, stats, routing view, reload, hostile r
       if (c) window.__lengths.add(c.textContent.length);
     }).observe(document.getElementById('messages'), { subtree: true, childList: true, characterData: true });
   });
+  // The page paints at most once per animation frame, and the bundled model can stream all 200 tokens
+  // within two frames on a fast machine: throttle the page's downloads (16 KiB/s, a few hundred bytes per
+  // token) so the reply arrives over many frames and incremental rendering is observable whatever the
+  // server's speed.
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: 16 * 1024, uploadThroughput: -1 });
   const question = 'Tell me a story about a cat.';
   await page.fill('#input', question);
   await page.press('#input', 'Enter');
   await waitReplyDone(1);
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+  await cdp.detach();
   const reply = await page.locator('.msg.assistant .content').textContent();
   assert.ok(reply.length > 0);
   const seen = await page.evaluate(() => window.__lengths.size);
