@@ -31,6 +31,14 @@ inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
 inline __m512i lanes_of(const std::array<int, 16>& v) { return _mm512_loadu_si512(v.data()); }
 inline float half(uint16_t h) { return _cvtsh_ss(h); }
 
+// Software prefetch of kLines cache lines from `at` (a repacked tile some tiles ahead of the one being
+// unpacked: each repacked kernel streams its row as one ascending run of tiles).
+template <int kLines>
+inline void prefetch_lines(const uint8_t* at) {
+  MOE_UNROLL
+  for (int l = 0; l < kLines; ++l) _mm_prefetch(reinterpret_cast<const char*>(at + 64 * l), _MM_HINT_T0);
+}
+
 // 16 int8 (signed) or uint8 as 16 floats.
 inline __m512 floats_i8(__m128i b) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)); }
 inline __m512 floats_u8(__m128i b) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b)); }
@@ -145,8 +153,7 @@ struct Q4KRepacked {
     // (0.75x at 1-2 tokens), but model weights are streamed (BENCHMARKS.md). 8 tiles rather than 4: at
     // ~35 GB/s a thread must keep ~2 KB in flight to cover DRAM latency; decode was 1.12x faster with 8
     // (4 interleaved rounds on the 4-layer Mixtral Q4_K_M; 10, 12, 16 and 24 no better than 8).
-    MOE_UNROLL
-    for (int l = 0; l < 5; ++l) _mm_prefetch(reinterpret_cast<const char*>(q + 8 * 288 + 64 * l), _MM_HINT_T0);
+    prefetch_lines<5>(q + 8 * 288);
     const __m512i low4 = _mm512_set1_epi8(0x0F);
     MOE_UNROLL
     for (int k = 0; k < 4; ++k) {
@@ -175,8 +182,7 @@ struct Q2KRepacked {
   static void unpack(const void* wv, int64_t, int64_t p, __m512i* wq, __m512& ws, __m512& wm) {
     const auto* row = static_cast<const uint8_t*>(wv);
     const uint8_t* q = row + static_cast<size_t>(p) * 84;
-    _mm_prefetch(reinterpret_cast<const char*>(q + 8 * 84), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(q + 8 * 84 + 64), _MM_HINT_T0);
+    prefetch_lines<2>(q + 8 * 84);
     const __m512i v = load512(q);
     const uint8_t* h = q + 64;
     const __m512i low2 = _mm512_set1_epi8(3);
@@ -260,8 +266,7 @@ struct Q80Repacked {
     constexpr size_t kTile = 16 * sizeof(BlockQ8_0);  // 544 bytes: 8 rounds of 64, 16 fp16 scales
     const uint8_t* q = static_cast<const uint8_t*>(wv) + static_cast<size_t>(p) * kTile;
     // Every line of the tile 4 tiles ahead, as Q4KRepacked does (a row is one ascending stream).
-    MOE_UNROLL
-    for (int l = 0; l < 9; ++l) _mm_prefetch(reinterpret_cast<const char*>(q + 4 * kTile + 64 * l), _MM_HINT_T0);
+    prefetch_lines<9>(q + 4 * kTile);
     if (2 * p + 1 < nb) {
       MOE_UNROLL
       for (int r = 0; r < 8; ++r) wq[r] = load512(q + 64 * r);
@@ -327,11 +332,7 @@ struct Q6KRepacked {
     const uint8_t* q = static_cast<const uint8_t*>(wv) + static_cast<size_t>(p) * sizeof(BlockQ6_K);
     // Every line of the tile kAhead tiles ahead: each tile's four prefetches start at its own first
     // byte and a tile is 210 bytes, so together they cover every line of the row.
-    if constexpr (kAhead > 0) {
-      MOE_UNROLL
-      for (int l = 0; l < 4; ++l)
-        _mm_prefetch(reinterpret_cast<const char*>(q + kAhead * sizeof(BlockQ6_K) + 64 * l), _MM_HINT_T0);
-    }
+    if constexpr (kAhead > 0) prefetch_lines<4>(q + kAhead * sizeof(BlockQ6_K));
     decode(q, wq, ws, wm);
   }
   static void decode(const uint8_t* q, __m512i* wq, __m512& ws, __m512& wm) {
@@ -368,8 +369,7 @@ struct Q3KRepacked {
     const auto* row = static_cast<const uint8_t*>(wv);
     const uint8_t* q = row + static_cast<size_t>(p) * 110;
     // 8 tiles ahead as Q2KRepacked; two lines a tile cover every line of the 110-byte tiles streamed.
-    _mm_prefetch(reinterpret_cast<const char*>(q + 8 * 110), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(q + 8 * 110 + 64), _MM_HINT_T0);
+    prefetch_lines<2>(q + 8 * 110);
     const __m512i v = load512(q);
     const __m512i low2 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
     const __m512i shifted[4] = {v, _mm512_srli_epi32(v, 2), _mm512_srli_epi32(v, 4), _mm512_srli_epi32(v, 6)};
