@@ -69,6 +69,22 @@ size_t find_bad_byte(const std::string& in, size_t from) {
 
 constexpr std::string_view kMethods[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"};
 
+// Whether canonical_head passes a client's header on to the handler layer.
+bool forwarded_header(std::string_view name) {
+  static constexpr std::string_view kDropped[] = {
+      "Content-Length", "Transfer-Encoding", "Expect", "Range", "If-Range", "Content-Encoding", "TE", "Trailer",
+      // httplib adds these itself from the socket; a client's copies must not shadow them.
+      "REMOTE_ADDR", "REMOTE_PORT", "LOCAL_ADDR", "LOCAL_PORT"};
+  for (auto d : kDropped)
+    if (iequals(name, d)) return false;
+  return true;
+}
+
+// Methods whose canonical head always carries a Content-Length (0 for an empty body).
+bool bodyful_method(std::string_view method) {
+  return method == "POST" || method == "PUT" || method == "PATCH" || method == "DELETE";
+}
+
 }  // namespace
 
 std::string_view RequestHead::header(std::string_view name) const {
@@ -197,6 +213,9 @@ RequestParser::State RequestParser::parse_head(std::string_view head) {
     if (colon == std::string_view::npos) return fail(400, "malformed HTTP header: a line without ':'");
     std::string_view name = line.substr(0, colon), value = trim_ows(line.substr(colon + 1));
     if (!is_token(name)) return fail(400, cat("malformed HTTP header name '", name.substr(0, 64), "'"));
+    // The forwarded line is "name: value", which can be a byte longer than the client's "name:value".
+    if (name.size() + 2 + value.size() > limits_.max_header_line)
+      return fail(431, cat("a header line is longer than ", limits_.max_header_line, " bytes"));
     if (!is_field_value(value)) return fail(400, cat("malformed value of the header ", name, ": control bytes"));
     if (head_.headers.size() >= limits_.max_headers)
       return fail(431, cat("more than ", limits_.max_headers, " header fields"));
@@ -250,6 +269,18 @@ RequestParser::State RequestParser::parse_head(std::string_view head) {
   if (head_.has_body() && (head_.method == "GET" || head_.method == "HEAD" || head_.method == "OPTIONS"))
     return fail(400, cat("a ", head_.method, " request cannot have a body"));
   head_.keep_alive = head_.minor_version == 1 ? !conn_close : (conn_keep_alive && !conn_close);
+  // The limits hold for the head the handlers get too (canonical_head), so that it frames the same way
+  // under the same limits: it adds a Content-Length to bodyful methods and a space after each colon.
+  size_t forwarded = size_t(std::count_if(head_.headers.begin(), head_.headers.end(),
+                                          [](const auto& h) { return forwarded_header(h.first); })) +
+                     (bodyful_method(head_.method) ? 1 : 0);
+  if (forwarded > limits_.max_headers)
+    return fail(431, cat("more than ", limits_.max_headers, " header fields (counting the Content-Length the server adds)"));
+  // Sized with the longest Content-Length value (20 digits); like the client's head, it may pass the
+  // limit by its closing CRLF CRLF.
+  size_t canonical_bytes = canonical_head(head_, bodyful_method(head_.method) ? SIZE_MAX : 0).size();
+  if (canonical_bytes > limits_.max_head_bytes + 4)
+    return fail(431, cat("the request head is larger than ", limits_.max_head_bytes, " bytes once normalised"));
   return State::HeadReady;
 }
 
@@ -355,22 +386,15 @@ RequestParser::State RequestParser::parse_body(std::string& in) {
 }
 
 std::string canonical_head(const RequestHead& head, size_t body_bytes) {
-  static constexpr std::string_view kDropped[] = {
-      "Content-Length", "Transfer-Encoding", "Expect", "Range", "If-Range", "Content-Encoding", "TE", "Trailer",
-      // httplib adds these itself from the socket; a client's copies must not shadow them.
-      "REMOTE_ADDR", "REMOTE_PORT", "LOCAL_ADDR", "LOCAL_PORT"};
   std::string out = cat(head.method, " ", head.target, " HTTP/1.", head.minor_version, "\r\n");
   for (const auto& [k, v] : head.headers) {
-    bool drop = false;
-    for (auto d : kDropped) drop = drop || iequals(k, d);
-    if (drop) continue;
+    if (!forwarded_header(k)) continue;
     out += k;
     out += ": ";
     out += v;
     out += "\r\n";
   }
-  bool bodyful = head.method == "POST" || head.method == "PUT" || head.method == "PATCH" || head.method == "DELETE";
-  if (bodyful || body_bytes > 0) out += cat("Content-Length: ", body_bytes, "\r\n");
+  if (bodyful_method(head.method) || body_bytes > 0) out += cat("Content-Length: ", body_bytes, "\r\n");
   out += "\r\n";
   return out;
 }
