@@ -27,6 +27,7 @@
 #include "quant/blocks.h"
 #include "quant/kquant_scales.h"
 #include "quant/simd.h"
+#include "quant/token_rows.h"
 #include "quant/vec.h"
 #include "quant/vec_kernels.h"
 #include "util/fp16.h"
@@ -238,15 +239,6 @@ inline __m512i madd_wide(__m256i a, __m256i b) { return _mm512_zextsi256_si512(_
 // vec_dot of that token alone: batching cannot change an answer. In matmul, Q2_K, Q3_K, Q4_K and Q6_K
 // run on the sub-block lane kernels (lanes_avx512.cpp), and the legacy formats loop over their one-row
 // kernels.
-
-// The token and chunk loops must be unrolled so that acc[t] and the unpacked chunks live in registers.
-#define MOE_UNROLL _Pragma("GCC unroll 16")
-
-template <int NT>
-inline void token_rows(const uint8_t* x, size_t stride, const BlockQ8_K* (&rows)[NT]) {
-  MOE_UNROLL
-  for (int t = 0; t < NT; ++t) rows[t] = reinterpret_cast<const BlockQ8_K*>(x + static_cast<size_t>(t) * stride);
-}
 
 // Q5_K: chunk c = sub-blocks 2c (low nibbles of qs[32c ..]) and 2c + 1 (high nibbles), plus bit 2c /
 // 2c + 1 of qh[l] as the fifth bit. Each min covers 32 values = two bsums: madd of [b0, b1, ...] with

@@ -23,13 +23,11 @@
 #include "quant/blocks.h"
 #include "quant/kquant_scales.h"
 #include "quant/simd.h"
+#include "quant/token_rows.h"
 #include "quant/vec.h"
 
 namespace moe::quant::detail {
 namespace {
-
-// The token and chunk loops must be unrolled so that the per-token sums live in registers.
-#define MOE_UNROLL _Pragma("GCC unroll 16")
 
 constexpr int kTokenGroup = 4;
 
@@ -55,12 +53,6 @@ inline __m256i scale_pair(__m256i scales16, int lo, int hi) {
 // sum of (unsigned levels q) * (activation bytes at y), times the int16 scale pairs, as 8 int32 lanes.
 inline __m256i scaled(__m256i q, const int8_t* y, __m256i scale_pairs) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(q, load256(y)), scale_pairs);
-}
-
-template <int NT, typename Block>
-inline void token_rows(const uint8_t* x, size_t stride, const Block* (&rows)[NT]) {
-  MOE_UNROLL
-  for (int t = 0; t < NT; ++t) rows[t] = reinterpret_cast<const Block*>(x + static_cast<size_t>(t) * stride);
 }
 
 // ---------------------------------------------------------------------------------------------- Q8_0

@@ -20,12 +20,11 @@
 #include "quant/kquant_scales.h"
 #include "quant/lanes.h"
 #include "quant/simd.h"
+#include "quant/token_rows.h"
 #include "quant/vec.h"
 
 namespace moe::quant::detail {
 namespace {
-
-#define MOE_UNROLL _Pragma("GCC unroll 16")
 
 inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
 inline __m512i lanes_of(const std::array<int, 16>& v) { return _mm512_loadu_si512(v.data()); }
