@@ -54,6 +54,23 @@ void softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(std::exp(static_cast<double>(x[i]) - mx) / sum);
 }
 
+void route_top_k(float* logits, int64_t n_exp, int64_t k, int32_t* ids, float* ws) {
+  softmax(logits, n_exp);
+  const float* p = logits;
+  double sum = 0;
+  for (int64_t j = 0; j < k; ++j) {  // k is 2 of 8 in Mixtral: selection beats a sort
+    int32_t best = -1;
+    for (int32_t e = 0; e < n_exp; ++e) {
+      bool taken = false;
+      for (int64_t i = 0; i < j; ++i) taken |= ids[i] == e;
+      if (!taken && (best < 0 || p[e] > p[best])) best = e;
+    }
+    ids[j] = best;
+    sum += p[best];
+  }
+  for (int64_t j = 0; j < k; ++j) ws[j] = static_cast<float>(p[ids[j]] / sum);
+}
+
 void silu_mul(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];

@@ -1,5 +1,5 @@
 // ops.h: the element-wise and row-wise operations of a Llama/Mixtral layer: RMSNorm, rotary position
-// embedding, softmax, SwiGLU, residual add. Scalar code whose reductions run in double: these ops are
+// embedding, softmax, MoE routing, SwiGLU, residual add. Scalar code whose reductions run in double: these ops are
 // a small share of the time next to the matmuls, and double keeps them exact enough that the
 // verification path's error comes from the weights, not from here.
 #pragma once
@@ -23,6 +23,11 @@ void rope_apply_rotate_half(float* x, int64_t n_heads, int64_t head_dim, int64_t
 
 // In-place softmax over n values (max subtracted; double sum).
 void softmax(float* x, int64_t n);
+
+// Mixtral's router for one token: softmax of the n_exp logits (in place: `logits` holds the
+// probabilities after), the k most probable experts in ids[0..k) (ties to the lower expert id), and
+// their probabilities renormalised to sum 1 in ws[0..k). Needs 1 <= k <= n_exp.
+void route_top_k(float* logits, int64_t n_exp, int64_t k, int32_t* ids, float* ws);
 
 // gate[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)).
 void silu_mul(float* gate, const float* up, int64_t n);

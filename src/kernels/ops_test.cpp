@@ -148,6 +148,41 @@ TEST(Ops, SoftmaxSiluAdd) {
   EXPECT_EQ(a, (std::vector<float>{1.5f, 0, 4}));
 }
 
+// route_top_k against an independent reference: a stable sort of the expert ids by descending
+// probability (so equal probabilities keep the lower id first), renormalised in double. Logits are drawn
+// from a few values so exact ties occur, including at the top and at the k-th place.
+TEST(Ops, RouteTopKPicksTheMostProbableLowerIdOnTies) {
+  std::mt19937 rng(18);
+  int ties_at_cut = 0;
+  for (int iter = 0; iter < 2000; ++iter) {
+    const int64_t n_exp = 1 + static_cast<int64_t>(rng() % 16);
+    const int64_t k = 1 + static_cast<int64_t>(rng() % static_cast<uint32_t>(n_exp));
+    std::vector<float> logits(static_cast<size_t>(n_exp));
+    for (float& v : logits) v = static_cast<float>(static_cast<int>(rng() % 5)) * 0.75f - 1.5f;
+    std::vector<float> p = logits;
+    softmax(p.data(), n_exp);
+    std::vector<int32_t> order(static_cast<size_t>(n_exp));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return p[size_t(a)] > p[size_t(b)]; });
+    if (k < n_exp && p[size_t(order[size_t(k - 1)])] == p[size_t(order[size_t(k)])]) ++ties_at_cut;
+    double sum = 0;
+    for (int64_t j = 0; j < k; ++j) sum += p[size_t(order[size_t(j)])];
+
+    std::vector<float> work = logits;
+    std::vector<int32_t> ids(static_cast<size_t>(k), -7);
+    std::vector<float> ws(static_cast<size_t>(k), -1.0f);
+    route_top_k(work.data(), n_exp, k, ids.data(), ws.data());
+    EXPECT_EQ(work, p) << "the logits become the softmax probabilities";
+    for (int64_t j = 0; j < k; ++j) {
+      ASSERT_EQ(ids[size_t(j)], order[size_t(j)]) << "n_exp " << n_exp << " k " << k << " place " << j;
+      // One float rounding of a double quotient.
+      const double ref = p[size_t(ids[size_t(j)])] / sum;
+      EXPECT_LE(std::fabs(ws[size_t(j)] - ref), kEps * ref);
+    }
+  }
+  EXPECT_GT(ties_at_cut, 100);  // the draw does exercise ties at the k-th place
+}
+
 // ------------------------------------------------------------------------------------------------
 // KV rows and paged attention.
 

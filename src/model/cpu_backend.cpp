@@ -343,24 +343,8 @@ void CpuBackend::ffn_block(int64_t l, int64_t n) {
   if (hp_.is_moe()) {
     Activations ar = activations(W.xn, n, E, L.router);
     matmul(L.router, ar, W.router);
-    for (int64_t t = 0; t < n; ++t) {
-      float* p = W.router + t * n_exp;
-      kernels::softmax(p, n_exp);
-      int32_t* ids = W.topk_id + t * k;
-      float* ws = W.topk_w + t * k;
-      double sum = 0;
-      for (int64_t j = 0; j < k; ++j) {
-        int32_t best = -1;
-        for (int32_t e = 0; e < n_exp; ++e) {
-          bool taken = false;
-          for (int64_t i = 0; i < j; ++i) taken |= ids[i] == e;
-          if (!taken && (best < 0 || p[e] > p[best])) best = e;
-        }
-        ids[j] = best;
-        sum += p[best];
-      }
-      for (int64_t j = 0; j < k; ++j) ws[j] = static_cast<float>(p[ids[j]] / sum);
-    }
+    for (int64_t t = 0; t < n; ++t)
+      kernels::route_top_k(W.router + t * n_exp, n_exp, k, W.topk_id + t * k, W.topk_w + t * k);
   } else {
     for (int64_t t = 0; t < n; ++t) {
       W.topk_id[t] = 0;

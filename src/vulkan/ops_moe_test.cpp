@@ -26,22 +26,10 @@ using testing::kU;
 using testing::random_floats;
 using testing::read_back;
 
-// The CPU backend's router for one token: softmax, top k (ties to the lower id), renormalised.
+// The CPU backend's router for one token (kernels::route_top_k), on a copy of the logits.
 void cpu_route(const float* logits, int64_t n_exp, int64_t k, int32_t* ids, float* ws) {
   std::vector<float> p(logits, logits + n_exp);
-  kernels::softmax(p.data(), n_exp);
-  double sum = 0;
-  for (int64_t j = 0; j < k; ++j) {
-    int32_t best = -1;
-    for (int32_t e = 0; e < n_exp; ++e) {
-      bool taken = false;
-      for (int64_t i = 0; i < j; ++i) taken |= ids[i] == e;
-      if (!taken && (best < 0 || p[e] > p[best])) best = e;
-    }
-    ids[j] = best;
-    sum += p[best];
-  }
-  for (int64_t j = 0; j < k; ++j) ws[j] = static_cast<float>(p[ids[j]] / sum);
+  kernels::route_top_k(p.data(), n_exp, k, ids, ws);
 }
 
 // Logits whose ranks are 0.5 apart (so f32 and double softmax order them alike), with exact ties
