@@ -43,8 +43,11 @@ void exercise(const std::shared_ptr<const Grammar>& g, std::mt19937& rng) {
     if (!m.dead()) {
       std::string close = m.shortest_completion();
       Matcher copy = m;
-      ASSERT_TRUE(copy.advance(close)) << "completion refused";
-      ASSERT_TRUE(copy.accepting()) << "completion does not accept";
+      const bool ok = copy.advance(close) && copy.accepting();
+      // A matching limit may cut the completion's parses (counted); otherwise it must be accepted.
+      if (copy.limit_hits() == m.limit_hits()) {
+        ASSERT_TRUE(ok) << "completion refused or not accepting";
+      }
     }
     std::string b(1, static_cast<char>(rng() % 256));
     if (rng() % 3) {

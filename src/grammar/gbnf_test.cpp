@@ -218,6 +218,41 @@ y ::= "a"+)");
   EXPECT_TRUE(m.accepting());
 }
 
+// The grammar fuzzer's find: each character may end `[^"\\]*` or be one of the 83, so the live stacks
+// grow with the length until max_stacks refuses a byte the grammar allows; the shortest completion then
+// cannot be followed. The matcher counts such steps (limit_hits), so the refusal is told apart from a
+// wrong completion, and with a larger limit the same completion is accepted.
+TEST(Gbnf, StackLimitRefusalsAreCounted) {
+  const std::string gbnf = R"(root ::= [^"\\]* "" .{83})";
+  Limits small;
+  small.max_stacks = 256;
+  for (const Limits& limits : {small, Limits{}}) {
+    Matcher m(compile_gbnf(gbnf, limits));
+    ASSERT_TRUE(m.advance("\xd6"));
+    EXPECT_EQ(m.limit_hits(), 0u);
+    const std::string close = m.shortest_completion();
+    ASSERT_EQ(close.size(), 83u);  // the rest of the two-byte character, then 82 more
+    Matcher copy = m;
+    const bool ok = copy.advance(close) && copy.accepting();
+    if (limits.max_stacks == small.max_stacks) {
+      EXPECT_FALSE(ok) << "this limit cannot hold the completion's parses";
+      EXPECT_GT(copy.limit_hits(), 0u);
+      // Byte by byte: every refusal is a counted limit step.
+      Matcher step = m;
+      for (char c : close) {
+        const uint64_t before = step.limit_hits();
+        if (!step.advance(std::string(1, c))) {
+          EXPECT_GT(step.limit_hits(), before);
+          break;
+        }
+      }
+    } else {
+      EXPECT_TRUE(ok);
+      EXPECT_EQ(copy.limit_hits(), 0u);
+    }
+  }
+}
+
 TEST(Gbnf, Literal) {
   auto g = compile_gbnf("root ::= " + gbnf_literal("a\"b\\c\nd\x01é"));
   EXPECT_TRUE(matches(g, "a\"b\\c\nd\x01é"));

@@ -112,6 +112,10 @@ class Matcher {
   bool dead() const;        // no sentence starts with the bytes so far (only after a failed internal step)
   // The shortest bytes that make the output a sentence from here ("" when accepting).
   std::string shortest_completion() const;
+  // How many of the steps fed so far (advance calls' bytes, including refused ones) met a matching
+  // limit (Limits::max_stacks, max_stack_depth) and lost parses to it. While it stays 0 the matcher is
+  // exact: the shortest completion is always accepted. A limit can refuse a byte the grammar allows.
+  uint64_t limit_hits() const;
 
   struct Impl;
   Impl& impl() { return *impl_; }

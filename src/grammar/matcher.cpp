@@ -14,6 +14,7 @@
 #include <limits>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 #include "grammar/grammar_impl.h"
 
@@ -38,6 +39,7 @@ struct VecHash {
 
 constexpr int32_t kUnknown = -2;
 constexpr int32_t kDead = -1;
+constexpr int32_t kOverLimit = -3;  // a transition whose state would pass max_stacks: dead, for that reason
 constexpr size_t kMaxNodes = 1u << 18;   // beyond these the matcher rebuilds itself from its current state
 constexpr size_t kMaxStates = 1u << 12;  // (states hold 1 KiB of transitions each)
 
@@ -54,16 +56,19 @@ struct Matcher::Impl {
     uint32_t closing = 0;
     std::vector<int32_t> next;     // [256] successor state ids, kUnknown until computed
     int32_t mask_slot = -1;        // cached token mask (GrammarProcessor)
+    bool lossy = false;            // reached at least once with parses dropped by a limit
   };
   std::vector<State> states;
   std::unordered_map<std::vector<uint32_t>, int32_t, VecHash> state_index;  // stacks + accepting flag
   int32_t current = kDead;
+  uint64_t limit_hits = 0;  // steps fed to this matcher whose parses a limit cut (Matcher::limit_hits)
   uint64_t generation = 0;  // bumped when the tables are rebuilt (invalidates cached masks)
 
   // Scratch of one expansion.
   std::vector<std::pair<uint32_t, uint32_t>> work;
   std::unordered_set<uint64_t> visited;
   std::vector<uint32_t> out;
+  bool dropped = false;  // the expansions since the last make_state dropped a path at a limit
 
   explicit Impl(std::shared_ptr<const Grammar> gr) : grammar(std::move(gr)), g(&grammar->impl()) { reset_to_start(); }
 
@@ -78,10 +83,13 @@ struct Matcher::Impl {
   void reset_to_start() {
     clear_tables();
     out.clear();
+    dropped = false;
     bool accepting = false;
     bool ok = true;
     for (uint32_t start : g->alts[g->root]) ok = expand(start, 0, accepting) && ok;
     current = ok ? make_state(accepting) : kDead;
+    if (!ok || current == kOverLimit || (current >= 0 && states[static_cast<size_t>(current)].lossy)) ++limit_hits;
+    if (current == kOverLimit) current = kDead;
   }
 
   uint32_t intern(uint32_t pos, uint32_t parent) {
@@ -108,7 +116,7 @@ struct Matcher::Impl {
       auto [p, par] = work.back();
       work.pop_back();
       if (!visited.insert((uint64_t{p} << 32) | par).second) continue;
-      if (++steps > lim.max_stacks * 64) return false;
+      if (++steps > lim.max_stacks * 64) return dropped = true, false;
       const Element& e = g->elems[p];
       switch (e.op) {
         case Op::End:
@@ -116,14 +124,20 @@ struct Matcher::Impl {
           else work.push_back({nodes[par].pos, nodes[par].parent});
           break;
         case Op::Bytes:
-          if (nodes[par].depth + 1 > lim.max_stack_depth) break;  // too deep: this path is dropped
+          if (nodes[par].depth + 1 > lim.max_stack_depth) {  // too deep: this path is dropped
+            dropped = true;
+            break;
+          }
           out.push_back(intern(p, par));
-          if (out.size() > lim.max_stacks * 4) return false;
+          if (out.size() > lim.max_stacks * 4) return dropped = true, false;
           break;
         case Op::Ref: {
           uint32_t cont = par;
           if (g->elems[p + 1].op != Op::End) {
-            if (nodes[par].depth + 1 > lim.max_stack_depth) break;
+            if (nodes[par].depth + 1 > lim.max_stack_depth) {
+              dropped = true;
+              break;
+            }
             cont = intern(p + 1, par);
           }
           for (uint32_t start : g->alts[e.arg]) work.push_back({start, cont});
@@ -134,18 +148,24 @@ struct Matcher::Impl {
     return true;
   }
 
-  // Interns the state made of `out` (sorted, deduplicated here) and `accepting`.
+  // Interns the state made of `out` (sorted, deduplicated here) and `accepting`; kOverLimit when it has
+  // more than max_stacks stacks. A state reached with `dropped` paths is marked lossy.
   int32_t make_state(bool accepting) {
+    const bool lossy = std::exchange(dropped, false);
     std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());
-    if (out.empty() && !accepting) return kDead;
-    if (out.size() > g->limits.max_stacks) return kDead;
+    if (out.empty() && !accepting) return lossy ? kOverLimit : kDead;
+    if (out.size() > g->limits.max_stacks) return kOverLimit;
     out.push_back(accepting ? 1u : 0u);  // the key carries the flag
     auto it = state_index.find(out);
-    if (it != state_index.end()) return it->second;
+    if (it != state_index.end()) {
+      states[static_cast<size_t>(it->second)].lossy |= lossy;
+      return it->second;
+    }
     State s;
     s.stacks.assign(out.begin(), out.end() - 1);
     s.accepting = accepting;
+    s.lossy = lossy;
     s.closing = accepting ? 0 : kInfiniteLength;
     for (uint32_t n : s.stacks) s.closing = std::min(s.closing, nodes[n].closing);
     s.next.assign(256, kUnknown);
@@ -159,6 +179,7 @@ struct Matcher::Impl {
     int32_t cached = states[static_cast<size_t>(sid)].next[b];
     if (cached != kUnknown) return cached;
     out.clear();
+    dropped = false;
     bool accepting = false;
     bool ok = true;
     // Copy: expand() may grow `states`' nodes but never `states` itself; stacks are read by value.
@@ -179,12 +200,14 @@ struct Matcher::Impl {
     return next;
   }
 
-  int32_t run(int32_t sid, std::string_view bytes) {
+  // The state after `bytes` from `sid` (negative: dead); `*hits` counts the steps a limit cut.
+  int32_t run(int32_t sid, std::string_view bytes, uint64_t* hits = nullptr) {
     for (unsigned char b : bytes) {
       if (sid < 0) return kDead;
       sid = step(sid, b);
+      if (hits != nullptr && (sid == kOverLimit || (sid >= 0 && states[static_cast<size_t>(sid)].lossy))) ++*hits;
     }
-    return sid;
+    return sid < 0 ? kDead : sid;
   }
 
   // Rebuilds the tables around the current state when they have grown large (long generations).
@@ -249,7 +272,7 @@ Matcher& Matcher::operator=(const Matcher& o) {
 Matcher::~Matcher() = default;
 
 bool Matcher::advance(std::string_view bytes) {
-  int32_t next = impl_->run(impl_->current, bytes);
+  int32_t next = impl_->run(impl_->current, bytes, &impl_->limit_hits);
   if (next < 0) return false;
   impl_->current = next;
   impl_->maybe_compact();
@@ -264,6 +287,7 @@ bool Matcher::complete() const {
 }
 bool Matcher::dead() const { return impl_->current < 0; }
 std::string Matcher::shortest_completion() const { return impl_->shortest_completion(impl_->current); }
+uint64_t Matcher::limit_hits() const { return impl_->limit_hits; }
 
 // ---------------------------------------------------------------------------------------------------
 // Vocabulary trie.
