@@ -162,11 +162,16 @@ struct Q4KRepacked {
       wq[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
     }
     // Header: scales of a (and b), then d, dmin of each; a half tile pairs block a with itself.
-    const int halves = full ? 2 : 1;
+    // Fixed-size reads: a copy of 2 * halves bytes compiled to a byte loop whose stores the 16-bit
+    // loads then waited on (a store-forwarding stall: ~40 % of a one-token tile's time).
     uint16_t dd[2], dm[2];
-    std::memcpy(dd, h + 12 * halves, 2 * static_cast<size_t>(halves));
-    std::memcpy(dm, h + 14 * halves, 2 * static_cast<size_t>(halves));
-    if (!full) dd[1] = dd[0], dm[1] = dm[0];
+    if (full) {
+      std::memcpy(&dd[0], h + 24, 2), std::memcpy(&dd[1], h + 26, 2);
+      std::memcpy(&dm[0], h + 28, 2), std::memcpy(&dm[1], h + 30, 2);
+    } else {
+      std::memcpy(&dd[0], h + 12, 2), std::memcpy(&dm[0], h + 14, 2);
+      dd[1] = dd[0], dm[1] = dm[0];
+    }
     const __m128i sa = k4_scales_mins(h), sb = full ? k4_scales_mins(h + 12) : sa;
     const __m512 d = _mm512_insertf32x8(_mm512_set1_ps(half(dd[0])), _mm256_set1_ps(half(dd[1])), 1);
     const __m512 dmin = _mm512_insertf32x8(_mm512_set1_ps(half(dm[0])), _mm256_set1_ps(half(dm[1])), 1);
@@ -549,10 +554,15 @@ void rows_kernel_rt(const uint8_t* w, size_t w_row_bytes, int64_t n_rows, int64_
 // one 4096 x 14336 matrix (moe_bench_kernels, 64 and 512 tokens): fastest in every round (BENCHMARKS.md).
 constexpr int kMicroRows = 4, kMicroTokens = 3;
 
+// Up to this many tokens a block of rows runs the group kernel (each row unpacked into registers);
+// beyond it, the micro-kernel. The group kernels at 7 and 8 tokens spill (Q4_K in L2: 40 and 48 ns per
+// tile and row, against 32 and 34 for the micro-kernel; Q6_K 23 and 28 against 19 and 21).
+constexpr int kRowsGroupMax = 6;
+
 template <typename K>
 void rows_kernel(const uint8_t* w, size_t w_row_bytes, int64_t n_rows, int64_t nb, const uint8_t* x, size_t stride,
                  int64_t n_tok, float* y, size_t y_stride) {
-  if (n_tok <= kGroup) {  // decode and small batches: unpack straight into registers, once per row
+  if (n_tok <= kRowsGroupMax) {  // decode and small batches: unpack straight into registers, once per row
     const GroupKernel kernel = group_kernels<K>()[n_tok - 1];
     for (int64_t i = 0; i < n_rows; ++i) kernel(w + static_cast<size_t>(i) * w_row_bytes, nb, x, stride, y + i, y_stride);
     return;
