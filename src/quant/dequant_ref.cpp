@@ -123,6 +123,14 @@ void unpack_k4_scale_min(const uint8_t* packed, int j, int* scale, int* min) {
   }
 }
 
+void pack_k4_scales(const int* scales, const int* mins, uint8_t* packed) {
+  for (int j = 0; j < 4; ++j) {
+    packed[j] = static_cast<uint8_t>(scales[j] | (scales[j + 4] >> 4) << 6);
+    packed[j + 4] = static_cast<uint8_t>(mins[j] | (mins[j + 4] >> 4) << 6);
+    packed[j + 8] = static_cast<uint8_t>((scales[j + 4] & 0x0F) | (mins[j + 4] & 0x0F) << 4);
+  }
+}
+
 namespace {
 
 // Q3_K: low 2 bits as Q2_K; the third bit of element p is bit p/32 of hmask[p%32], set meaning +0 and

@@ -9,6 +9,7 @@
 
 #include "quant/blocks.h"
 #include "quant/quant.h"
+#include "quant/ref.h"
 #include "quant/simd.h"
 #include "util/cpu.h"
 #include "util/error.h"
@@ -312,8 +313,17 @@ void repack_row(GgmlType weight_type, const void* src, void* dst, int64_t n) {
             const int lo = q4k_level(blk, s % 8, 4 * k + i), hi = q4k_level(blk, s % 8, 16 + 4 * k + i);
             q[width * k + 4 * s + i] = static_cast<uint8_t>(lo | (hi << 4));
           }
+      // Header (lanes.h): the lanes' low scale/min nibbles, their top two bits, then d and dmin.
       uint8_t* h = out + q4k_header_at(nb, p);
-      for (int b = 0; b < halves; ++b) std::memcpy(h + 12 * b, w[2 * p + b].scales, 12);
+      int sc[16] = {}, mn[16] = {};
+      for (int s = 0; s < 8 * halves; ++s) ref::unpack_k4_scale_min(w[2 * p + s / 8].scales, s % 8, &sc[s], &mn[s]);
+      for (int s = 0; s < 8 * halves; ++s) h[s] = static_cast<uint8_t>((sc[s] & 0x0F) | (mn[s] & 0x0F) << 4);
+      for (int b = 0; b < halves; ++b)
+        for (int j = 0; j < 4; ++j) {
+          const int s = 8 * b + j;
+          h[8 * halves + 4 * b + j] =
+              static_cast<uint8_t>(sc[s] >> 4 | (sc[s + 4] >> 4) << 2 | (mn[s] >> 4) << 4 | (mn[s + 4] >> 4) << 6);
+        }
       for (int b = 0; b < halves; ++b) {
         std::memcpy(h + 12 * halves + 2 * b, &w[2 * p + b].d, 2);
         std::memcpy(h + 12 * halves + 2 * halves + 2 * b, &w[2 * p + b].dmin, 2);
@@ -373,7 +383,13 @@ void unrepack_row(GgmlType weight_type, const void* src, void* dst, int64_t n) {
       const uint8_t* q = in + q4k_levels_at(p);
       const uint8_t* h = in + q4k_header_at(nb, p);
       BlockQ4_K& blk = w[b];
-      std::memcpy(blk.scales, h + 12 * half, 12);
+      int sc[8], mn[8];
+      for (int j = 0; j < 8; ++j) {
+        const uint8_t top = h[8 * halves + 4 * half + j % 4];  // bit pairs: sc[j], sc[j + 4], mn[j], mn[j + 4]
+        sc[j] = (h[8 * half + j] & 0x0F) | ((top >> (2 * (j / 4))) & 3) << 4;
+        mn[j] = (h[8 * half + j] >> 4) | ((top >> (4 + 2 * (j / 4))) & 3) << 4;
+      }
+      ref::pack_k4_scales(sc, mn, blk.scales);
       std::memcpy(&blk.d, h + 12 * halves + 2 * half, 2);
       std::memcpy(&blk.dmin, h + 12 * halves + 2 * halves + 2 * half, 2);
       for (int j = 0; j < 8; ++j)

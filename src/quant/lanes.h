@@ -85,10 +85,13 @@ void lanes_rows(GgmlType weight_type, int64_t n, const void* w, size_t w_row_byt
 // AND (and a shift) that needs no lane crossing:
 //  - Q4_K (tiles of 2 super-blocks, T = ceil(nb / 2), 288 bytes each): 256 bytes of levels, register k
 //    (k < 4) holding round k in its low nibbles and round k + 4 in its high nibbles (byte 4s + i =
-//    values 4k + i and 16 + 4k + i of lane s), then a 32-byte header: the two blocks' 12 packed scale
-//    bytes, d[2], dmin[2] (fp16). An odd last block is a half tile stored at half width (4 x 32 bytes
-//    of lanes 0..7, a 16-byte header), loaded with zeros above: its activations there are zero too, so
-//    the result is the unrepacked kernel's, which pairs the block with itself.
+//    values 4k + i and 16 + 4k + i of lane s), then a 32-byte header laid out for SIMD decoding: byte s
+//    (< 16) = lane s's six-bit scale's low nibble | its min's low nibble << 4; two dwords of top bits,
+//    one per block, byte j of block b's holding bit pairs (scale of lane 8b + j, of 8b + j + 4, min of
+//    8b + j, of 8b + j + 4) >> 4; then d[2], dmin[2] (fp16). (GGUF's 12-byte packing took ~30 scalar
+//    instructions per tile to unpack.) An odd last block is a half tile stored at half width (4 x 32
+//    bytes of lanes 0..7; a 16-byte header: 8 nibble bytes, one top-bit dword, d, dmin), loaded with
+//    zeros above: its activations there are zero too, so the result is the unrepacked kernel's.
 //  - Q2_K (a tile is one super-block, 84 bytes): 64 bytes of levels, byte 4s + i holding the levels of
 //    values 4r + i of lane s in bits 2r..2r+1 (r < 4 rounds), then 20 bytes: scales[16], d, dmin.
 //  - Q8_0 (a tile is 16 blocks, 544 bytes): 8 x 64 bytes of levels, round r holding bytes 4r..4r+3 of

@@ -161,22 +161,37 @@ struct Q4KRepacked {
       wq[k] = _mm512_and_si512(v, low4);
       wq[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
     }
-    // Header: scales of a (and b), then d, dmin of each; a half tile pairs block a with itself.
-    // Fixed-size reads: a copy of 2 * halves bytes compiled to a byte loop whose stores the 16-bit
-    // loads then waited on (a store-forwarding stall: ~40 % of a one-token tile's time).
-    uint16_t dd[2], dm[2];
+    // Header (lanes.h): the 16 lanes' low scale/min nibbles, their top bits in two dwords (one per
+    // block; bit pairs sc[j], sc[j + 4], mn[j], mn[j + 4] in byte j), d[2], dmin[2]. Decoded with a few
+    // 128/256-bit operations instead of unpacking GGUF's 12-byte packing in scalar registers. A half tile
+    // (16 bytes: 8 lanes' nibbles, one dword, d, dmin) leaves lanes 8..15 zero.
+    __m128i nibbles, tops;
+    __m128 ddm;  // d of lanes 0..7, d of lanes 8..15, dmin of 0..7, dmin of 8..15
     if (full) {
-      std::memcpy(&dd[0], h + 24, 2), std::memcpy(&dd[1], h + 26, 2);
-      std::memcpy(&dm[0], h + 28, 2), std::memcpy(&dm[1], h + 30, 2);
+      nibbles = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h));
+      tops = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(h + 16));
+      ddm = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(h + 24)));
     } else {
-      std::memcpy(&dd[0], h + 12, 2), std::memcpy(&dm[0], h + 14, 2);
-      dd[1] = dd[0], dm[1] = dm[0];
+      nibbles = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(h));
+      tops = _mm_cvtsi32_si128(static_cast<int>(read_u32(h + 8)));
+      ddm = _mm_cvtph_ps(_mm_shufflelo_epi16(_mm_cvtsi32_si128(static_cast<int>(read_u32(h + 12))), 0x50));  // d d m m
     }
-    const __m128i sa = k4_scales_mins(h), sb = full ? k4_scales_mins(h + 12) : sa;
-    const __m512 d = _mm512_insertf32x8(_mm512_set1_ps(half(dd[0])), _mm256_set1_ps(half(dd[1])), 1);
-    const __m512 dmin = _mm512_insertf32x8(_mm512_set1_ps(half(dm[0])), _mm256_set1_ps(half(dm[1])), 1);
-    ws = _mm512_mul_ps(floats_u8(_mm_unpacklo_epi64(sa, sb)), d);
-    wm = _mm512_mul_ps(floats_u8(_mm_unpackhi_epi64(sa, sb)), dmin);
+    // Dword k of each half = the block's top-bit dword >> 2k: byte j holds bit pair k of its byte j, so
+    // the low 8 bytes are the scales' top bits of lanes 0..7 (8..15), the high 8 the mins'.
+    const __m256i pairs = _mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_permutevar8x32_epi32(_mm256_castsi128_si256(tops), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1)),
+                          _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)),
+        _mm256_set1_epi8(3));
+    const __m128i pa = _mm256_castsi256_si128(pairs), pb = _mm256_extracti128_si256(pairs, 1);
+    const __m128i low4x = _mm_set1_epi8(0x0F);
+    const __m128i sc = _mm_or_si128(_mm_and_si128(nibbles, low4x), _mm_slli_epi16(_mm_unpacklo_epi64(pa, pb), 4));
+    const __m128i mn =
+        _mm_or_si128(_mm_and_si128(_mm_srli_epi16(nibbles, 4), low4x), _mm_slli_epi16(_mm_unpackhi_epi64(pa, pb), 4));
+    const __m512 wide = _mm512_castps128_ps512(ddm);
+    const __m512 d = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1), wide);
+    const __m512 dmin = _mm512_permutexvar_ps(_mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3), wide);
+    ws = _mm512_mul_ps(floats_u8(sc), d);
+    wm = _mm512_mul_ps(floats_u8(mn), dmin);
   }
 };
 

@@ -404,15 +404,6 @@ void quantize_q2_K(const float* x, BlockQ2_K* y, int64_t nb, const float* import
   }
 }
 
-// Packs the eight six-bit scales and mins of Q4_K/Q5_K (inverse of unpack_k4_scale_min).
-void pack_k4_scales(const int* ls, const int* lm, uint8_t* packed) {
-  for (int j = 0; j < 4; ++j) {
-    packed[j] = static_cast<uint8_t>(ls[j] | (ls[j + 4] >> 4) << 6);
-    packed[j + 4] = static_cast<uint8_t>(lm[j] | (lm[j + 4] >> 4) << 6);
-    packed[j + 8] = static_cast<uint8_t>((ls[j + 4] & 0x0F) | (lm[j + 4] & 0x0F) << 4);
-  }
-}
-
 void quantize_q4_K(const float* x, BlockQ4_K* y, int64_t nb, const float* importance) {
   float w[kQKK];
   int ls[8], lm[8], L[kQKK];

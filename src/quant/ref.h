@@ -40,5 +40,7 @@ DotFn dot_kernel(GgmlType type);
 void unpack_q3_K_scales(const uint8_t* packed, int* scales);
 // Q4_K/Q5_K: six-bit scale and min of sub-block j (0..7) from the 12 packed bytes.
 void unpack_k4_scale_min(const uint8_t* packed, int j, int* scale, int* min);
+// The inverse: eight six-bit scales and mins (0..63) into the 12 packed bytes.
+void pack_k4_scales(const int* scales, const int* mins, uint8_t* packed);
 
 }  // namespace moe::quant::ref
