@@ -6,6 +6,7 @@
 // fraction of the DRAM roofline is not bounded by 1 and is not asserted to be.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -113,7 +114,34 @@ TEST(BenchCli, JsonHasEveryFieldAndConsistentRoofline) {
     expect_positive(b, "batch_prefill_tokens_per_s");
     EXPECT_NEAR(b["per_sequence_tokens_per_s"].get<double>() * static_cast<double>(i),
                 b["aggregate_tokens_per_s"].get<double>(), 1e-9 * b["aggregate_tokens_per_s"].get<double>());
+    EXPECT_EQ(b["shared_prompt"], false);
+    // The bundled model runs 2 of 8 experts per token: B distinct sequences read 2 to min(8, 2B) per layer.
+    const double read = b["experts_read_per_layer_step"];
+    EXPECT_GE(read, 2.0);
+    EXPECT_LE(read, std::min(8.0, 2.0 * static_cast<double>(i)));
   }
+}
+
+// --batch-shared: every sequence gets the same prompt (llama-batched-bench's workload). Greedy decode is
+// batch-invariant, so the sequences stay identical and each step's tokens all route to the same two
+// experts per layer, exactly; distinct prompts at B = 8 spread over more.
+TEST(BenchCli, SharedPromptBatchesRouteAlike) {
+  auto run = [](bool shared) {
+    std::vector<std::string> args = {"bench", bundled_model(), "-t", "2", "-p", "8", "-n", "2", "--reps", "1",
+                                     "--batch", "8", "--batch-prompt", "16", "--batch-gen", "6", "--json"};
+    if (shared) args.push_back("--batch-shared");
+    const auto r = run_moe(args);
+    EXPECT_EQ(r.status, 0) << r.err;
+    const auto lines = json_lines(r.out);
+    EXPECT_EQ(lines.size(), 2u) << r.out;
+    return lines.size() == 2 ? lines[1] : nlohmann::json::object();
+  };
+  const nlohmann::json shared = run(true), distinct = run(false);
+  ASSERT_TRUE(shared.contains("experts_read_per_layer_step")) << shared.dump();
+  EXPECT_EQ(shared["shared_prompt"], true);
+  EXPECT_EQ(shared["experts_read_per_layer_step"].get<double>(), 2.0);
+  EXPECT_EQ(distinct["shared_prompt"], false);
+  EXPECT_GT(distinct["experts_read_per_layer_step"].get<double>(), 2.5) << "8 random prompts should spread";
 }
 
 TEST(BenchCli, TableNamesEveryFigure) {

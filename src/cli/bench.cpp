@@ -13,6 +13,11 @@
 //    of the largest B are processed once, together (its rate is reported too); each measurement then
 //    truncates the first B sequences back to their prompts and decodes, so every repetition and every
 //    B starts from the same cached state without recomputing thousands of prompt tokens.
+//    --batch-shared gives every sequence the same prompt instead (what llama-batched-bench does: token
+//    0 at every position of every sequence); greedy decode is batch-invariant, so the sequences then
+//    stay identical and every token of a step routes to the same experts, which is a different (and for
+//    a MoE much lighter) workload than distinct sequences: per layer and step two experts are read
+//    instead of up to all eight. Label which one a figure is.
 // Each figure is the median of --reps repetitions, with min and max. Before the timed repetitions an
 // untimed warm-up reads every page of the weights and runs a short prompt and decode, so page faults on
 // the memory-mapped weights are not timed.
@@ -89,6 +94,7 @@ struct BenchOpts {
   std::vector<int64_t> batches;
   int64_t batch_prompt = 128;
   int64_t batch_gen = 32;
+  bool batch_shared = false;            // every sequence gets the same prompt (llama-batched-bench's workload)
   int reps = 5;
   bool json = false;
   std::string kv_type = "f16";
@@ -292,14 +298,18 @@ class Runner {
     return {static_cast<double>(n_prompt) / t_prompt, t_first, static_cast<double>(n_gen) / t_gen};
   }
 
-  // Sequences 0..n_seq-1 (freed first) each get n_prompt random tokens, all in one batch (the model
-  // chunks it); their first generated tokens are kept for decode_batch(). Returns prompt tokens/s.
-  double prefill_batch(int64_t n_seq, int64_t n_prompt) {
+  // Sequences 0..n_seq-1 (freed first) each get n_prompt random tokens (the same ones for all when
+  // `shared`), all in one batch (the model chunks it); their first generated tokens are kept for
+  // decode_batch(). Returns prompt tokens/s.
+  double prefill_batch(int64_t n_seq, int64_t n_prompt, bool shared) {
     batch_.clear();
+    std::vector<int32_t> prompt(static_cast<size_t>(n_prompt));
     for (int64_t s = 0; s < n_seq; ++s) {
       cache_.free_sequence(static_cast<int32_t>(s));
+      if (s == 0 || !shared)
+        for (int32_t& t : prompt) t = random_token();
       for (int64_t i = 0; i < n_prompt; ++i)
-        batch_.add(random_token(), static_cast<int32_t>(i), static_cast<int32_t>(s), i + 1 == n_prompt);
+        batch_.add(prompt[static_cast<size_t>(i)], static_cast<int32_t>(i), static_cast<int32_t>(s), i + 1 == n_prompt);
     }
     const int64_t vocab = m_.hparams().n_vocab;
     const auto t0 = Clock::now();
@@ -310,21 +320,36 @@ class Runner {
     return static_cast<double>(n_seq * n_prompt) / seconds_since(t0);
   }
 
+  struct Decode {
+    double tokens_per_s;
+    double experts_read;  // distinct experts run per layer and step, averaged (what a step reads)
+  };
   // The first n_seq prefilled sequences, cut back to their prompts (so every call starts from the same
-  // state), decode n_gen steps of one token each, together. Returns aggregate tokens/s.
-  double decode_batch(int64_t n_seq, int64_t n_gen) {
+  // state), decode n_gen steps of one token each, together. The routing counters are read between steps
+  // (outside the timed part) to count the experts each layer ran.
+  Decode decode_batch(int64_t n_seq, int64_t n_gen) {
     const int64_t vocab = m_.hparams().n_vocab;
     std::vector<int32_t> next(first_.begin(), first_.begin() + n_seq);
     for (int64_t s = 0; s < n_seq; ++s) cache_.truncate(static_cast<int32_t>(s), prefilled_);
-    const auto t0 = Clock::now();
+    double seconds = 0;
+    int64_t experts = 0, layer_steps = 0;
+    std::vector<std::vector<int64_t>> before = m_.expert_token_counts();
     for (int64_t step = 0; step < n_gen; ++step) {
       batch_.clear();
       for (int64_t s = 0; s < n_seq; ++s)
         batch_.add(next[s], static_cast<int32_t>(prefilled_ + step), static_cast<int32_t>(s), true);
+      const auto t0 = Clock::now();
       m_.forward(batch_, cache_, res_);
       for (int64_t s = 0; s < n_seq; ++s) next[s] = argmax(res_.logits.data() + s * vocab, vocab);
+      seconds += seconds_since(t0);
+      std::vector<std::vector<int64_t>> after = m_.expert_token_counts();
+      for (size_t l = 0; l < after.size(); ++l)
+        for (size_t e = 0; e < after[l].size(); ++e) experts += after[l][e] > before[l][e] ? 1 : 0;
+      layer_steps += static_cast<int64_t>(after.size());
+      before.swap(after);
     }
-    return static_cast<double>(n_seq * n_gen) / seconds_since(t0);
+    return {static_cast<double>(n_seq * n_gen) / seconds,
+            layer_steps > 0 ? static_cast<double>(experts) / static_cast<double>(layer_steps) : 0.0};
   }
 
  private:
@@ -448,10 +473,11 @@ int run_bench(const BenchOpts& o) {
   const double cpu0 = process_cpu_seconds();
   const auto wall0 = Clock::now();
   // The batch's prompts are processed once, timed, then each repetition decodes from them.
-  const double batch_prefill = max_batch > 0 ? runner.prefill_batch(max_batch, o.batch_prompt) : 0;
+  const double batch_prefill = max_batch > 0 ? runner.prefill_batch(max_batch, o.batch_prompt, o.batch_shared) : 0;
   std::vector<double> pp, ttft, tg, bandwidth;
   uint64_t checksum = 0;
   std::vector<std::vector<double>> agg(o.batches.size());
+  std::vector<double> experts_read(o.batches.size(), 0.0);  // per layer and step, mean over repetitions
   for (int rep = 0; rep < o.reps; ++rep) {
     const Runner::Single s = runner.single(single_seq, o.n_prompt, o.n_gen);
     pp.push_back(s.pp_tokens_per_s);
@@ -469,7 +495,9 @@ int run_bench(const BenchOpts& o) {
                    (long long)o.n_prompt, s.pp_tokens_per_s, (long long)o.n_gen, s.tg_tokens_per_s,
                    bandwidth.back() / 1e9);
     for (size_t i = 0; i < o.batches.size(); ++i) {
-      agg[i].push_back(runner.decode_batch(o.batches[i], o.batch_gen));
+      const Runner::Decode d = runner.decode_batch(o.batches[i], o.batch_gen);
+      agg[i].push_back(d.tokens_per_s);
+      experts_read[i] += d.experts_read / o.reps;
       if (!o.json) std::fprintf(stderr, ", B=%lld %.2f t/s", (long long)o.batches[i], agg[i].back());
     }
     if (!o.json) std::fprintf(stderr, "\n");
@@ -539,10 +567,12 @@ int run_bench(const BenchOpts& o) {
       b["batch"] = o.batches[i];
       b["prompt_tokens"] = o.batch_prompt;
       b["gen_tokens"] = o.batch_gen;
+      b["shared_prompt"] = o.batch_shared;
       b["reps"] = o.reps;
       const Stat a = summarize(agg[i]);
       put_stat(b, "aggregate_tokens_per_s", a);
       b["per_sequence_tokens_per_s"] = a.median / static_cast<double>(o.batches[i]);
+      b["experts_read_per_layer_step"] = experts_read[i];
       b["batch_prefill_tokens_per_s"] = batch_prefill;
       std::printf("%s\n", b.dump().c_str());
     }
@@ -608,15 +638,17 @@ int run_bench(const BenchOpts& o) {
   std::printf("CPU share of the timed runs: %.0f %% of %d threads (load average %.2f before)%s\n", 100 * cpu_share,
               n_threads, load_before, cpu_share < 0.9 ? ": other processes slowed these figures" : "");
   if (!o.batches.empty()) {
-    std::printf("\nbatched decode: B sequences with %lld prompt tokens each, then %lld steps of one token per sequence\n",
-                (long long)o.batch_prompt, (long long)o.batch_gen);
+    std::printf("\nbatched decode: B sequences with %lld prompt tokens each (%s), then %lld steps of one token per sequence\n",
+                (long long)o.batch_prompt, o.batch_shared ? "the same prompt for all: they route alike" : "distinct random prompts",
+                (long long)o.batch_gen);
     std::printf("(the %lld prompts were processed together once at %.2f tokens/s)\n", (long long)max_batch, batch_prefill);
-    std::printf("%6s %12s %10s %10s %14s\n", "B", "aggregate", "min", "max", "per sequence");
+    std::printf("%6s %12s %10s %10s %14s %16s\n", "B", "aggregate", "min", "max", "per sequence", "experts/layer");
     for (size_t i = 0; i < o.batches.size(); ++i) {
       const Stat a = summarize(agg[i]);
-      std::printf("%6lld %12.2f %10.2f %10.2f %14.2f\n", (long long)o.batches[i], a.median, a.min, a.max,
-                  a.median / static_cast<double>(o.batches[i]));
+      std::printf("%6lld %12.2f %10.2f %10.2f %14.2f %16.2f\n", (long long)o.batches[i], a.median, a.min, a.max,
+                  a.median / static_cast<double>(o.batches[i]), experts_read[i]);
     }
+    std::printf("(experts/layer: distinct experts each layer ran per step, the weights a step reads)\n");
   }
   return 0;
 }
@@ -635,6 +667,8 @@ const Registrar reg("bench", "Measure prompt, decode and batched-decode speed ag
   sub.add_option("--batch-prompt", o->batch_prompt, "prompt tokens of each sequence in batched decode")
       ->capture_default_str();
   sub.add_option("--batch-gen", o->batch_gen, "batched decode steps (one token per sequence each)")->capture_default_str();
+  sub.add_flag("--batch-shared", o->batch_shared,
+               "give every batched sequence the same prompt, as llama-batched-bench does (all route to the same experts)");
   sub.add_option("--reps", o->reps, "repetitions (the median is reported)")->capture_default_str();
   sub.add_flag("--json", o->json, "one JSON object per line instead of the table");
   sub.add_option("--kv-cache-dtype", o->kv_type, "KV cache element type: f16, bf16, q8_0, f32")->capture_default_str();
