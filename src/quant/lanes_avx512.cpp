@@ -570,9 +570,10 @@ void rows_kernel_rt(const uint8_t* w, size_t w_row_bytes, int64_t n_rows, int64_
 constexpr int kMicroRows = 4, kMicroTokens = 3;
 
 // Up to this many tokens a block of rows runs the group kernel (each row unpacked into registers);
-// beyond it, the micro-kernel. The group kernels at 7 and 8 tokens spill (Q4_K in L2: 40 and 48 ns per
-// tile and row, against 32 and 34 for the micro-kernel; Q6_K 23 and 28 against 19 and 21).
-constexpr int kRowsGroupMax = 6;
+// beyond it, the micro-kernel. The group kernels spill from 6 tokens on (moe_bench_kernels lanes_l2, 64
+// rows: at 6 tokens Q4_K 14.1 and Q6_K 21.4 us per call against the micro-kernel's 13.3 and 17.5; at 5
+// tokens 11.1 and 15.0 against 11.6 and 15.9; at 8, Q4_K 47.6 against 33.9 ns per tile and row).
+constexpr int kRowsGroupMax = 5;
 
 template <typename K>
 void rows_kernel(const uint8_t* w, size_t w_row_bytes, int64_t n_rows, int64_t nb, const uint8_t* x, size_t stride,

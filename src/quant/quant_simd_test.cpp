@@ -517,7 +517,7 @@ TEST(QuantLanes, RowBlocksEqualSingleTokensBitForBit) {
         w.insert(w.end(), row.begin(), row.end());
       }
       for (int64_t rows : {int64_t{0}, int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4}, n_rows})
-        // 6 and 7 straddle where the row blocks switch from the group kernel to the micro-kernel.
+        // 5 and 6 straddle where the row blocks switch from the group kernel to the micro-kernel.
         for (int64_t count : {int64_t{0}, int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4}, int64_t{5}, int64_t{6},
                               int64_t{7}, int64_t{8}, int64_t{9}, int64_t{10}, n_tok}) {
           const size_t y_stride = static_cast<size_t>(n_rows) + 2;
