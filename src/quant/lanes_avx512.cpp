@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -556,18 +557,19 @@ void rows_kernel_rt(const uint8_t* w, size_t w_row_bytes, int64_t n_rows, int64_
   // prefetched into L2, a share per call, so that streaming them from DRAM overlaps the arithmetic
   // instead of stalling the next unpack (with few tokens per block, as in batched decode, the unpack had
   // taken a third of the kernel's time). The lines just past the last row (the next band's, or past the
-  // matrix) are prefetched too: a prefetch never faults.
+  // matrix) are prefetched too: a prefetch never faults (the address is formed as an integer, since a
+  // pointer past the end of the weights would not be a valid pointer).
   const size_t next_lines = (static_cast<size_t>(R) * w_row_bytes + 63) / 64;
   const int64_t calls = (n_tok + T - 1) / T;
   const size_t lines_per_call = (next_lines + static_cast<size_t>(calls) - 1) / static_cast<size_t>(calls);
   for (int64_t i = 0; i < n_rows; i += R) {
     const int nr = static_cast<int>(std::min<int64_t>(R, n_rows - i));
     for (int k = 0; k < nr; ++k) unpack_row<K>(w + static_cast<size_t>(i + k) * w_row_bytes, nb, scratch.data() + k * tiles);
-    const char* next = reinterpret_cast<const char*>(w + static_cast<size_t>(i + R) * w_row_bytes);
+    const uintptr_t next = reinterpret_cast<uintptr_t>(w) + static_cast<uintptr_t>(i + R) * w_row_bytes;
     size_t line = 0;
     for (int64_t t0 = 0; t0 < n_tok; t0 += T) {
       for (const size_t end = std::min(next_lines, line + lines_per_call); line < end; ++line)
-        _mm_prefetch(next + 64 * line, _MM_HINT_T1);
+        _mm_prefetch(reinterpret_cast<const char*>(next + 64 * line), _MM_HINT_T1);
       const int nt = static_cast<int>(std::min<int64_t>(T, n_tok - t0));
       micro_rows<K, R, T>(nr, nt, rows, tiles, x + static_cast<size_t>(t0) * stride, stride,
                           y + static_cast<size_t>(t0) * y_stride + static_cast<size_t>(i), y_stride);
