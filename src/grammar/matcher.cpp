@@ -88,8 +88,14 @@ struct Matcher::Impl {
     bool ok = true;
     for (uint32_t start : g->alts[g->root]) ok = expand(start, 0, accepting) && ok;
     current = ok ? make_state(accepting) : kDead;
-    if (!ok || current == kOverLimit || (current >= 0 && states[static_cast<size_t>(current)].lossy)) ++limit_hits;
+    if (!ok || limit_met(current)) ++limit_hits;
     if (current == kOverLimit) current = kDead;
+  }
+
+  // Whether reaching `sid` lost parses to a limit: an over-limit transition, or a state built with
+  // paths dropped.
+  bool limit_met(int32_t sid) const {
+    return sid == kOverLimit || (sid >= 0 && states[static_cast<size_t>(sid)].lossy);
   }
 
   uint32_t intern(uint32_t pos, uint32_t parent) {
@@ -179,9 +185,8 @@ struct Matcher::Impl {
     int32_t cached = states[static_cast<size_t>(sid)].next[b];
     if (cached != kUnknown) return cached;
     out.clear();
-    dropped = false;
+    dropped = false;  // expand() sets it for every path a limit cuts; make_state() reads it
     bool accepting = false;
-    bool ok = true;
     // Copy: expand() may grow `states`' nodes but never `states` itself; stacks are read by value.
     const std::vector<uint32_t> stacks = states[static_cast<size_t>(sid)].stacks;
     for (uint32_t n : stacks) {
@@ -189,11 +194,9 @@ struct Matcher::Impl {
       if (!g->sets[g->elems[node.pos].arg].has(b)) continue;
       std::vector<uint32_t> keep;
       keep.swap(out);
-      bool path_ok = expand(node.pos + 1, node.parent, accepting);
-      if (!path_ok) out.clear();
+      if (!expand(node.pos + 1, node.parent, accepting)) out.clear();
       keep.insert(keep.end(), out.begin(), out.end());
       out.swap(keep);
-      ok = ok && path_ok;
     }
     int32_t next = make_state(accepting);
     states[static_cast<size_t>(sid)].next[b] = next;
@@ -205,7 +208,7 @@ struct Matcher::Impl {
     for (unsigned char b : bytes) {
       if (sid < 0) return kDead;
       sid = step(sid, b);
-      if (hits != nullptr && (sid == kOverLimit || (sid >= 0 && states[static_cast<size_t>(sid)].lossy))) ++*hits;
+      if (hits != nullptr && limit_met(sid)) ++*hits;
     }
     return sid < 0 ? kDead : sid;
   }
